@@ -1,0 +1,83 @@
+"""The console script: models table, summary in train and eval mode, one-line errors with status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from unetkit.cli import main
+
+
+def test_models_lists_every_model_with_its_parameter_count(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, params in [
+        ("unet_classic", "31,030,658"),
+        ("unet", "31,037,698"),
+        ("sa_unet", "483,252"),
+        ("basic_unet", "309,057"),
+        ("unet_dense_bottleneck", "234,977"),
+    ]:
+        line = next(row for row in out.splitlines() if row.split()[0] == name)
+        assert params in line
+    assert main(["models", "sa_*"]) == 0
+    assert "unet_classic" not in capsys.readouterr().out
+
+
+def test_summary_shows_dropblock_in_train_mode_only(capsys):
+    assert main(["summary", "sa_unet", "--input", "1x1x64x64"]) == 0
+    train = capsys.readouterr().out
+    assert train.count("(DropBlock2d)") == 14
+    assert "Total params: 483,252" in train and "SpatialAttention" in train
+    assert main(["summary", "sa_unet", "--input", "1x1x64x64", "--eval"]) == 0
+    evaluation = capsys.readouterr().out
+    assert "(DropBlock2d)" not in evaluation and "14 DropBlock2d" in evaluation
+    assert "Total params: 483,252" in evaluation
+
+
+def test_summary_of_unet_classic_reports_388(capsys):
+    assert main(["summary", "unet_classic", "--input", "1x1x572x572", "-o", "base_channels=4"]) == 0
+    out = capsys.readouterr().out
+    assert "Output shape: [1, 2, 388, 388]" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["summary", "unet_clasic"], "unknown model 'unet_clasic'; did you mean 'unet_classic'"),
+        (["summary", "unet", "-o", "upsampel=bilinear"], "unknown option 'upsampel'"),
+        (["summary", "unet", "-o", "upsample=bilinaer"], "did you mean 'bilinear'"),
+        (["summary", "unet_classic", "--input", "1x1x570x572", "-o", "base_channels=4"], "nearest legal"),
+        (["summary", "unet", "--input", "1x3x12"], "expected BxCxHxW"),
+        (["summary", "sa_unet", "--input", "1x3x64x64"], "expected input of shape (B, 1, H, W)"),
+    ],
+)
+def test_bad_input_gives_one_line_and_status_2(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exc:
+        sys.exit(main(argv))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_console_script_exit_status_and_debug_traceback():
+    cmd = [sys.executable, "-m", "unetkit", "summary", "nope"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "unetkit summary: error: unknown model 'nope'; did you mean 'unet'? (available: "
+        "basic_unet, sa_unet, unet, unet_classic, unet_dense_bottleneck)"
+    ]
+    debug = subprocess.run(
+        [sys.executable, "-m", "unetkit", "--debug", "summary", "nope"], capture_output=True, text=True, timeout=120
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_demo_writes_the_zoo_table(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "zoo.md").read_text()
+    assert "| `sa_unet` | 483,252 |" in table
+    assert "| `unet_classic` | 31,030,658 | 1x572x572 | 2x388x388 |" in table
+    assert "DropBlock2d" in (tmp_path / "sa_unet_summary_train.txt").read_text()

@@ -1,0 +1,221 @@
+"""Every registered model: shapes, finite logits, gradients everywhere, odd and tiny inputs."""
+
+import pytest
+import torch
+from torch import nn
+
+import unetkit
+from unetkit.models import get_model_entry
+
+MODELS = unetkit.list_models()
+
+# shared/DESIGN.md: the seed figures each model must reproduce at default settings
+REFERENCE_PARAMS = {
+    ("unet_classic", ()): 31_030_658,
+    ("unet", ()): 31_037_698,
+    ("unet", (("upsample", "bilinear"),)): 17_263_042,
+    ("sa_unet", ()): 483_252,
+    ("basic_unet", ()): 309_057,
+    ("unet_dense_bottleneck", ()): 234_977,
+}
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _accepts_any_size(model: nn.Module) -> bool:
+    return all(model.output_size(n) == n for n in range(1, 40))
+
+
+def _test_sizes(model: nn.Module) -> list[tuple[int, int]]:
+    if _accepts_any_size(model):
+        return [(1, 1), (7, 13), (33, 17)]  # tiny and odd
+    smallest = model.valid_input_size(1)
+    if model.output_size(smallest) == smallest and hasattr(model, "image_size"):
+        return [(smallest, smallest)]  # fixed-size model (dense bottleneck)
+    return [(smallest, smallest), (smallest, model.valid_input_size(smallest + 1))]  # non-square
+
+
+def _out_side(model: nn.Module, n: int) -> int:
+    return model.output_size(n)
+
+
+def _small_side(model: nn.Module, n: int = 24) -> int:
+    """A small legal input side: `n` for any-size models, else the nearest legal one."""
+    if hasattr(model, "image_size"):
+        return model.image_size
+    return model.valid_input_size(n)
+
+
+@pytest.mark.parametrize(("name", "options"), list(REFERENCE_PARAMS))
+def test_parameter_counts_match_the_design(name, options):
+    with torch.device("meta"):
+        model = unetkit.create_model(name, **dict(options))
+    assert _count(model) == REFERENCE_PARAMS[(name, options)]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_on_odd_and_tiny_inputs(name):
+    model = unetkit.create_model(name).train()
+    assert isinstance(model.downsample_factor, int) and model.downsample_factor >= 1
+    for h, w in _test_sizes(model):
+        x = torch.randn(2, model.in_channels, h, w)
+        y = model(x)
+        assert y.shape == (2, model.out_channels, _out_side(model, h), _out_side(model, w)), (h, w)
+        assert torch.isfinite(y).all()
+        model.zero_grad(set_to_none=True)
+        y.square().mean().backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not missing, f"no finite gradient for {missing[:5]} at {h}x{w}"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_returns_logits_not_probabilities(name):
+    model = unetkit.create_model(name).eval()
+    last = list(model.modules())[-1]
+    assert not isinstance(last, (nn.Sigmoid, nn.Softmax))
+    side = _small_side(model, get_model_entry(name).example_size // 4)
+    with torch.no_grad():
+        y = model(10 * torch.randn(1, model.in_channels, side, side))
+    assert y.min() < 0 or y.max() > 1  # unbounded outputs
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_in_channels_and_classes_are_configurable(name):
+    out_key = "num_classes" if "num_classes" in unetkit.create_model(name).model_config else "out_channels"
+    model = unetkit.create_model(name, in_channels=5, **{out_key: 3}).eval()
+    side = _small_side(model, 16)
+    with torch.no_grad():
+        y = model(torch.randn(1, 5, side, side))
+    assert y.shape[1] == 3
+    with pytest.raises(ValueError, match="expected input of shape"):
+        model(torch.randn(1, 4, side, side))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_config_rebuilds_the_same_model(name):
+    model = unetkit.create_model(name)
+    again = unetkit.create_model(name, **model.model_config)
+    again.load_state_dict(model.state_dict())
+    assert model.model_name == name and _count(again) == _count(model)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_grad_checkpointing_parity(name):
+    """Same outputs, gradients and BatchNorm statistics; fewer saved activations."""
+    torch.manual_seed(0)
+    plain = unetkit.create_model(name).train()
+    ckpt = unetkit.create_model(name).train()
+    ckpt.load_state_dict(plain.state_dict())
+    ckpt.set_grad_checkpointing(True)
+    side = _small_side(plain)
+    x = torch.randn(2, plain.in_channels, side, side)
+
+    def run(model: nn.Module) -> tuple[torch.Tensor, int]:
+        saved = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        torch.manual_seed(42)  # same DropBlock masks for both
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = model(x)
+        y.square().mean().backward()
+        return y, saved[0]
+
+    y_plain, bytes_plain = run(plain)
+    y_ckpt, bytes_ckpt = run(ckpt)
+    torch.testing.assert_close(y_ckpt, y_plain)
+    grads = dict(ckpt.named_parameters())
+    for n, p in plain.named_parameters():
+        torch.testing.assert_close(grads[n].grad, p.grad, msg=n)
+    buffers = dict(ckpt.named_buffers())
+    for n, b in plain.named_buffers():
+        torch.testing.assert_close(buffers[n], b, msg=n)  # BN stats updated once, not twice
+    assert bytes_ckpt < 0.6 * bytes_plain, (bytes_ckpt, bytes_plain)
+
+
+def test_unet_classic_572_to_388_with_23_convs():
+    model = unetkit.create_model("unet_classic").eval()
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(convs) == 23  # 18 3x3 convs, 4 up-convs, the 1x1 head
+    assert all(m.padding == (0, 0) for m in convs)
+    assert model.output_size(572) == 388 and model.context_margin() == 92
+    with torch.inference_mode():
+        y = model(torch.randn(1, 1, 572, 572))
+    assert y.shape == (1, 2, 388, 388)
+
+
+def test_unet_classic_illegal_size_names_the_nearest_legal_ones():
+    model = unetkit.create_model("unet_classic", base_channels=4)
+    assert model.output_size(570) is None
+    assert model.valid_input_size(570) == 572
+    with pytest.raises(ValueError, match=r"556 \(output 372\) and 572 \(output 388\)"):
+        model(torch.randn(1, 1, 570, 572))
+
+
+def test_unet_any_size_and_bilinear_variant():
+    for upsample in ("transpose", "bilinear"):
+        model = unetkit.create_model("unet", upsample=upsample, base_channels=8).eval()
+        assert model.downsample_factor == 16
+        y = model(torch.randn(1, 3, 45, 71))
+        assert y.shape == (1, 2, 45, 71)
+
+
+def test_sa_unet_dropblock_only_in_train_and_attention_in_bottleneck():
+    from unetkit.layers import DropBlock2d, SpatialAttention
+
+    model = unetkit.create_model("sa_unet")
+    blocks = [m for m in model.modules() if isinstance(m, DropBlock2d)]
+    assert len(blocks) == 14 and all(b.block_size == 7 and b.keep_prob == 0.9 for b in blocks)
+    attention = [n for n, m in model.named_modules() if isinstance(m, SpatialAttention)]
+    assert attention == [f"encoder.stages.{model.depth}.block.4"]  # between the bottleneck's two convs
+    x = torch.randn(2, 1, 48, 48)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # DropBlock draws new masks
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_dense_bottleneck_uses_its_mlp():
+    model = unetkit.create_model("unet_dense_bottleneck").eval()
+    calls = []
+    for m in model.bottleneck:
+        if isinstance(m, nn.Linear):
+            m.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+        model.bottleneck[4].weight.mul_(-1.0)  # the middle Linear
+        after = model(x)
+    assert len(calls) == 6  # three Linear layers, two passes
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
+        model(torch.randn(1, 1, 20, 20))
+
+
+def test_unknown_names_and_options_raise_with_close_matches():
+    with pytest.raises(ValueError, match=r"unknown model 'unet_clasic'; did you mean 'unet_classic'"):
+        unetkit.create_model("unet_clasic")
+    with pytest.raises(ValueError, match=r"unknown option 'upsampel'.*did you mean 'upsample'"):
+        unetkit.create_model("unet", upsampel="bilinear")
+    with pytest.raises(ValueError, match=r"`upsample` must be one of .*did you mean 'bilinear'"):
+        unetkit.create_model("unet", upsample="bilinaer")
+    with pytest.raises(ValueError, match=r"`norm` must be one of"):
+        unetkit.create_model("unet", norm="layer")
+    with pytest.raises(ValueError, match="base_channels"):
+        unetkit.create_model("unet", base_channels=0)
+
+
+def test_none_options_keep_defaults_and_registry_rejects_duplicates():
+    model = unetkit.create_model("sa_unet", keep_prob=None, depth=None)
+    assert model.model_config["keep_prob"] == 0.9 and model.depth == 3
+    from unetkit.models import register_model
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(example_size=8)(lambda: None)  # its __name__ is "<lambda>": register twice
+        register_model(example_size=8)(lambda: None)
+    assert unetkit.list_models("unet*") == ["unet", "unet_classic", "unet_dense_bottleneck"]
