@@ -1,0 +1,426 @@
+"""Folder data sets: images, masks and optional field-of-view files matched by file stem.
+
+Layout (see DESIGN.md, "Data conventions")::
+
+    ROOT/images/NAME.{png,jpg,jpeg,tif,tiff,bmp}
+    ROOT/masks/NAME.{png,tif,tiff,bmp}
+    ROOT/fov/NAME.*                      optional; nonzero = inside the field of view
+
+or the same three folders under `ROOT/train/`, `ROOT/val/` and `ROOT/test/`. A split without its own
+folder is empty, except validation: without `val/`, a seeded `val_fraction` of the training images
+is held out.
+
+Masks are read in one of three modes (`MaskInfo.mode`): `binary` (0/1 or 0/255), `classes` (any
+values, mapped to indices in sorted order) or `instances` (instance ids, 0 = background; the class
+target is `id > 0`). Every error is a one-line `DataError` that names the file or folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unetkit._options import look_up_option
+from unetkit.data.errors import DataError
+from unetkit.data.io import IMAGE_SUFFIXES, read_image
+from unetkit.data.types import MaskInfo, SegmentationSet
+
+__all__ = ["MASK_MODES", "MASK_SUFFIXES", "MAX_CLASS_VALUES", "channel_stats", "load_folder", "to_chw_float"]
+
+logger = logging.getLogger(__name__)
+
+MASK_MODES = ("auto", "binary", "classes", "instances")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+SPLITS = ("train", "val", "test")
+# more distinct mask values than this are instance labels, not classes
+MAX_CLASS_VALUES = 256
+# the largest mask value: instance labels are stored as int32
+MAX_MASK_VALUE = int(np.iinfo(np.int32).max)
+BINARY_VALUE_SETS = (frozenset({0, 1}), frozenset({0, 255}))
+STD_FLOOR = 1e-6
+# how many names or values an error message lists before it says "and N more"
+LISTED = 5
+
+
+@dataclass(frozen=True)
+class _Files:
+    """One image with its mask and optional field-of-view file, matched by stem."""
+
+    name: str
+    image: Path
+    mask: Path
+    fov: Path | None
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """The pixels of one `_Files`."""
+
+    files: _Files
+    image: np.ndarray  # float32 (C, H, W)
+    mask: np.ndarray  # int64 (H, W) raw mask values
+    fov: np.ndarray | None  # bool (H, W)
+    values: np.ndarray  # sorted distinct mask values
+
+
+def _listing(items: list[str]) -> str:
+    """`a, b, c, d, e and 3 more`: a short list for a one-line message."""
+    shown = ", ".join(str(item) for item in items[:LISTED])
+    return f"{shown} and {len(items) - LISTED} more" if len(items) > LISTED else shown
+
+
+def _size(array: np.ndarray) -> str:
+    return f"{array.shape[-2]}x{array.shape[-1]}"
+
+
+def to_chw_float(array: np.ndarray) -> np.ndarray:
+    """Channels first as float32, in raw intensity units (no scaling).
+
+    `(H, W) -> (1, H, W)`, `(H, W, C) -> (C, H, W)`; the alpha channel of an RGBA image is dropped.
+
+    Args:
+        array: an image as `read_image` returns it.
+
+    Raises:
+        ValueError: `array` is not 2-D or 3-D, or not of a real numeric dtype.
+    """
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"`array` must be (H, W) or (H, W, C), got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"`array` must hold real numbers, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[None]  # (1, H, W)
+    else:
+        if array.shape[-1] == 4:
+            array = array[..., :3]  # RGBA -> RGB
+        array = np.moveaxis(array, -1, 0)  # (C, H, W)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation over every pixel of every image.
+
+    Images of different sizes count by their pixels. Accumulates in float64, two passes (mean, then
+    squared deviations), so large offsets such as 16-bit intensities do not cancel. The standard
+    deviation is floored at `1e-6` so that normalising a constant channel stays finite.
+
+    Args:
+        images: float32 `(C, H, W)` arrays sharing `C`.
+
+    Raises:
+        ValueError: `images` is empty, an array is not `(C, H, W)`, or the channel counts differ.
+    """
+    if len(images) == 0:
+        raise ValueError("`images` must hold at least one image, got an empty list")
+    for i, image in enumerate(images):
+        if np.ndim(image) != 3:
+            raise ValueError(f"`images[{i}]` must be (C, H, W), got shape {np.shape(image)}")
+    channels = images[0].shape[0]
+    for i, image in enumerate(images):
+        if image.shape[0] != channels:
+            raise ValueError(f"`images[{i}]` has {image.shape[0]} channels, expected {channels} like `images[0]`")
+    count = sum(image.shape[1] * image.shape[2] for image in images)
+    if count == 0:
+        raise ValueError("`images` hold no pixels (every image is 0 pixels in size)")
+    total = np.zeros(channels, dtype=np.float64)
+    for image in images:
+        total += np.sum(image, axis=(1, 2), dtype=np.float64)
+    mean = total / count
+    squares = np.zeros(channels, dtype=np.float64)
+    for image in images:
+        squares += np.sum((image.astype(np.float64) - mean[:, None, None]) ** 2, axis=(1, 2))
+    std = np.maximum(np.sqrt(squares / count), STD_FLOOR)
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...], *, refuse_jpeg: bool = False) -> dict[str, Path]:
+    """The image files of `folder` keyed by stem; hidden files and other suffixes are skipped."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if refuse_jpeg and suffix in LOSSY_SUFFIXES:
+            raise DataError(
+                f"{path}: JPEG masks are not supported (lossy compression changes label values): "
+                "save masks as PNG or TIFF"
+            )
+        if suffix not in suffixes:
+            logger.debug("skipping %s: not one of %s", path, ", ".join(suffixes))
+            continue
+        if path.stem in found:
+            raise DataError(f"{folder}: two files with the stem {path.stem!r}: {found[path.stem].name}, {path.name}")
+        found[path.stem] = path
+    return found
+
+
+def _scan_split(folder: Path) -> list[_Files]:
+    """Match `folder/images`, `folder/masks` and optional `folder/fov` by stem, names sorted."""
+    for sub in ("images", "masks"):
+        if not (folder / sub).is_dir():
+            raise DataError(f"{folder}: no {sub}/ sub-folder; expected {folder}/images/ and {folder}/masks/")
+    images = _files_by_stem(folder / "images", IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{folder / 'images'}: no image files, expected NAME{{{','.join(IMAGE_SUFFIXES)}}}")
+    masks = _files_by_stem(folder / "masks", MASK_SUFFIXES, refuse_jpeg=True)
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        raise DataError(
+            f"{folder / 'images'}: {len(missing)} image(s) have no mask of the same name in {folder / 'masks'}: "
+            f"{_listing(missing)}"
+        )
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise DataError(
+            f"{folder / 'masks'}: {len(orphans)} mask(s) have no image of the same name in {folder / 'images'}: "
+            f"{_listing(orphans)}"
+        )
+    fovs: dict[str, Path] | None = None
+    if (folder / "fov").is_dir():
+        fovs = _files_by_stem(folder / "fov", IMAGE_SUFFIXES)
+        missing = sorted(set(images) - set(fovs))
+        if missing:
+            raise DataError(
+                f"{folder / 'fov'}: {len(missing)} image(s) have no field-of-view file (every image needs one "
+                f"when fov/ exists): {_listing(missing)}"
+            )
+        orphans = sorted(set(fovs) - set(images))
+        if orphans:
+            raise DataError(
+                f"{folder / 'fov'}: {len(orphans)} field-of-view file(s) have no image of the same name in "
+                f"{folder / 'images'}: {_listing(orphans)}"
+            )
+    return [_Files(name, images[name], masks[name], None if fovs is None else fovs[name]) for name in sorted(images)]
+
+
+def _single_channel(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """`(H, W)` from a grey file, or from an RGB(A) file whose colour channels are equal."""
+    if array.ndim == 2:
+        return array
+    channels = array.shape[-1]
+    if channels == 1:
+        return array[..., 0]
+    if channels == 2:  # grey + alpha
+        return array[..., 0]
+    if channels in (3, 4):
+        colour = array[..., :3]
+        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
+            raise DataError(f"{path}: colour {what}s are not supported: expected a single-channel {what}")
+        return colour[..., 0]
+    raise DataError(f"{path}: expected a single-channel {what}, got {channels} channels")
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A mask as int64 `(H, W)` holding its raw, non-negative integer values."""
+    mask = _single_channel(read_image(path), path, "mask")
+    if mask.dtype.kind == "f":
+        if not np.array_equal(mask, np.round(mask)):
+            raise DataError(f"{path}: mask holds non-integer values (dtype {mask.dtype}); expected integer labels")
+    elif mask.dtype.kind not in "iu":
+        raise DataError(f"{path}: mask dtype {mask.dtype} is not supported; expected integer labels")
+    low, high = mask.min(), mask.max()
+    if low < 0:
+        raise DataError(f"{path}: mask holds negative values (min {low}); expected labels >= 0")
+    if high > MAX_MASK_VALUE:
+        raise DataError(f"{path}: mask value {high} is above the largest supported label {MAX_MASK_VALUE}")
+    return mask.astype(np.int64)
+
+
+def _read_fov(path: Path) -> np.ndarray:
+    """A field of view as bool `(H, W)`: True where any colour channel is nonzero."""
+    fov = read_image(path)
+    if fov.ndim == 2:
+        return fov != 0
+    if fov.shape[-1] in (2, 4):
+        fov = fov[..., :-1]  # drop alpha
+    return np.asarray(fov.any(axis=-1))
+
+
+def _read_sample(files: _Files) -> _Sample:
+    """Read the files of one sample, checking that their sizes agree."""
+    image = to_chw_float(read_image(files.image))
+    mask = _read_mask(files.mask)
+    if image.shape[-2:] != mask.shape:
+        raise DataError(f"{files.mask}: mask is {_size(mask)} (HxW) but its image {files.image} is {_size(image)}")
+    fov = None
+    if files.fov is not None:
+        fov = _read_fov(files.fov)
+        if fov.shape != mask.shape:
+            raise DataError(
+                f"{files.fov}: field of view is {_size(fov)} (HxW) but its image {files.image} is {_size(image)}"
+            )
+    return _Sample(files, image, mask, fov, np.unique(mask))
+
+
+def _fits_binary(values: np.ndarray) -> bool:
+    present = {int(v) for v in values}
+    return any(present <= allowed for allowed in BINARY_VALUE_SETS)
+
+
+def _resolve_mode(samples: list[_Sample], mask_mode: str, root: Path) -> MaskInfo:
+    """Pick the mask mode (for `auto`) and the label values from every mask of every split."""
+    if mask_mode == "binary" or (mask_mode == "auto" and all(_fits_binary(s.values) for s in samples)):
+        for sample in samples:
+            if not _fits_binary(sample.values):
+                values = [str(int(v)) for v in sample.values]
+                raise DataError(
+                    f"{sample.files.mask}: binary mask must hold values within {{0, 1}} or {{0, 255}}, got "
+                    f"{{{_listing(values)}}}; use mask_mode 'classes' or 'instances' for other labels"
+                )
+        seen_255 = [s.files.name for s in samples if 255 in s.values]
+        seen_1 = [s.files.name for s in samples if 1 in s.values]
+        if seen_255 and seen_1:
+            logger.warning(
+                "%s: binary masks mix 0/1 (%s) and 0/255 (%s); both read as foreground > 0",
+                root,
+                _listing(seen_1),
+                _listing(seen_255),
+            )
+        return MaskInfo(mode="binary", num_classes=2, label_values=[0, 255] if seen_255 else [0, 1])
+    union = np.unique(np.concatenate([s.values for s in samples]))
+    if mask_mode == "classes" or (mask_mode == "auto" and len(union) <= MAX_CLASS_VALUES):
+        if len(union) > MAX_CLASS_VALUES:
+            raise DataError(
+                f"{root}: masks hold {len(union)} distinct values, more than the {MAX_CLASS_VALUES} allowed for "
+                "mask_mode 'classes'; use mask_mode 'instances' for instance labels"
+            )
+        label_values = [int(v) for v in union]
+        if len(label_values) == 1:  # a single value: add a second class so that num_classes >= 2
+            label_values = sorted({label_values[0], 0 if label_values[0] != 0 else 1})
+        return MaskInfo(mode="classes", num_classes=len(label_values), label_values=label_values)
+    return MaskInfo(mode="instances", num_classes=2, label_values=[0, 1])
+
+
+def _build_set(samples: list[_Sample], info: MaskInfo) -> SegmentationSet:
+    """The `SegmentationSet` of read samples, with targets in class indices of `info`."""
+    lookup = np.asarray(info.label_values, dtype=np.int64)
+    images, targets, instances, fovs = [], [], [], []
+    for sample in samples:
+        images.append(sample.image)
+        if info.mode == "classes":
+            targets.append(np.searchsorted(lookup, sample.mask).astype(np.int64))
+        else:
+            targets.append((sample.mask > 0).astype(np.int64))
+        if info.mode == "instances":
+            instances.append(sample.mask.astype(np.int32))
+        if sample.fov is not None:
+            fovs.append(sample.fov)
+    return SegmentationSet(
+        images=images,
+        targets=targets,
+        names=[s.files.name for s in samples],
+        instances=instances if info.mode == "instances" else None,
+        fov=fovs if samples and len(fovs) == len(samples) else None,
+    )
+
+
+def _split_off_val(
+    samples: list[_Sample], val_fraction: float, seed: int, folder: Path
+) -> tuple[list[_Sample], list[_Sample]]:
+    """Hold out `round(n * val_fraction)` samples (at least one when the fraction is positive) by a seeded shuffle."""
+    n = len(samples)
+    n_val = math.floor(n * val_fraction + 0.5)
+    if val_fraction > 0 and n_val == 0 and n >= 2:
+        n_val = 1
+    if n_val >= n:
+        raise DataError(
+            f"{folder}: `val_fraction` {val_fraction} holds out {n_val} of {n} images, leaving none to train on; "
+            "lower it or add a val/ folder"
+        )
+    if val_fraction > 0 and n_val == 0:
+        logger.warning("%s: only %d image, the validation split is empty", folder, n)
+    order = np.random.default_rng(seed).permutation(n)
+    held_out = set(order[:n_val].tolist())
+    train = [s for i, s in enumerate(samples) if i not in held_out]
+    val = [s for i, s in enumerate(samples) if i in held_out]
+    return train, val
+
+
+def load_folder(
+    root: str | Path, *, mask_mode: str = "auto", val_fraction: float = 0.2, seed: int = 0
+) -> tuple[dict[str, SegmentationSet], MaskInfo]:
+    """Load a folder data set into memory, split into `train`, `val` and `test`.
+
+    With `ROOT/train/` (and optionally `val/`, `test/`), each split comes from its folder; otherwise
+    `ROOT/images` + `ROOT/masks` are the training data. Without a `val/` folder, `val_fraction` of
+    the training images (chosen by `numpy.random.default_rng(seed)`) become the validation split.
+    Names are sorted within each split. A split without data is an empty `SegmentationSet`.
+
+    Mask modes: `binary` (every mask within {0, 1} or {0, 255}; target = mask > 0), `classes`
+    (label values = sorted union over all splits, at most 256; target = index of the value),
+    `instances` (instance ids, 0 = background; target = id > 0, ids kept in `instances`) and `auto`
+    (binary if every mask fits, else classes if at most 256 values, else instances).
+
+    Args:
+        root: the data set folder.
+        mask_mode: `"auto"`, `"binary"`, `"classes"` or `"instances"`.
+        val_fraction: share of the training images held out for validation when there is no `val/`
+            folder, in `[0, 1)`; `0` gives an empty validation split.
+        seed: seed of the validation hold-out.
+
+    Returns:
+        The splits keyed `"train"`, `"val"`, `"test"`, and how mask values map to classes.
+
+    Raises:
+        ValueError: an unknown `mask_mode`, or `val_fraction` / `seed` out of range.
+        DataError: a missing folder, unmatched, duplicate, unreadable or inconsistent files, or mask
+            values that fit no mode; the one-line message names the file or folder.
+    """
+    mask_mode = look_up_option("mask_mode", mask_mode, MASK_MODES)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`val_fraction` must be a number in [0, 1), got {val_fraction!r}")
+    if not 0 <= val_fraction < 1:  # also refuses NaN
+        raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: is a file, expected a folder with images/ and masks/ (or train/)")
+
+    found: dict[str, list[_Files]] = {}
+    if (root / "train").is_dir():
+        for split in SPLITS:
+            if (root / split).is_dir():
+                found[split] = _scan_split(root / split)
+        if (root / "images").is_dir():
+            logger.warning("%s: has train/, so %s is ignored", root, root / "images")
+    else:
+        strays = [split for split in ("val", "test") if (root / split).is_dir()]
+        if strays and not (root / "images").is_dir():
+            raise DataError(f"{root}: has {', '.join(s + '/' for s in strays)} but no train/ sub-folder")
+        found["train"] = _scan_split(root)
+
+    loaded: dict[str, list[_Sample]] = {}
+    reference: _Sample | None = None
+    for split, files in found.items():
+        loaded[split] = []
+        for entry in files:
+            sample = _read_sample(entry)
+            if reference is None:
+                reference = sample
+            if sample.image.shape[0] != reference.image.shape[0]:
+                raise DataError(
+                    f"{entry.image}: has {sample.image.shape[0]} channel(s) but {reference.files.image} has "
+                    f"{reference.image.shape[0]}; every image of a data set needs the same channel count"
+                )
+            loaded[split].append(sample)
+    info = _resolve_mode([s for samples in loaded.values() for s in samples], mask_mode, root)
+
+    if "val" not in loaded:
+        loaded["train"], loaded["val"] = _split_off_val(loaded["train"], val_fraction, seed, root)
+    splits = {split: _build_set(loaded.get(split, []), info) for split in SPLITS}
+    logger.info(
+        "%s: %s masks, %s",
+        root,
+        info.mode,
+        ", ".join(f"{len(splits[split])} {split}" for split in SPLITS),
+    )
+    return splits, info
