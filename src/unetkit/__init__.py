@@ -1,6 +1,8 @@
 """unetkit: U-Net segmentation and image-to-image models, training, tiled prediction and evaluation."""
 
 from unetkit.models import create_model, list_models
+from unetkit.models.checkpoint import load_model, save_model
+from unetkit.train import TrainConfig, train
 from unetkit.version import __version__
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["TrainConfig", "__version__", "create_model", "list_models", "load_model", "save_model", "train"]

@@ -1,0 +1,5 @@
+"""Segmentation metrics."""
+
+from unetkit.metrics.pixel import PixelMeter
+
+__all__ = ["PixelMeter"]

@@ -1,0 +1,183 @@
+"""Checkpoint directories that rebuild a model by themselves (after nanoGPT / nnU-Net / torchvision):
+
+    CKPT/model.safetensors   weights, with DDP (`module.`) and torch.compile (`_orig_mod.`) prefixes stripped
+    CKPT/config.json         format version, package version, model name and arguments, preprocessing,
+                             mask label values, metrics
+
+Writes are atomic: everything goes to a temporary sibling folder that replaces the old one by rename,
+so a crash leaves either the previous checkpoint or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetkit.models._registry import create_model
+from unetkit.version import __version__
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "FORMAT_VERSION",
+    "load_model",
+    "read_checkpoint_config",
+    "resolve_checkpoint",
+    "save_model",
+    "replace_dir",
+    "unwrap_model",
+]
+
+CHECKPOINT_FORMAT = "unetkit-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip `torch.compile` and DDP wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished folder `tmp` to `target`, keeping the old one until the new one is in place."""
+    _fsync_tree(tmp)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` as a checkpoint directory at `path` (atomically).
+
+    Args:
+        model: a model from `create_model` (it carries `model_name` and `model_config`); wrappers are removed.
+        path: the checkpoint directory.
+        extra: more JSON-serialisable entries for `config.json` (preprocessing, label values, metrics).
+    """
+    from safetensors.torch import save_file
+
+    model = unwrap_model(model)
+    name = getattr(model, "model_name", None)
+    model_config = getattr(model, "model_config", None)
+    if name is None or model_config is None:
+        raise ValueError("`model` must come from unetkit.create_model (it needs model_name and model_config)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": CHECKPOINT_FORMAT})
+        config = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "unetkit_version": __version__,
+            "model": name,
+            "model_config": model_config,
+            **(extra or {}),
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a checkpoint or run directory (`RUN/best`, else `RUN/last`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
+    if path.is_file():
+        if path.name in (CONFIG, WEIGHTS):
+            return path.parent
+        raise ValueError(f"{path}: expected a checkpoint directory (with {CONFIG} and {WEIGHTS}) or a run directory")
+    if (path / CONFIG).is_file():
+        return path
+    for sub in ("best", "last"):
+        if (path / sub / CONFIG).is_file():
+            return path / sub
+    raise ValueError(f"{path}: not a checkpoint: no {CONFIG} here nor in best/ or last/")
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The validated `config.json` of a checkpoint directory."""
+    folder = resolve_checkpoint(path)
+    file = folder / CONFIG
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file}: corrupted checkpoint config ({type(err).__name__})") from err
+    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{file}: not a unetkit checkpoint config")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: checkpoint format version {version} is newer than this unetkit ({__version__}) reads "
+            f"(<= {FORMAT_VERSION}); upgrade unetkit"
+        )
+    return config
+
+
+def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model of a checkpoint (or run) directory, in eval mode.
+
+    The model gets `checkpoint_config`: the checkpoint's `config.json` (preprocessing, label values).
+
+    Raises:
+        FileNotFoundError: no such path.
+        ValueError: not a checkpoint, corrupted files, a newer format, or weights of another model.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = resolve_checkpoint(path)
+    config = read_checkpoint_config(folder)
+    model = create_model(config["model"], **config.get("model_config", {}))
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"{weights}: missing weights file")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights}: corrupted weights file ({err})") from err
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+            if keys
+        )
+        raise ValueError(f"{weights}: weights do not fit model {config['model']!r} ({detail})")
+    model.load_state_dict(state)
+    model.to(map_location).eval()
+    model.checkpoint_config = config  # type: ignore[assignment]
+    return model

@@ -1,0 +1,207 @@
+"""Training configuration: one dataclass with documented defaults, loadable from YAML, overridable from
+the command line, and written back as the run's resolved `config.yaml` (after Lightning CLI / timm's
+`args.yaml`): `unetkit train --config RUN/config.yaml` re-creates the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unetkit._options import close_matches, look_up_option
+
+__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "save_config"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "constant", "poly")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. Defaults suit a small model on built-in data on a CPU.
+
+    Attributes:
+        data: a folder (`images/` + `masks/`, see DESIGN.md) or `synthetic:cells|vessels|shapes`.
+        out: run directory to write.
+        model: registered model name.
+        model_options: extra model arguments, e.g. `{"base_channels": 16}`.
+        epochs: passes over `steps_per_epoch` batches.
+        batch_size: patches per step.
+        patch_size: side of the random training patches (raised to the next legal size for unpadded
+            models); `0` trains on whole images (they must then share one size).
+        steps_per_epoch: optimiser steps per epoch; `0` = one pass over the training images.
+        synthetic_train: synthetic training images.
+        synthetic_val: synthetic validation images.
+        synthetic_size: synthetic image side.
+        val_fraction: validation share of a folder without `val/`.
+        mask_mode: `auto`, `binary`, `classes` or `instances`.
+        optimizer: `adam`, `adamw` or `sgd` (with `momentum`; the U-Net paper used 0.99).
+        lr: peak learning rate.
+        weight_decay: decoupled for AdamW, L2 for Adam/SGD.
+        momentum: SGD momentum.
+        scheduler: `cosine`, `constant` or `poly` (power 0.9, as in nnU-Net), after warm-up.
+        warmup_epochs: linear warm-up from 0, in epochs (fractions allowed).
+        grad_clip: max gradient norm; `0` disables clipping.
+        loss: `auto` (BCE for one output channel, CE otherwise), `bce`, `ce`, `dice`, `dice_bce`,
+            `dice_ce` or `weighted_ce`.
+        pos_weight: BCE positive-class weight; `"auto"` computes negatives / positives on the
+            training masks; `None` = 1.
+        class_weights: CE class weights, `"balanced"` (inverse frequency) or `None`.
+        weight_map: multiply the pixel loss by the U-Net paper's border weight map (needs instance
+            masks, e.g. `synthetic:cells` or `mask_mode: instances`).
+        w0: weight-map border weight (paper: 10).
+        sigma: weight-map border width in pixels (paper: 5).
+        out_channels: output channels; `0` = 1 for binary targets with a BCE-family loss, else the
+            number of classes.
+        augment: augmentation options (`unetkit.data.augment.AugmentConfig` fields), or
+            `{"enabled": false}`.
+        amp: `auto` (bf16 on GPUs that support it, fp16 + grad scaler on older GPUs, off on CPU),
+            `bf16`, `fp16` or `off`.
+        channels_last: NHWC memory layout for the model and inputs.
+        compile: wrap the model in `torch.compile`.
+        device: `auto`, `cpu`, `cuda`, `cuda:1`, ...
+        seed: seeds data order, patches, augmentation, initialisation and DropBlock.
+        deterministic: deterministic algorithms (bitwise-repeatable on CPU).
+        early_stopping: stop after this many epochs without improvement of `monitor`; `0` = never.
+        monitor: validation metric that picks `best/` (`dice`, `iou` or `loss`).
+        samples: validation images drawn as overlays each epoch.
+        threads: CPU threads (`0` = PyTorch's default).
+    """
+
+    data: str = "synthetic:cells"
+    out: str = "runs/unet"
+    model: str = "unet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 8
+    patch_size: int = 128
+    steps_per_epoch: int = 0
+    synthetic_train: int = 64
+    synthetic_val: int = 16
+    synthetic_size: int = 128
+    val_fraction: float = 0.2
+    mask_mode: str = "auto"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.99
+    scheduler: str = "cosine"
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    loss: str = "auto"
+    pos_weight: float | str | None = None
+    class_weights: list[float] | str | None = None
+    weight_map: bool = False
+    w0: float = 10.0
+    sigma: float = 5.0
+    out_channels: int = 0
+    augment: dict[str, Any] = field(default_factory=dict)
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    early_stopping: int = 0
+    monitor: str = "dice"
+    samples: int = 4
+    threads: int = 0
+
+    def validate(self) -> TrainConfig:
+        """Check every field; raise `ValueError` naming the field, the rule and the value."""
+        positive = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+        for name in ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction!r}")
+        for name in ("lr", "sigma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip", "warmup_epochs", "w0"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+        self.optimizer = look_up_option("optimizer", self.optimizer, OPTIMIZERS)
+        self.scheduler = look_up_option("scheduler", self.scheduler, SCHEDULERS)
+        self.amp = look_up_option("amp", self.amp, AMP_MODES)
+        self.monitor = look_up_option("monitor", self.monitor, ("dice", "iou", "loss"))
+        self.mask_mode = look_up_option("mask_mode", self.mask_mode, ("auto", "binary", "classes", "instances"))
+        if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
+            raise ValueError(f"`pos_weight` must be a number, 'auto' or null, got {self.pos_weight!r}")
+        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
+            raise ValueError(f"`class_weights` must be a list, 'balanced' or null, got {self.class_weights!r}")
+        if not isinstance(self.model_options, dict) or not isinstance(self.augment, dict):
+            raise ValueError("`model_options` and `augment` must be mappings (key: value)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML / JSON."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """YAML and `--set` values arrive as text or plain types; make numbers numbers."""
+    if isinstance(value, str) and name in ("lr", "weight_decay", "momentum", "w0", "sigma", "grad_clip"):
+        try:
+            return float(value)
+        except ValueError as err:
+            raise ValueError(f"`{name}` must be a number, got {value!r}") from err
+    return value
+
+
+def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Build a `TrainConfig` from a mapping; unknown keys raise `ValueError` naming them and `source`."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in values:
+        if key not in known:
+            hint = close_matches(key, known)
+            did_you_mean = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+            raise ValueError(f"{source}: unknown key {key!r}{did_you_mean}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).validate()
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config and apply `overrides` (command-line values win)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{path}: malformed YAML{where}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
+    return config_from_dict({**values, **(overrides or {})}, source=str(path))
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# unetkit resolved training config: `unetkit train --config THIS_FILE` re-creates the run\n"
+    text += yaml.safe_dump(config.to_dict(), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

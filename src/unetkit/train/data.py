@@ -1,0 +1,178 @@
+"""From a `TrainConfig` to tensors ready for training: load a folder or synthetic set, normalise with
+training-set statistics, compute weight maps, and draw random patches reproducibly from a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unetkit.data.types import MaskInfo, SegmentationSet
+
+__all__ = ["PatchSampler", "PreparedData", "TensorSet", "prepare_data", "to_tensors"]
+
+SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_DATA_SEED = 0  # the built-in data sets are fixed; `seed` varies training, not the data
+
+
+@dataclass
+class TensorSet:
+    """Normalised images and their targets on one device; lists because sizes may differ."""
+
+    images: list[torch.Tensor]  # (C, H, W) float32, normalised
+    targets: list[torch.Tensor]  # (H, W) int64
+    valid: list[torch.Tensor]  # (H, W) bool
+    weights: list[torch.Tensor] | None  # (H, W) float32 weight maps
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class PreparedData:
+    """Training and validation splits with what the checkpoint must remember about them."""
+
+    train: SegmentationSet
+    val: SegmentationSet
+    mask: MaskInfo
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+
+
+def prepare_data(
+    data: str,
+    *,
+    mask_mode: str,
+    val_fraction: float,
+    seed: int,
+    synthetic_train: int,
+    synthetic_val: int,
+    synthetic_size: int,
+) -> PreparedData:
+    """Load `data` (a folder, or `synthetic:NAME`) and compute normalisation statistics on its training split."""
+    from unetkit.data.folder import channel_stats, load_folder
+    from unetkit.data.synthetic import make_synthetic
+
+    if data.startswith(SYNTHETIC_PREFIX):
+        name = data[len(SYNTHETIC_PREFIX) :]
+        full, mask = make_synthetic(name, synthetic_train + synthetic_val, synthetic_size, seed=SYNTHETIC_DATA_SEED)
+        train = full.subset(list(range(synthetic_train)))
+        val = full.subset(list(range(synthetic_train, synthetic_train + synthetic_val)))
+    else:
+        splits, mask = load_folder(data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed)
+        train, val = splits["train"], splits["val"]
+    if len(train) == 0:
+        raise ValueError(f"{data}: no training images")
+    mean, std = channel_stats(train.images)
+    return PreparedData(train, val, mask, int(train.images[0].shape[0]), mean, std)
+
+
+def to_tensors(
+    data: SegmentationSet,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    *,
+    weight_map: dict[str, float] | None = None,
+) -> TensorSet:
+    """Normalise `data` and move it to `device`; with `weight_map` (`w0`, `sigma`) compute the U-Net
+    paper's border weight map from the instance labels."""
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    images = [((torch.from_numpy(np.ascontiguousarray(x)).float() - m) / s).to(device) for x in data.images]
+    targets = [torch.from_numpy(np.ascontiguousarray(t)).long().to(device) for t in data.targets]
+    if data.fov is not None:
+        valid = [torch.from_numpy(np.ascontiguousarray(f)).bool().to(device) for f in data.fov]
+    else:
+        valid = [torch.ones(t.shape, dtype=torch.bool, device=device) for t in targets]
+    weights = None
+    if weight_map is not None:
+        from unetkit.data.weightmap import unet_weight_map
+
+        if data.instances is None:
+            raise ValueError(
+                "`weight_map` needs instance labels: use synthetic:cells or a folder with mask_mode: instances"
+            )
+        weights = [
+            torch.from_numpy(unet_weight_map(inst, w0=weight_map["w0"], sigma=weight_map["sigma"])).float().to(device)
+            for inst in data.instances
+        ]
+    return TensorSet(images, targets, valid, weights, list(data.names))
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int, *, mode: str, value: float = 0.0) -> torch.Tensor:
+    pad_h, pad_w = max(height - x.shape[-2], 0), max(width - x.shape[-1], 0)
+    if pad_h == 0 and pad_w == 0:
+        return x
+    pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    if mode == "constant":
+        if x.dtype == torch.bool:
+            return F.pad(x.to(torch.uint8), pad, value=int(value)).bool()
+        return F.pad(x, pad, value=value)
+    from unetkit.models.inference import mirror_pad
+
+    return mirror_pad(x[None], pad)[0] if x.ndim == 3 else mirror_pad(x[None, None], pad)[0, 0]
+
+
+class PatchSampler:
+    """Draw batches of random patches; every draw comes from a `torch.Generator`, so an epoch is
+    reproduced exactly from its seed (resume needs no sampler state).
+
+    Images smaller than the patch are mirror-padded and the padding is marked invalid.
+    """
+
+    def __init__(self, data: TensorSet, patch_size: int) -> None:
+        """
+        Args:
+            data: the training tensors.
+            patch_size: patch side; `0` uses whole images (which must then share one size).
+        """
+        if len(data) == 0:
+            raise ValueError("no training images to sample from")
+        self.data = data
+        if patch_size == 0:
+            sizes = {tuple(x.shape[-2:]) for x in data.images}
+            if len(sizes) > 1:
+                raise ValueError(f"`patch_size` 0 (whole images) needs equal image sizes, got {sorted(sizes)[:4]}")
+            self.height, self.width = sizes.pop()
+        else:
+            self.height = self.width = patch_size
+
+    def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
+        """Image indices for an epoch: shuffled passes over the data, as many as the steps need."""
+        needed = steps * batch_size
+        order: list[int] = []
+        while len(order) < needed:
+            order += torch.randperm(len(self.data), generator=generator).tolist()
+        return order[:needed]
+
+    def batch(self, indices: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target`, `valid`[, `weight`] `(B, h, w)`."""
+        crops: dict[str, list[torch.Tensor]] = {"image": [], "target": [], "valid": []}
+        if self.data.weights is not None:
+            crops["weight"] = []
+        h, w = self.height, self.width
+        for i in indices:
+            image = _pad_to(self.data.images[i], h, w, mode="reflect")
+            target = _pad_to(self.data.targets[i], h, w, mode="constant")
+            valid = _pad_to(self.data.valid[i], h, w, mode="constant", value=False)
+            top = int(torch.randint(image.shape[-2] - h + 1, (1,), generator=generator))
+            left = int(torch.randint(image.shape[-1] - w + 1, (1,), generator=generator))
+            window = (slice(top, top + h), slice(left, left + w))
+            crops["image"].append(image[(slice(None), *window)])
+            crops["target"].append(target[window])
+            crops["valid"].append(valid[window])
+            if self.data.weights is not None:
+                crops["weight"].append(_pad_to(self.data.weights[i], h, w, mode="constant", value=1.0)[window])
+        return {k: torch.stack(v) for k, v in crops.items()}
+
+
+def steps_for_epoch(steps_per_epoch: int, num_images: int, batch_size: int) -> int:
+    """`steps_per_epoch`, or one pass over the images when it is 0."""
+    return steps_per_epoch or max(1, math.ceil(num_images / batch_size))

@@ -1,0 +1,456 @@
+"""The training loop: patches -> batch augmentation on the training device -> loss -> optimiser, with
+validation, best/last checkpoints, exact resume, early stopping and the run directory's reports.
+
+Exact resume: every epoch re-seeds the global RNG (DropBlock), the patch generator and the
+augmentation generator from `(seed, epoch)`, so a run resumed after epoch k draws exactly what an
+uninterrupted run draws; model, optimiser, scheduler and scaler states come from `last/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetkit.data.augment import AugmentConfig, augment_batch
+from unetkit.layers import center_crop
+from unetkit.losses import SegmentationLoss, compute_pos_weight
+from unetkit.metrics import PixelMeter
+from unetkit.models import create_model
+from unetkit.models.checkpoint import load_model, replace_dir, save_model, unwrap_model
+from unetkit.models.inference import forward_whole
+from unetkit.train import report
+from unetkit.train.config import TrainConfig, config_from_dict, save_config
+from unetkit.train.data import PatchSampler, prepare_data, steps_for_epoch, to_tensors
+
+__all__ = ["TrainResult", "TrainingDiverged", "train"]
+
+logger = logging.getLogger(__name__)
+STATE = "state.pt"
+BCE_FAMILY = ("auto", "bce", "dice", "dice_bce")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    run_dir: Path
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def _amp(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
+
+
+def _lr_lambda(config: TrainConfig, steps_per_epoch: int):  # type: ignore[no-untyped-def]
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        if config.scheduler == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if config.scheduler == "poly":
+            return (1.0 - progress) ** 0.9  # nnU-Net's polynomial decay
+        return 1.0
+
+    return factor
+
+
+def _optimizer(config: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = True if device.type == "cuda" else None
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+    )
+
+
+def _out_key(name: str) -> str:
+    with torch.device("meta"):
+        config: dict[str, Any] = create_model(name).model_config  # type: ignore[assignment]
+        return "num_classes" if "num_classes" in config else "out_channels"
+
+
+def _crop_to(tensors: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Copy-and-crop the targets of an unpadded model to its smaller output."""
+    if tensors["target"].shape[-2:] == like.shape[-2:]:
+        return tensors
+    return {k: (v if k == "image" else center_crop(v, like=like)) for k, v in tensors.items()}
+
+
+def _predict(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, run: Path, progress: bool) -> None:
+        self.config = config
+        self.run = run
+        self.progress = progress
+        self.device = _device(config.device)
+        self.amp_dtype = _amp(config.amp, self.device)
+        prepared = prepare_data(
+            config.data,
+            mask_mode=config.mask_mode,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            synthetic_train=config.synthetic_train,
+            synthetic_val=config.synthetic_val,
+            synthetic_size=config.synthetic_size,
+        )
+        self.prepared = prepared
+        binary = prepared.mask.num_classes == 2
+        out_channels = config.out_channels or (1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes)
+        wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
+        self.train_set = to_tensors(prepared.train, prepared.mean, prepared.std, self.device, weight_map=wmap)
+        self.val_set = to_tensors(prepared.val, prepared.mean, prepared.std, self.device)
+        torch.manual_seed(config.seed)
+        options = {"in_channels": prepared.in_channels, _out_key(config.model): out_channels, **config.model_options}
+        self.model = create_model(config.model, **options).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.out_channels = out_channels
+        patch = config.patch_size
+        if patch:
+            patch = int(self.model.valid_input_size(patch))  # type: ignore[operator]
+        self.sampler = PatchSampler(self.train_set, patch)
+        self.steps = steps_for_epoch(config.steps_per_epoch, len(self.train_set), config.batch_size)
+        pos_weight = config.pos_weight
+        if pos_weight == "auto":
+            pos_weight = compute_pos_weight(prepared.train.targets, prepared.train.fov)
+        class_weights: list[float] | None = None
+        if config.class_weights == "balanced":
+            import numpy as np
+
+            from unetkit.data.weightmap import class_balance_weights
+
+            flat = np.concatenate([t.ravel() for t in prepared.train.targets])
+            class_weights = class_balance_weights(flat, prepared.mask.num_classes).tolist()
+        elif isinstance(config.class_weights, list):
+            class_weights = [float(w) for w in config.class_weights]
+        loss_name = "weighted_ce" if config.weight_map and config.loss == "auto" else config.loss
+        self.loss_fn = SegmentationLoss(
+            loss_name,
+            out_channels,
+            pos_weight=float(pos_weight) if pos_weight is not None else None,
+            class_weights=class_weights,
+        ).to(self.device)
+        self.augment = (
+            None
+            if config.augment.get("enabled", True) is False
+            else AugmentConfig(**{k: v for k, v in config.augment.items() if k != "enabled"})
+        )
+        self.optimizer = _optimizer(config, self.model, self.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, self.steps))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.history: list[dict[str, Any]] = []
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.stale = 0
+        self.start_epoch = 0
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def _extra(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        mask = self.prepared.mask
+        return {
+            "task": "segmentation",
+            "preprocess": {"mean": self.prepared.mean, "std": self.prepared.std},
+            "mask": {"mode": mask.mode, "num_classes": mask.num_classes, "label_values": mask.label_values},
+            "output": "sigmoid" if self.out_channels == 1 else "softmax",
+            "epoch": epoch,
+            "metrics": metrics,
+            "train_config": self.config.to_dict(),
+        }
+
+    def save_last(self, epoch: int, metrics: dict[str, Any]) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=".last.tmp", dir=self.run))
+        try:
+            save_model(self.model, tmp / "ckpt", extra=self._extra(epoch, metrics))
+            for item in (tmp / "ckpt").iterdir():
+                os.replace(item, tmp / item.name)
+            (tmp / "ckpt").rmdir()
+            state = {
+                "epoch": epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "history": self.history,
+                "best_score": self.best_score,
+                "best_epoch": self.best_epoch,
+                "stale": self.stale,
+                "config": self.config.to_dict(),
+            }
+            _atomic_torch_save(state, tmp / STATE)
+            replace_dir(tmp, self.run / "last")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def restore(self, run: Path) -> None:
+        state_file = run / "last" / STATE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{state_file}: no training state to resume from")
+        state = torch.load(state_file, map_location=self.device, weights_only=False)
+        loaded = load_model(run / "last", map_location=self.device)
+        unwrap_model(self.model).load_state_dict(loaded.state_dict())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = state["history"]
+        self.best_score, self.best_epoch, self.stale = state["best_score"], state["best_epoch"], state["stale"]
+        self.start_epoch = int(state["epoch"])
+
+    # --- epochs ------------------------------------------------------------------------------------
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int) -> float:
+        config = self.config
+        torch.manual_seed(_epoch_seed(config.seed, epoch, 0))  # DropBlock and other layer randomness
+        gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 1))
+        aug_gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(config.seed, epoch, 2))
+        order = self.sampler.epoch_order(self.steps, config.batch_size, gen)
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        bar = _bar(self.steps, f"epoch {epoch + 1}/{config.epochs}", self.progress)
+        for step in range(self.steps):
+            batch = self.sampler.batch(order[step * config.batch_size : (step + 1) * config.batch_size], gen)
+            if self.augment is not None:
+                extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
+                image, target, extras = augment_batch(
+                    batch["image"], batch["target"], config=self.augment, generator=aug_gen, extras=extras
+                )
+                batch = {"image": image, "target": target, **extras}
+            image = batch["image"]
+            if config.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                logits = self.forward(image)
+            batch = _crop_to(batch, logits)
+            loss = self.loss_fn(logits.float(), batch["target"], weight=batch.get("weight"), valid=batch["valid"])
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if config.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total += loss.detach()
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}")
+            if bar is not None:
+                bar.update(1)
+                if step % 5 == 0 or step == self.steps - 1:
+                    bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
+        if bar is not None:
+            bar.close()
+        return total.item() / self.steps
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, Any]:
+        self.model.eval()
+        meter = PixelMeter(max(self.prepared.mask.num_classes, 2), self.device)
+        losses = []
+        samples = []
+        for i in range(len(self.val_set)):
+            image = self.val_set.images[i][None]
+            if self.config.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                logits = forward_whole(self.model, image).float()
+            target, valid = self.val_set.targets[i][None], self.val_set.valid[i][None]
+            losses.append(self.loss_fn(logits, target, valid=valid))
+            pred = _predict(logits)
+            meter.update(pred, target, valid)
+            if i < self.config.samples:
+                samples.append(
+                    report.overlay(
+                        self.prepared.val.images[i],
+                        pred[0].cpu().numpy(),
+                        target[0].cpu().numpy(),
+                        valid[0].cpu().numpy(),
+                    )
+                )
+        metrics: dict[str, Any] = {"val_loss": torch.stack(losses).mean().item()} if losses else {}
+        if losses:
+            metrics.update(meter.compute())
+        if samples:
+            import numpy as np
+
+            height = max(s.shape[0] for s in samples)
+            row = np.concatenate([np.pad(s, ((0, height - s.shape[0]), (0, 4), (0, 0))) for s in samples], axis=1)
+            report.save_png(row, self.run / "samples" / f"epoch_{epoch + 1:03d}.png")
+        return metrics
+
+    def fit(self) -> TrainResult:
+        config = self.config
+        writer = _tensorboard(self.run)
+        stopped_early = False
+        for epoch in range(self.start_epoch, config.epochs):
+            start = time.perf_counter()
+            train_loss = self.train_epoch(epoch)
+            metrics = self.validate(epoch)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                **metrics,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+            }
+            self.history.append(row)
+            score = -metrics["val_loss"] if config.monitor == "loss" and metrics else metrics.get(config.monitor)
+            improved = score is not None and score > self.best_score
+            if improved or score is None:
+                self.best_score = score if score is not None else self.best_score
+                self.best_epoch = epoch + 1
+                self.stale = 0
+                save_model(self.model, self.run / "best", extra=self._extra(epoch + 1, row))
+            else:
+                self.stale += 1
+            self.save_last(epoch + 1, row)
+            report.write_metrics_csv(self.history, self.run / "metrics.csv")
+            report.plot_curves(self.history, self.run / "curves.png")
+            if writer is not None:
+                for key, value in row.items():
+                    if isinstance(value, float):
+                        writer.add_scalar(key, value, epoch + 1)
+                writer.flush()
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+            logger.info("epoch %d/%d: %s (%.1f s)", epoch + 1, config.epochs, shown, row["seconds"])
+            if config.early_stopping and self.stale >= config.early_stopping:
+                logger.info("early stopping: no improvement of %s for %d epochs", config.monitor, self.stale)
+                stopped_early = True
+                break
+        frames = sorted((self.run / "samples").glob("epoch_*.png"))
+        report.save_gif(frames, self.run / "samples" / "progress.gif")
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.run, self.best_epoch, self.best_score, self.history, stopped_early)
+
+
+def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _tensorboard(run: Path):  # type: ignore[no-untyped-def]
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
+def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bool = False) -> TrainResult:
+    """Train a model as `config` says and write the run directory `config.out`.
+
+    Args:
+        config: the run's settings (the CLI builds the same object).
+        resume: a run directory to continue exactly from its `last/` checkpoint; its saved config is
+            used, with `epochs` taken from `config` when larger.
+        progress: show a progress bar per epoch.
+
+    Raises:
+        ValueError / FileNotFoundError: bad config or data (the message names it).
+        TrainingDiverged: the loss became NaN; `last/` and `best/` keep the last good epoch.
+    """
+    if resume is not None:
+        run = Path(resume)
+        state_file = run / "last" / STATE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{state_file}: no training state to resume from (is {run} a run directory?)")
+        saved = torch.load(state_file, map_location="cpu", weights_only=False)["config"]
+        saved["epochs"] = max(saved["epochs"], config.epochs) if config is not None else saved["epochs"]
+        saved["out"] = str(run)
+        config = config_from_dict(saved, source=str(state_file))
+    config.validate()
+    run = Path(config.out)
+    if resume is None and (run / "last").exists():
+        raise FileExistsError(
+            f"{run}: already holds a run; pass --resume {run} to continue it, or choose another --out"
+        )
+    previous = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
+    try:
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        run.mkdir(parents=True, exist_ok=True)
+        trainer = _Trainer(config, run, progress)
+        if resume is not None:
+            trainer.restore(run)
+        save_config(config, run / "config.yaml")
+        try:
+            return trainer.fit()
+        except TrainingDiverged as err:
+            last = run / "last"
+            kept = f"{last} (epoch {trainer.history[-1]['epoch']})" if trainer.history else "none (first epoch)"
+            raise TrainingDiverged(
+                f"loss became NaN or infinite at {err}; stopped. Last good checkpoint: {kept}"
+            ) from None
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(threads)

@@ -1,0 +1,133 @@
+"""What a run writes besides checkpoints: `metrics.csv`, `curves.png`, validation overlays per epoch
+under `samples/` and `samples/progress.gif` across epochs. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["display_image", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
+
+# overlay colours: true positive, false positive, false negative (green / red / blue)
+TP, FP, FN = (0, 200, 0), (230, 30, 30), (40, 90, 255)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
+    """One row per epoch, columns in first-seen order."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return _atomic_bytes(path, buffer.getvalue().encode())
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
+    """Loss (train, val) and validation Dice / IoU against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], "o-", label="train loss")
+    if all("val_loss" in row for row in history):
+        ax_loss.plot(epochs, [row["val_loss"] for row in history], "o-", label="validation loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    for key in ("dice", "iou"):
+        if all(key in row for row in history):
+            ax_metric.plot(epochs, [row[key] for row in history], "o-", label=f"validation {key}")
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylim(0, 1)
+    ax_metric.legend(loc="lower right")
+    ax_metric.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return _atomic_bytes(path, buffer.getvalue())
+
+
+def display_image(image: np.ndarray) -> np.ndarray:
+    """`(C, H, W)` float -> `(H, W, 3)` uint8, contrast-stretched to its 1st-99th percentiles."""
+    x = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    lo, hi = np.percentile(x, [1, 99])
+    x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+    return (np.moveaxis(x, 0, -1) * 255).astype(np.uint8)
+
+
+def overlay(
+    image: np.ndarray,
+    pred: np.ndarray,
+    target: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Blend a prediction over an image: with a target, TP green / FP red / FN blue; without, green.
+
+    Args:
+        image: `(C, H, W)` float image.
+        pred: `(H, W)` class indices (foreground = nonzero).
+        target: `(H, W)` class indices, or None.
+        valid: `(H, W)` bool; pixels outside are darkened.
+        alpha: opacity of the colours.
+    """
+    rgb = display_image(image).astype(np.float32)
+    p = pred > 0
+    layers = [(p, TP)] if target is None else [(p & (target > 0), TP), (p & (target == 0), FP), (~p & (target > 0), FN)]
+    for where, colour in layers:
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.array(colour, dtype=np.float32)
+    if valid is not None:
+        rgb[~valid] *= 0.4
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    """Write an `(H, W, 3)` uint8 picture atomically."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return _atomic_bytes(path, buffer.getvalue())
+
+
+def save_gif(frames: list[Path], path: Path, duration_ms: int = 600) -> Path | None:
+    """An animated GIF of the PNG `frames`, the last one held longer; None when there are no frames."""
+    from PIL import Image
+
+    if not frames:
+        return None
+    images = [Image.open(f).convert("RGB") for f in frames]
+    durations = [duration_ms] * (len(images) - 1) + [duration_ms * 4]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return _atomic_bytes(path, buffer.getvalue())
