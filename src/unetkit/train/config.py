@@ -144,6 +144,9 @@ class TrainConfig:
             raise ValueError(f"`class_weights` must be a list, 'balanced' or null, got {self.class_weights!r}")
         if not isinstance(self.model_options, dict) or not isinstance(self.augment, dict):
             raise ValueError("`model_options` and `augment` must be mappings (key: value)")
+        from unetkit.models import get_model_entry
+
+        get_model_entry(self.model)  # unknown names fail here, before any data is read
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,12 +164,30 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+# names other tools use for our fields, offered as hints (never accepted silently)
+ALIASES = {
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "max_epochs": "epochs",
+    "bs": "batch_size",
+    "arch": "model",
+    "architecture": "model",
+    "output_dir": "out",
+    "output": "out",
+    "data_dir": "data",
+    "dataset": "data",
+    "patience": "early_stopping",
+    "precision": "amp",
+    "mixed_precision": "amp",
+}
+
+
 def config_from_dict(values: dict[str, Any], *, source: str = "config") -> TrainConfig:
     """Build a `TrainConfig` from a mapping; unknown keys raise `ValueError` naming them and `source`."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in values:
         if key not in known:
-            hint = close_matches(key, known)
+            hint = [ALIASES[key]] if key in ALIASES else close_matches(key, known)
             did_you_mean = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
             raise ValueError(f"{source}: unknown key {key!r}{did_you_mean}")
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).validate()

@@ -438,8 +438,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
             torch.use_deterministic_algorithms(True)
         if config.threads:
             torch.set_num_threads(config.threads)
+        trainer = _Trainer(config, run, progress)  # reads the data and builds the model: fails before writing
         run.mkdir(parents=True, exist_ok=True)
-        trainer = _Trainer(config, run, progress)
         if resume is not None:
             trainer.restore(run)
         save_config(config, run / "config.yaml")
