@@ -174,6 +174,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     def poisoned(self) -> bool:  # type: ignore[no-untyped-def]
         calls["n"] += 1
         return calls["n"] > 2 + 2  # epoch 1: 2 train steps + 2 validation images; then NaN
+
     monkeypatch.setattr(loop.SegmentationLoss, "forward", forward)
     monkeypatch.setattr(loop.SegmentationLoss, "training_calls_poisoned", poisoned, raising=False)
     run = tmp_path / "run"
