@@ -1,11 +1,13 @@
 """The console script: models table, summary in train and eval mode, one-line errors with status 2."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from unetkit.cli import main
+from unetkit.cli.demo import run_demo
 
 
 def test_models_lists_every_model_with_its_parameter_count(capsys):
@@ -75,9 +77,36 @@ def test_console_script_exit_status_and_debug_traceback():
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_demo_writes_the_zoo_table(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_demo_zoo_writes_the_zoo_table(tmp_path, capsys):
+    assert main(["demo", "--zoo", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "zoo.md").read_text()
     assert "| `sa_unet` | 483,252 |" in table
     assert "| `unet_classic` | 31,030,658 | 1x572x572 | 2x388x388 |" in table
     assert "DropBlock2d" in (tmp_path / "sa_unet_summary_train.txt").read_text()
+
+
+def test_quick_demo_writes_every_output_and_runs_twice(tmp_path, capsys):
+    for _ in range(2):  # a second run replaces the first one's run directory
+        assert main(["demo", "--quick", "--no-progress", "--out", str(tmp_path)]) == 0
+    for name in ("README.md", "held_out_overlays.png", "curves.png", "progress.gif", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["pooled"]["dice"] <= 1.0
+    assert len(metrics["per_image"]) == 2
+    out = capsys.readouterr().out
+    assert "held-out metrics" in out and "dice" in out
+
+
+def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 2
+    assert "not a previous demo run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_the_full_demo_reaches_dice_090_on_held_out_images(tmp_path):
+    """The README's main job at its real settings (about 30 s of training on 2 CPU cores)."""
+    metrics = run_demo(tmp_path, progress=False)
+    assert metrics["pooled"]["dice"] >= 0.90
+    assert min(row["dice"] for row in metrics["per_image"]) >= 0.80

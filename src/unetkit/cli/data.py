@@ -1,4 +1,6 @@
-"""`unetkit data from-one IMAGE MASK --out DIR -n 200`: one annotated picture -> an augmented data set."""
+"""`unetkit data from-one IMAGE MASK --out DIR -n 200`: one annotated picture -> an augmented data set;
+`unetkit data synthetic NAME --out DIR -n 20`: a built-in synthetic set written as a folder data set.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,45 @@ def _from_one(args: argparse.Namespace) -> int:
 
     out = make_dataset_from_one(args.image, args.mask, args.out, n=args.n, seed=args.seed, size=args.size)
     print(f"wrote {args.n} image/mask pairs to {out}/images and {out}/masks")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from unetkit.data.io import write_image
+    from unetkit.data.synthetic import make_synthetic
+
+    if args.start < 0:
+        raise ValueError(f"`--start` must be >= 0, got {args.start}")
+    out = Path(args.out)
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists; choose a new --out folder")
+    data, info = make_synthetic(args.name, args.start + args.n, args.size, seed=args.seed)
+    data = data.subset(list(range(args.start, args.start + args.n)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        for i, name in enumerate(data.names):
+            image = np.clip(np.round(np.moveaxis(data.images[i], 0, -1) * 255), 0, 255).astype(np.uint8)
+            write_image(tmp / "images" / f"{name}.png", image[..., 0] if image.shape[-1] == 1 else image)
+            if args.instances and data.instances is not None:  # instance labels: 16-bit PNG
+                write_image(tmp / "masks" / f"{name}.png", data.instances[i].astype(np.uint16))
+            else:
+                write_image(tmp / "masks" / f"{name}.png", (data.targets[i] > 0).astype(np.uint8) * 255)
+            if data.fov is not None:
+                write_image(tmp / "fov" / f"{name}.png", data.fov[i].astype(np.uint8) * 255)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    what = "instance-label" if args.instances and data.instances is not None else "binary (0/255)"
+    print(f"wrote {args.n} {args.name} images with {what} masks to {out}/images and {out}/masks ({info.mode})")
     return 0
 
 
@@ -31,3 +72,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     one.add_argument("--size", type=int, default=None, help="random crops of this side")
     one.add_argument("--seed", type=int, default=0, help="random seed")
     one.set_defaults(func=_from_one)
+    syn = verbs.add_parser(
+        "synthetic",
+        help="write a built-in synthetic set as a folder (images/, masks/[, fov/])",
+        description="Images `start .. start + n - 1` of the deterministic synthetic sequence (the training "
+        "runs on synthetic:NAME use its first train + val images).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    syn.add_argument("name", choices=("cells", "vessels", "shapes"), help="which set")
+    syn.add_argument("--out", required=True, help="new folder to write")
+    syn.add_argument("-n", type=int, default=20, help="images to write")
+    syn.add_argument("--start", type=int, default=0, help="index of the first image")
+    syn.add_argument("--size", type=int, default=128, help="image side")
+    syn.add_argument("--seed", type=int, default=0, help="data seed (training uses 0)")
+    syn.add_argument("--instances", action="store_true", help="cells: write instance labels, not binary masks")
+    syn.set_defaults(func=_synthetic)

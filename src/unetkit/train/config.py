@@ -32,8 +32,10 @@ class TrainConfig:
         model_options: extra model arguments, e.g. `{"base_channels": 16}`.
         epochs: passes over `steps_per_epoch` batches.
         batch_size: patches per step.
-        patch_size: side of the random training patches (raised to the next legal size for unpadded
-            models); `0` trains on whole images (they must then share one size).
+        patch_size: side of the random training patches; for unpadded models (`unet_classic`) the side
+            of the output tile, the input adding the context margin (mirrored at image borders) and
+            raised to the next legal size; `0` trains on whole images (padded models only; the images
+            must then share one size).
         steps_per_epoch: optimiser steps per epoch; `0` = one pass over the training images.
         synthetic_train: synthetic training images.
         synthetic_val: synthetic validation images.

@@ -120,21 +120,47 @@ def _pad_to(x: torch.Tensor, height: int, width: int, *, mode: str, value: float
     return mirror_pad(x[None], pad)[0] if x.ndim == 3 else mirror_pad(x[None, None], pad)[0, 0]
 
 
+def _pad_margin(data: TensorSet, margin: int) -> TensorSet:
+    """Mirror the images by `margin` on every side; targets get 0 and `valid` False there."""
+    from unetkit.models.inference import mirror_pad
+
+    pad = (margin, margin, margin, margin)
+
+    def constant(x: torch.Tensor, value: float) -> torch.Tensor:
+        if x.dtype == torch.bool:
+            return F.pad(x.to(torch.uint8), pad, value=int(value)).bool()
+        return F.pad(x, pad, value=value)
+
+    return TensorSet(
+        [mirror_pad(x[None], pad)[0] for x in data.images],
+        [constant(t, 0) for t in data.targets],
+        [constant(v, False) for v in data.valid],
+        None if data.weights is None else [constant(w, 1.0) for w in data.weights],
+        list(data.names),
+    )
+
+
 class PatchSampler:
     """Draw batches of random patches; every draw comes from a `torch.Generator`, so an epoch is
     reproduced exactly from its seed (resume needs no sampler state).
 
-    Images smaller than the patch are mirror-padded and the padding is marked invalid.
+    Images smaller than the patch are mirror-padded and the padding is marked invalid. For unpadded
+    models (`margin > 0`) every image is first mirror-padded by the model's context margin, with the
+    padding marked invalid, so that the output tiles (the input patch less the margin on each side)
+    cover the whole image, borders included, as in the paper's overlap-tile strategy (Fig. 2).
     """
 
-    def __init__(self, data: TensorSet, patch_size: int) -> None:
+    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0) -> None:
         """
         Args:
             data: the training tensors.
-            patch_size: patch side; `0` uses whole images (which must then share one size).
+            patch_size: input patch side; `0` uses whole images (which must then share one size).
+            margin: context pixels an unpadded model loses on each side (0 for padded models).
         """
         if len(data) == 0:
             raise ValueError("no training images to sample from")
+        if margin:
+            data = _pad_margin(data, margin)
         self.data = data
         if patch_size == 0:
             sizes = {tuple(x.shape[-2:]) for x in data.images}

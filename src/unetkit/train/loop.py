@@ -166,9 +166,15 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.out_channels = out_channels
         patch = config.patch_size
-        if patch:
+        margin_fn = getattr(self.model, "context_margin", None)
+        margin = int(margin_fn()) if callable(margin_fn) else 0
+        if patch and margin:  # unpadded model: `patch_size` is the output tile; the input adds the context
+            patch = int(self.model.valid_input_size(patch + 2 * margin))  # type: ignore[operator]
+        elif patch:
             patch = int(self.model.valid_input_size(patch))  # type: ignore[operator]
-        self.sampler = PatchSampler(self.train_set, patch)
+        elif margin:
+            raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
+        self.sampler = PatchSampler(self.train_set, patch, margin)
         self.steps = steps_for_epoch(config.steps_per_epoch, len(self.train_set), config.batch_size)
         pos_weight = config.pos_weight
         if pos_weight == "auto":

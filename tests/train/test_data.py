@@ -1,0 +1,50 @@
+"""Patch sampling: reproducible from a generator, and for unpadded models the output tiles reach the
+image borders (the context beyond them mirrored and never scored)."""
+
+from __future__ import annotations
+
+import torch
+
+from unetkit.models import create_model
+from unetkit.train.data import PatchSampler, TensorSet
+
+
+def _set(size: int = 20) -> TensorSet:
+    image = torch.arange(size * size, dtype=torch.float32).view(1, size, size)
+    target = torch.ones(size, size, dtype=torch.long)
+    valid = torch.ones(size, size, dtype=torch.bool)
+    return TensorSet([image], [target], [valid], None, ["a"])
+
+
+def test_same_generator_seed_same_batches():
+    sampler = PatchSampler(_set(), 8)
+    a = sampler.batch([0, 0, 0], torch.Generator().manual_seed(3))
+    b = sampler.batch([0, 0, 0], torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["image"].shape == (3, 1, 8, 8)
+
+
+def test_unpadded_output_tiles_cover_the_borders_with_mirrored_context():
+    margin, out = 5, 4
+    sampler = PatchSampler(_set(20), out + 2 * margin, margin)
+    generator = torch.Generator().manual_seed(0)
+    seen = torch.zeros(20, 20, dtype=torch.bool)
+    for _ in range(3000):  # the exact corner tile comes up once in 17 * 17 draws
+        batch = sampler.batch([0], generator)
+        inner = (slice(margin, margin + out), slice(margin, margin + out))
+        values = batch["image"][0, 0][inner].long()
+        assert batch["valid"][0][inner].all()  # the scored output tile never lies in the mirrored margin
+        seen.view(-1)[values.reshape(-1)] = True  # pixel values are their flat indices
+    assert seen.all(), "every pixel, corners included, falls inside some output tile"
+    # the context around a corner tile is the mirror image, not zeros
+    padded = sampler.data.images[0][0]
+    assert torch.equal(padded[margin - 1, margin:-margin], padded[margin + 1, margin:-margin])
+    assert not sampler.data.valid[0][:margin].any()
+
+
+def test_trainer_sizes_classic_patches_as_output_tiles():
+    model = create_model("unet_classic", base_channels=4)
+    margin = model.context_margin()
+    assert margin == 92
+    patch = model.valid_input_size(128 + 2 * margin)
+    assert model.output_size(patch) >= 128
