@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,12 @@ def test_run_directory_contents(tmp_path):
     assert 0.0 <= float(rows[-1]["dice"]) <= 1.0
     best = json.loads((run / "best" / "config.json").read_text())
     assert best["epoch"] == result.best_epoch
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (run / "best", run / "last", run / "samples"):  # not the private modes of mkstemp / mkdtemp
+        assert path.stat().st_mode & 0o777 == 0o777 & ~umask, path
+    for path in (run / "best" / "config.json", run / "last" / "state.pt", run / "metrics.csv", run / "curves.png"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_checkpoint_rebuilds_the_model_with_its_preprocessing(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from unetkit._fs import public_mode
+
 __all__ = ["add_parser"]
 
 
@@ -47,6 +49,7 @@ def _synthetic(args: argparse.Namespace) -> int:
                 write_image(tmp / "masks" / f"{name}.png", (data.targets[i] > 0).astype(np.uint8) * 255)
             if data.fov is not None:
                 write_image(tmp / "fov" / f"{name}.png", data.fov[i].astype(np.uint8) * 255)
+        public_mode(tmp)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

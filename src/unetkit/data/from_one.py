@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unetkit._fs import public_mode
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.data.errors import DataError
 from unetkit.data.io import read_image, write_image
@@ -156,6 +157,7 @@ def make_dataset_from_one(
         _check_out_dir(out_dir)  # another process may have filled it meanwhile
         if out_dir.exists():
             out_dir.rmdir()
+        public_mode(tmp)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

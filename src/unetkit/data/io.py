@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unetkit._fs import public_mode
 from unetkit.data.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "read_image", "write_image"]
@@ -118,6 +119,7 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
             Image.fromarray(array).save(tmp, format=fmt)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetkit._fs import public_mode
 from unetkit.models._registry import create_model
 from unetkit.version import __version__
 
@@ -66,6 +67,7 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
+    public_mode(tmp)
     os.replace(tmp, target)
     if old.exists():
         shutil.rmtree(old)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unetkit._fs import public_mode
 from unetkit._options import close_matches, look_up_option
 
 __all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "save_config"]
@@ -226,5 +227,6 @@ def save_config(config: TrainConfig, path: str | Path) -> Path:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    public_mode(tmp)
     os.replace(tmp, path)
     return path

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetkit._fs import public_mode
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.layers import center_crop
 from unetkit.losses import SegmentationLoss, compute_pos_weight
@@ -131,6 +132,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from unetkit._fs import public_mode
+
 __all__ = ["display_image", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
 
 # overlay colours: true positive, false positive, false negative (green / red / blue)
@@ -27,6 +29,7 @@ def _atomic_bytes(path: Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
