@@ -110,3 +110,21 @@ def test_the_full_demo_reaches_dice_090_on_held_out_images(tmp_path):
     metrics = run_demo(tmp_path, progress=False)
     assert metrics["pooled"]["dice"] >= 0.90
     assert min(row["dice"] for row in metrics["per_image"]) >= 0.80
+
+
+def test_data_synthetic_writes_a_folder_that_trains_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "cells"
+    assert main(["data", "synthetic", "cells", "--out", str(out), "-n", "3", "--size", "48", "--instances"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["cells_0000.png", "cells_0001.png", "cells_0002.png"]
+    from unetkit.data.folder import load_folder
+    from unetkit.data.synthetic import make_synthetic
+
+    splits, info = load_folder(out, mask_mode="instances", val_fraction=0.0, seed=0)
+    reference, _ = make_synthetic("cells", 3, 48, seed=0)
+    assert info.mode == "instances"
+    assert all((a > 0).astype(int).tolist() == b.tolist() for a, b in zip(splits["train"].targets, reference.targets))
+    assert main(["data", "synthetic", "cells", "--out", str(out), "-n", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    vessels = tmp_path / "vessels"
+    assert main(["data", "synthetic", "vessels", "--out", str(vessels), "-n", "2", "--start", "5", "--size", "48"]) == 0
+    assert sorted(p.name for p in (vessels / "fov").iterdir()) == ["vessels_0005.png", "vessels_0006.png"]
