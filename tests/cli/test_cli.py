@@ -122,7 +122,10 @@ def test_data_synthetic_writes_a_folder_that_trains_and_refuses_to_overwrite(tmp
     splits, info = load_folder(out, mask_mode="instances", val_fraction=0.0, seed=0)
     reference, _ = make_synthetic("cells", 3, 48, seed=0)
     assert info.mode == "instances"
-    assert all((a > 0).astype(int).tolist() == b.tolist() for a, b in zip(splits["train"].targets, reference.targets))
+    assert all(
+        (a > 0).astype(int).tolist() == b.tolist()
+        for a, b in zip(splits["train"].targets, reference.targets, strict=True)
+    )
     assert main(["data", "synthetic", "cells", "--out", str(out), "-n", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     vessels = tmp_path / "vessels"
