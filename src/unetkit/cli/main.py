@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from unetkit.cli import data, demo, models, summary, train
+from unetkit.cli import data, demo, models, predict, summary, train
 from unetkit.version import __version__
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
@@ -25,7 +25,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
 )
 
-_COMMANDS = (models, summary, train, data, demo)
+_COMMANDS = (models, summary, train, predict, data, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,15 @@ from unetkit.data.errors import DataError
 from unetkit.data.io import IMAGE_SUFFIXES, read_image
 from unetkit.data.types import MaskInfo, SegmentationSet
 
-__all__ = ["MASK_MODES", "MASK_SUFFIXES", "MAX_CLASS_VALUES", "channel_stats", "load_folder", "to_chw_float"]
+__all__ = [
+    "MASK_MODES",
+    "MASK_SUFFIXES",
+    "MAX_CLASS_VALUES",
+    "channel_stats",
+    "intensity_scale",
+    "load_folder",
+    "to_chw_float",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +86,18 @@ def _size(array: np.ndarray) -> str:
     return f"{array.shape[-2]}x{array.shape[-1]}"
 
 
+def intensity_scale(dtype: np.dtype) -> float:
+    """The factor that maps an integer dtype's full range to `[0, 1]` (`1 / 255` for uint8, `1 / 65535`
+    for uint16, ...); 1 for floats and bool. Training and prediction both apply it, so a model sees the
+    same units whether an image arrives as 8-bit PNG, 16-bit TIFF or float array."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        return 1.0 / float(np.iinfo(dtype).max)
+    return 1.0
+
+
 def to_chw_float(array: np.ndarray) -> np.ndarray:
-    """Channels first as float32, in raw intensity units (no scaling).
+    """Channels first as float32, integer images scaled by `intensity_scale` (uint8 / 255, uint16 / 65535).
 
     `(H, W) -> (1, H, W)`, `(H, W, C) -> (C, H, W)`; the alpha channel of an RGBA image is dropped.
 
@@ -100,7 +118,9 @@ def to_chw_float(array: np.ndarray) -> np.ndarray:
         if array.shape[-1] == 4:
             array = array[..., :3]  # RGBA -> RGB
         array = np.moveaxis(array, -1, 0)  # (C, H, W)
-    return np.ascontiguousarray(array, dtype=np.float32)
+    scale = intensity_scale(array.dtype)
+    out = np.ascontiguousarray(array, dtype=np.float32)
+    return out * np.float32(scale) if scale != 1.0 else out
 
 
 def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:

@@ -30,7 +30,7 @@ class SegmentationSet:
     """Images with their class targets and, where known, instance labels and field-of-view masks.
 
     Attributes:
-        images: float32 `(C, H, W)` arrays in raw intensity units (not normalised).
+        images: float32 `(C, H, W)` arrays, integer images scaled to [0, 1] by their dtype range (not normalised).
         targets: int64 `(H, W)` class indices in `[0, num_classes)`.
         names: one name per image (file stem or generated id).
         instances: int32 `(H, W)` instance labels (0 = background), or `None` when unknown.

@@ -218,7 +218,7 @@ class _Trainer:
         mask = self.prepared.mask
         return {
             "task": "segmentation",
-            "preprocess": {"mean": self.prepared.mean, "std": self.prepared.std},
+            "preprocess": {"scale": "integer images / dtype max", "mean": self.prepared.mean, "std": self.prepared.std},
             "mask": {"mode": mask.mode, "num_classes": mask.num_classes, "label_values": mask.label_values},
             "output": "sigmoid" if self.out_channels == 1 else "softmax",
             "epoch": epoch,

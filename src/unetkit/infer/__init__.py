@@ -1,0 +1,19 @@
+"""Prediction on images of any size: tile planning, batched tiles, blending and stitching
+(`tiling`), and predictions on arrays and files (`predict`)."""
+
+from unetkit.infer.predict import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_file, predict_labels
+from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_starts, plan_tiles, run_tiled
+
+__all__ = [
+    "BLEND_MODES",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "Predictor",
+    "TilePlan",
+    "plan_starts",
+    "plan_tiles",
+    "predict",
+    "predict_file",
+    "predict_labels",
+    "run_tiled",
+]

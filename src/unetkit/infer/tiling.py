@@ -1,0 +1,256 @@
+"""The tiling engine: plan tiles, run them in batches, blend and stitch, one band of tile rows at a time.
+
+Two strategies, chosen by the predictor's context margin:
+
+- **Overlap-tile** for unpadded models (Ronneberger et al. 2015, Fig. 2): output tiles of a legal size
+  cover the image without gaps, each input tile extends its output tile by the context margin, and
+  context missing at the image border is filled by mirroring. Output tiles do not overlap, so the
+  stitched result equals one forward pass over the whole mirror-padded image, seams free, with no
+  blending.
+- **Overlapping tiles with a halo** for padded models (as in nnU-Net and MONAI's sliding window):
+  tiles overlap by a fraction, and each output pixel is the weighted mean of the tiles that cover it,
+  with gaussian weights (centre-heavy, kept above zero), constant weights, or `center`: each pixel
+  taken from the tile whose centre region owns it.
+
+Tile starts are planned so that the last tile ends on the image edge. Memory stays bounded: the image
+is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
+full output needs to be in memory; the device only ever holds one batch of tiles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["BLEND_MODES", "TilePlan", "blend_weights", "plan_starts", "plan_tiles", "reflect_indices", "run_tiled"]
+
+BLEND_MODES = ("gaussian", "constant", "center")
+GAUSSIAN_SIGMA = 0.125  # of the tile side, as nnU-Net and MONAI's `sigma_scale`
+GAUSSIAN_FLOOR = 1e-3  # weights kept above zero so that every covered pixel has a defined mean
+
+
+def plan_starts(size: int, tile: int, step: int) -> list[int]:
+    """Tile starts along one axis: `0, step, 2 step, ...`, the last one moved to end on the edge.
+
+    With `tile >= size` there is one tile at 0 (the caller pads or shrinks it).
+    """
+    if size < 1 or tile < 1 or step < 1:
+        raise ValueError(f"size, tile and step must be >= 1, got {size}, {tile}, {step}")
+    if tile >= size:
+        return [0]
+    count = math.ceil((size - tile) / step) + 1
+    starts = [min(i * step, size - tile) for i in range(count)]
+    return sorted(set(starts))
+
+
+def _aligned_starts(size: int, tile: int, align: int) -> list[int]:
+    """Starts `0, step, 2 step, ...` with `step` the largest multiple of `align` <= `tile`, until the
+    image is covered."""
+    step = max(align, (tile // align) * align)
+    count = 1 if tile >= size else math.ceil((size - tile) / step) + 1
+    return [i * step for i in range(count)]
+
+
+def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices `start .. stop - 1` folded into `[0, size)` by mirroring without repeating the edge
+    (numpy's `reflect`, repeated for any distance: `-1 -> 1`, `size -> size - 2`)."""
+    idx = np.arange(start, stop)
+    if size == 1:
+        return np.zeros_like(idx)
+    period = 2 * (size - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= size, period - idx, idx)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles go.
+
+    Attributes:
+        height, width: image size.
+        tile_h, tile_w: output tile size (input tile = output + 2 margin).
+        margin: context pixels on each side of an output tile (0 for padded models).
+        ys, xs: output tile starts along each axis.
+        blend: `gaussian`, `constant` or `center` (`none` for overlap-tile, whose tiles do not overlap).
+    """
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    margin: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+    blend: str
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    *,
+    tile: int,
+    overlap: float,
+    margin: int = 0,
+    blend: str = "gaussian",
+    legal_output: Callable[[int], int] | None = None,
+    align: int = 1,
+) -> TilePlan:
+    """Plan output tiles over an `height x width` image.
+
+    Args:
+        height, width: image size.
+        tile: output tile side for unpadded models (raised to a legal size by `legal_output`), input =
+            output tile side for padded ones; shrunk to the image where the image is smaller.
+        overlap: fraction of the tile shared with the next one, in `[0, 1)`; ignored for unpadded
+            models (their output tiles abut).
+        margin: the predictor's context margin; `> 0` selects the overlap-tile strategy.
+        blend: `gaussian`, `constant` or `center`.
+        legal_output: for unpadded models, the smallest legal output side `>= n`.
+        align: for unpadded models, the total down-sampling factor: tile starts are multiples of it,
+            so that every tile sees the pooling grid where the whole image puts it (an unpadded U-Net
+            is shift-equivariant only for such shifts). Neighbouring tiles then overlap by
+            `tile mod align` pixels of identical values, and the last tile may run past the image edge
+            into mirrored context (its output there is dropped).
+    """
+    if not isinstance(overlap, (int, float)) or not 0.0 <= overlap < 1.0:
+        raise ValueError(f"`overlap` must be in [0, 1), got {overlap!r}")
+    if blend not in BLEND_MODES:
+        raise ValueError(f"`blend` must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
+    if margin > 0:
+        if legal_output is None:
+            raise ValueError("an unpadded predictor (margin > 0) needs `legal_output`")
+        tile_h = legal_output(min(tile, height))
+        tile_w = legal_output(min(tile, width))
+        ys = _aligned_starts(height, tile_h, align)
+        xs = _aligned_starts(width, tile_w, align)
+        return TilePlan(height, width, tile_h, tile_w, margin, tuple(ys), tuple(xs), "none")
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    step_h = max(1, round(tile_h * (1.0 - overlap)))
+    step_w = max(1, round(tile_w * (1.0 - overlap)))
+    ys, xs = plan_starts(height, tile_h, step_h), plan_starts(width, tile_w, step_w)
+    return TilePlan(height, width, tile_h, tile_w, 0, tuple(ys), tuple(xs), blend)
+
+
+def blend_weights(plan: TilePlan) -> torch.Tensor:
+    """`(tile_h, tile_w)` weights of one tile: a gaussian of sigma = 1/8 tile floored at 1e-3, or ones."""
+    if plan.blend != "gaussian":
+        return torch.ones(plan.tile_h, plan.tile_w)
+
+    def axis(n: int) -> torch.Tensor:
+        centre, sigma = (n - 1) / 2.0, max(n * GAUSSIAN_SIGMA, 1e-6)
+        return torch.exp(-((torch.arange(n, dtype=torch.float64) - centre) ** 2) / (2 * sigma * sigma))
+
+    w = torch.outer(axis(plan.tile_h), axis(plan.tile_w))
+    return (w / w.max()).clamp_min(GAUSSIAN_FLOOR).float()
+
+
+def _owned(starts: tuple[int, ...], tile: int, size: int) -> list[tuple[int, int]]:
+    """For `center` blending: the `[lo, hi)` range each tile owns, split at the middle of each overlap."""
+    bounds = [0]
+    for a, b in itertools.pairwise(starts):
+        bounds.append((b + a + tile) // 2)
+    bounds.append(size)
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
+
+Reader = Callable[[np.ndarray, np.ndarray], torch.Tensor]
+"""`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`."""
+Sink = Callable[[int, int, torch.Tensor], None]
+"""`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`."""
+
+
+def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
+    """`(row index, first finished row, end of finished rows)` for each band of tiles."""
+    ys = plan.ys
+    for r, y in enumerate(ys):
+        done_to = ys[r + 1] if r + 1 < len(ys) else plan.height
+        if plan.blend == "center":
+            done_to = _owned(ys, plan.tile_h, plan.height)[r][1]
+        yield r, y, done_to
+
+
+def run_tiled(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    reader: Reader,
+    plan: TilePlan,
+    sink: Sink,
+    *,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Run `predictor` over the tiles of `plan` and hand finished rows to `sink`, top to bottom.
+
+    Args:
+        predictor: `(B, C, h + 2m, w + 2m) -> (B, K, h, w)` on `device` (activation included, if any).
+        reader: reads input pixels at mirrored indices (see `Reader`); called once per band of tiles.
+        plan: from `plan_tiles`.
+        sink: receives finished rows (see `Sink`), on the CPU, in float32.
+        batch_size: tiles per predictor call.
+        device: where the tiles are sent.
+        progress: called with the number of tiles done after each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    m, th, tw = plan.margin, plan.tile_h, plan.tile_w
+    weights = blend_weights(plan)
+    col_owned = _owned(plan.xs, tw, plan.width) if plan.blend == "center" else None
+    row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
+    cols = reflect_indices(-m, max(plan.xs) + tw + m, plan.width)  # every column a tile reads
+    acc: torch.Tensor | None = None  # (K, rows, W) weighted sums from `acc_top` down
+    norm: torch.Tensor | None = None
+    acc_top = 0
+    done = 0
+    for r, y, done_to in _bands(plan):
+        rows = reflect_indices(y - m, y + th + m, plan.height)
+        band = reader(rows, cols).float()  # (C, th + 2m, columns)
+        crops = [band[:, :, x : x + tw + 2 * m] for x in plan.xs]
+        outputs = []
+        for i in range(0, len(crops), batch_size):
+            batch = torch.stack(crops[i : i + batch_size]).to(device)
+            out = predictor(batch)
+            if out.shape[-2:] != (th, tw):
+                raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
+            outputs.append(out.float().cpu())
+            done += len(batch)
+            if progress is not None:
+                progress(done)
+        tiles = torch.cat(outputs)
+        channels = tiles.shape[1]
+        band_h = min(th, plan.height - y)
+        if acc is None:
+            acc = torch.zeros(channels, 0, plan.width)
+            norm = torch.zeros(1, 0, plan.width)
+            acc_top = y
+        assert norm is not None
+        need = y + band_h - acc_top
+        if acc.shape[1] < need:  # grow the rolling buffer down to this band's last row
+            extra = need - acc.shape[1]
+            acc = torch.cat([acc, torch.zeros(channels, extra, plan.width)], dim=1)
+            norm = torch.cat([norm, torch.zeros(1, extra, plan.width)], dim=1)
+        top = y - acc_top
+        for j, x in enumerate(plan.xs):
+            tile = tiles[j, :, :band_h, : min(tw, plan.width - x)]
+            w = weights[:band_h, : tile.shape[-1]]
+            if plan.blend == "center":
+                assert col_owned is not None and row_owned is not None
+                (x0, x1), (y0, y1) = col_owned[j], row_owned[r]
+                acc[:, top + y0 - y : top + y1 - y, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
+                norm[:, top + y0 - y : top + y1 - y, x0:x1] = 1.0
+            else:
+                acc[:, top : top + band_h, x : x + tile.shape[-1]] += tile * w
+                norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
+        finished = done_to - acc_top
+        if finished > 0:
+            sink(acc_top, done_to, acc[:, :finished] / norm[:, :finished])
+            acc, norm = acc[:, finished:], norm[:, finished:]
+            acc_top = done_to
