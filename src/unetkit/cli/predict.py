@@ -39,7 +39,7 @@ def collect_inputs(items: list[str]) -> list[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unetkit.infer.predict import Predictor, predict_file
+    from unetkit.infer.predictor import Predictor, predict_file
     from unetkit.models.checkpoint import load_model
 
     if not 0.0 <= args.overlap < 1.0:

@@ -1,7 +1,7 @@
 """Prediction on images of any size: tile planning, batched tiles, blending and stitching
 (`tiling`), and predictions on arrays and files (`predict`)."""
 
-from unetkit.infer.predict import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_file, predict_labels
+from unetkit.infer.predictor import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_file, predict_labels
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_starts, plan_tiles, run_tiled
 
 __all__ = [

@@ -137,7 +137,7 @@ def _as_chw(image: np.ndarray | torch.Tensor, channels: int | None, name: str = 
 
     array = image.numpy() if isinstance(image, torch.Tensor) and not image.is_floating_point() else image
     scale = intensity_scale(array.dtype) if isinstance(array, np.ndarray) else 1.0
-    x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image, copy=True))
     if x.ndim == 2:
         x = x[None]
     elif x.ndim == 3:
