@@ -323,3 +323,34 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_model(corrupt)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_model(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(("amp", "optimizer"), [("bf16", "sgd"), ("fp16", "adam")])
+def test_mixed_precision_and_optimizers_train_finite(tmp_path, amp, optimizer):
+    result = train(_config(tmp_path / "run", epochs=1, amp=amp, optimizer=optimizer, deterministic=False))
+    row = result.history[0]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    weights = _weights(tmp_path / "run")
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())  # master weights stay fp32
+
+
+def test_early_stopping_stops_after_patience(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
+    real = loop._Trainer.validate
+
+    def validate(self, epoch):  # type: ignore[no-untyped-def]
+        metrics = real(self, epoch)
+        return {**metrics, "dice": next(scores)}
+
+    monkeypatch.setattr(loop._Trainer, "validate", validate)
+    result = train(_config(tmp_path / "run", epochs=6, early_stopping=2))
+    assert result.stopped_early and [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert result.best_epoch == 2
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["epoch"] == 2
+
+
+def test_learning_rate_warms_up_then_decays(tmp_path):
+    result = train(_config(tmp_path / "run", epochs=4, warmup_epochs=1.0, scheduler="cosine"))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == pytest.approx(3e-3)  # end of warm-up: the peak
+    assert lrs[0] > lrs[1] > lrs[2] > lrs[3] >= 0.0
