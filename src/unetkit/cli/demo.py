@@ -76,8 +76,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     from torchmetrics.functional.classification import binary_stat_scores
 
     from unetkit.data.synthetic import make_synthetic
+    from unetkit.infer import predict
     from unetkit.models.checkpoint import load_model
-    from unetkit.models.inference import predict_whole
     from unetkit.train import report
     from unetkit.train.config import TrainConfig
     from unetkit.train.loop import train
@@ -118,7 +118,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     rows, overlays = [], []
     totals = torch.zeros(4, dtype=torch.float64)
     for i in range(len(test)):
-        labels, _ = predict_whole(model, torch.from_numpy(test.images[i]))
+        labels = torch.from_numpy(predict(model, test.images[i]).argmax(axis=0))
         target = torch.from_numpy(test.targets[i]).long()
         tp, fp, tn, fn, _ = binary_stat_scores(labels, target).double().tolist()
         totals += torch.tensor([tp, fp, tn, fn], dtype=torch.float64)

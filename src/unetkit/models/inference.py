@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["forward_whole", "mirror_pad", "predict_whole"]
+__all__ = ["forward_whole", "mirror_pad"]
 
 
 def mirror_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
@@ -42,30 +42,3 @@ def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     padded = mirror_pad(x, (margin, legal_w - width - margin, margin, legal_h - height - margin))
     return model(padded)[..., :height, :width]
 
-
-@torch.no_grad()
-def predict_whole(model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels and probabilities for one raw `(C, H, W)` image with a loaded checkpoint's preprocessing.
-
-    The image is normalised with the training statistics stored in `model.checkpoint_config`
-    (`preprocess.mean` / `std`), run whole through `forward_whole`, and decided per pixel: one output
-    channel -> sigmoid > 0.5, several -> argmax. Returns `(labels (H, W) int64 class indices,
-    probabilities (K, H, W))`; `K = 2` for a sigmoid output (background, foreground).
-    """
-    config = getattr(model, "checkpoint_config", {}) or {}
-    preprocess = config.get("preprocess", {})
-    device = next(model.parameters()).device
-    x = image.to(device=device, dtype=torch.float32)
-    if "mean" in preprocess:
-        mean = torch.tensor(preprocess["mean"], device=device).view(-1, 1, 1)
-        std = torch.tensor(preprocess["std"], device=device).view(-1, 1, 1)
-        if mean.shape[0] != x.shape[0]:
-            raise ValueError(f"image has {x.shape[0]} channels; the model was trained on {mean.shape[0]}")
-        x = (x - mean) / std
-    logits = forward_whole(model, x[None]).float()[0]
-    if logits.shape[0] == 1:
-        foreground = torch.sigmoid(logits)
-        probs = torch.cat([1 - foreground, foreground])
-    else:
-        probs = torch.softmax(logits, dim=0)
-    return probs.argmax(dim=0), probs
