@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_parser", "collect_inputs"]
 
@@ -50,7 +51,13 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}")
     inputs = collect_inputs(args.inputs)
     device = None if args.device == "auto" else args.device
-    model = load_model(args.checkpoint, map_location=device or "cpu")
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.is_file() and checkpoint.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
+        from unetkit.export import load_exported
+
+        model: Any = load_exported(checkpoint)
+    else:
+        model = load_model(checkpoint, map_location=device or "cpu")
     predictor = Predictor(model, device=device, tta=args.tta)
     out = Path(args.out)
     for i, path in enumerate(inputs, 1):
@@ -80,7 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "padded ones overlapping tiles blended by weights.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("checkpoint", help="run directory (uses best/) or checkpoint directory")
+    parser.add_argument(
+        "checkpoint", help="run directory (uses best/), checkpoint directory, or .onnx / .pt2 file from unetkit export"
+    )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--tile", type=int, default=None, help="tile side (default 512; 388 output for unet_classic)")

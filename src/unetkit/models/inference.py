@@ -41,4 +41,3 @@ def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     legal_w = model.valid_input_size(width + 2 * margin)  # type: ignore[operator]
     padded = mirror_pad(x, (margin, legal_w - width - margin, margin, legal_h - height - margin))
     return model(padded)[..., :height, :width]
-
