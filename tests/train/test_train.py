@@ -354,3 +354,17 @@ def test_learning_rate_warms_up_then_decays(tmp_path):
     lrs = [row["lr"] for row in result.history]
     assert lrs[0] == pytest.approx(3e-3)  # end of warm-up: the peak
     assert lrs[0] > lrs[1] > lrs[2] > lrs[3] >= 0.0
+
+
+def test_resume_recovers_a_save_cut_between_its_two_renames(tmp_path, monkeypatch):
+    whole = train(_config(tmp_path / "whole", epochs=3))
+    _interrupt_at(monkeypatch, epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path / "cut", epochs=3))
+    monkeypatch.undo()
+    run = tmp_path / "cut"
+    (run / "last").rename(run / ".last.old")  # the state replace_dir leaves if killed between its renames
+    resumed = train(_config(run, epochs=3), resume=run)
+    _assert_same_weights(tmp_path / "whole", run)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert not (run / ".last.old").exists()

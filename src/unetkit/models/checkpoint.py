@@ -11,6 +11,7 @@ so a crash leaves either the previous checkpoint or the new one, never half of e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,9 +32,12 @@ __all__ = [
     "read_checkpoint_config",
     "resolve_checkpoint",
     "save_model",
+    "recover_dir",
     "replace_dir",
     "unwrap_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "unetkit-checkpoint"
 FORMAT_VERSION = 1
@@ -71,6 +75,17 @@ def replace_dir(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_dir(target: Path) -> bool:
+    """Finish a `replace_dir` that was cut between its two renames: if `target` is missing and its
+    `.NAME.old` copy exists, move the copy back. Returns True when it did."""
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+        logger.warning("%s: restored from %s (a save was interrupted)", target, old)
+        return True
+    return False
 
 
 def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
@@ -113,6 +128,10 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from a checkpoint or run directory (`RUN/best`, else `RUN/last`)."""
     path = Path(path)
+    recover_dir(path)
+    for sub in ("best", "last"):
+        if path.is_dir():
+            recover_dir(path / sub)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
     if path.is_file():

@@ -28,7 +28,7 @@ from unetkit.layers import center_crop
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.models import create_model
-from unetkit.models.checkpoint import load_model, replace_dir, save_model, unwrap_model
+from unetkit.models.checkpoint import load_model, recover_dir, replace_dir, save_model, unwrap_model
 from unetkit.models.inference import forward_whole
 from unetkit.train import report
 from unetkit.train.config import TrainConfig, config_from_dict, save_config
@@ -426,6 +426,8 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
     """
     if resume is not None:
         run = Path(resume)
+        recover_dir(run / "last")  # a save cut between its two renames leaves last/ as .last.old
+        recover_dir(run / "best")
         state_file = run / "last" / STATE
         if not state_file.is_file():
             raise FileNotFoundError(f"{state_file}: no training state to resume from (is {run} a run directory?)")
