@@ -48,7 +48,8 @@ class Predictor:
     what the tiler needs: preprocessing, output activation, test-time augmentation and mixed precision.
 
     Args:
-        model: an `nn.Module` (a loaded checkpoint brings its normalisation and label values) or a callable.
+        model: an `nn.Module` (a loaded checkpoint brings its normalisation and label values; it is moved
+            to `device`, put in eval mode and in channels-last memory format, in place) or a callable.
         device: where tiles run; default: the model's device, else CUDA when available, else CPU.
         tta: average the 8 flips / quarter turns (4 flips where a tile is not square).
         activation: `auto` (sigmoid for one output channel, as two probabilities; softmax otherwise),
@@ -80,8 +81,10 @@ class Predictor:
             params = list(model.parameters()) if isinstance(model, nn.Module) else []
             device = params[0].device if params else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(device)
-        if isinstance(model, nn.Module):
+        self.channels_last = isinstance(model, nn.Module)
+        if isinstance(model, nn.Module):  # in place, as `model.eval()`: channels-last is ~2x faster on CPU too
             model.to(self.device).eval()
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.tta = tta
         self.activation = activation
         self.amp = amp and self.device.type == "cuda"
@@ -124,11 +127,14 @@ class Predictor:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
         for k in ks:
             with autocast:
-                out = self.model(_dihedral(x, k).contiguous())
-            out = _undo_dihedral(self._activate(out), k)
+                x_k = _dihedral(x, k) if k else x  # k = 0: no copy
+                memory = torch.channels_last if self.channels_last else torch.contiguous_format
+                out = self.model(x_k.contiguous(memory_format=memory))
+            out = self._activate(out)
+            out = _undo_dihedral(out, k) if k else out
             total = out if total is None else total + out
         assert total is not None
-        return total / len(ks)
+        return total if len(ks) == 1 else total / len(ks)
 
 
 def _as_chw(image: np.ndarray | torch.Tensor, channels: int | None, name: str = "image") -> torch.Tensor:
@@ -155,6 +161,13 @@ def _as_chw(image: np.ndarray | torch.Tensor, channels: int | None, name: str = 
     if not torch.isfinite(x).all():
         raise ValueError(f"`{name}` holds NaN or infinite values")
     return x
+
+
+def _index(idx: np.ndarray) -> slice | torch.Tensor:
+    """A slice where `idx` is a run of consecutive indices (a view, no copy), else the indices (a gather)."""
+    if idx.size and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool((np.diff(idx) == 1).all()):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return torch.from_numpy(idx)
 
 
 def _make_plan(predictor: Predictor, height: int, width: int, tile: int | None, overlap: float, blend: str) -> TilePlan:
@@ -217,7 +230,7 @@ def predict(
         out[:, y0:y1] = values.numpy()
 
     def reader(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
-        return x[:, torch.from_numpy(rows)][:, :, torch.from_numpy(cols)]
+        return x[:, _index(rows)][:, :, _index(cols)]
 
     with _tile_bar(plan, progress) as bar:
         run_tiled(pred, reader, plan, sink, batch_size=batch_size, device=pred.device, progress=bar)

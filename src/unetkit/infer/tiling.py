@@ -14,7 +14,8 @@ Two strategies, chosen by the predictor's context margin:
 
 Tile starts are planned so that the last tile ends on the image edge. Memory stays bounded: the image
 is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
-full output needs to be in memory; the device only ever holds one batch of tiles.
+full output needs to be in memory; the device holds one band of input, one batch of tiles and the band's
+weighted sums (K x tile rows x W), and only finished rows come back to the host.
 """
 
 from __future__ import annotations
@@ -201,56 +202,52 @@ def run_tiled(
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    device = torch.device(device)
     m, th, tw = plan.margin, plan.tile_h, plan.tile_w
-    weights = blend_weights(plan)
+    weights = blend_weights(plan).to(device)
     col_owned = _owned(plan.xs, tw, plan.width) if plan.blend == "center" else None
     row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
     cols = reflect_indices(-m, max(plan.xs) + tw + m, plan.width)  # every column a tile reads
-    acc: torch.Tensor | None = None  # (K, rows, W) weighted sums from `acc_top` down
-    norm: torch.Tensor | None = None
+    # rolling buffers on `device`, one band (th rows) high: rows `acc_top ..` of the weighted sums
+    acc: torch.Tensor | None = None  # (K, th, W)
+    norm = torch.zeros(1, th, plan.width, device=device)
     acc_top = 0
     done = 0
     for r, y, done_to in _bands(plan):
         rows = reflect_indices(y - m, y + th + m, plan.height)
-        band = reader(rows, cols).float()  # (C, th + 2m, columns)
-        crops = [band[:, :, x : x + tw + 2 * m] for x in plan.xs]
-        outputs = []
-        for i in range(0, len(crops), batch_size):
-            batch = torch.stack(crops[i : i + batch_size]).to(device)
-            out = predictor(batch)
+        band = reader(rows, cols).to(device=device, dtype=torch.float32)  # (C, th + 2m, columns), one copy a band
+        band_h = min(th, plan.height - y)
+        if r == 0:
+            acc_top = y
+        top = y - acc_top
+        for i in range(0, len(plan.xs), batch_size):
+            xs = plan.xs[i : i + batch_size]
+            out = predictor(torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs]))  # (B, K, th, tw)
             if out.shape[-2:] != (th, tw):
                 raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
-            outputs.append(out.float().cpu())
-            done += len(batch)
+            if acc is None:
+                acc = torch.zeros(out.shape[1], th, plan.width, device=device)
+            for j, x in enumerate(xs, start=i):
+                tile = out[j - i, :, :band_h, : min(tw, plan.width - x)].float()
+                w = weights[:band_h, : tile.shape[-1]]
+                if plan.blend == "center":
+                    assert col_owned is not None and row_owned is not None
+                    (x0, x1), (y0, y1) = col_owned[j], row_owned[r]
+                    acc[:, y0 - acc_top : y1 - acc_top, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
+                    norm[:, y0 - acc_top : y1 - acc_top, x0:x1] = 1.0
+                else:
+                    acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
+                    norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
+            done += len(xs)
             if progress is not None:
                 progress(done)
-        tiles = torch.cat(outputs)
-        channels = tiles.shape[1]
-        band_h = min(th, plan.height - y)
-        if acc is None:
-            acc = torch.zeros(channels, 0, plan.width)
-            norm = torch.zeros(1, 0, plan.width)
-            acc_top = y
-        assert norm is not None
-        need = y + band_h - acc_top
-        if acc.shape[1] < need:  # grow the rolling buffer down to this band's last row
-            extra = need - acc.shape[1]
-            acc = torch.cat([acc, torch.zeros(channels, extra, plan.width)], dim=1)
-            norm = torch.cat([norm, torch.zeros(1, extra, plan.width)], dim=1)
-        top = y - acc_top
-        for j, x in enumerate(plan.xs):
-            tile = tiles[j, :, :band_h, : min(tw, plan.width - x)]
-            w = weights[:band_h, : tile.shape[-1]]
-            if plan.blend == "center":
-                assert col_owned is not None and row_owned is not None
-                (x0, x1), (y0, y1) = col_owned[j], row_owned[r]
-                acc[:, top + y0 - y : top + y1 - y, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
-                norm[:, top + y0 - y : top + y1 - y, x0:x1] = 1.0
-            else:
-                acc[:, top : top + band_h, x : x + tile.shape[-1]] += tile * w
-                norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
+        assert acc is not None
         finished = done_to - acc_top
         if finished > 0:
-            sink(acc_top, done_to, acc[:, :finished] / norm[:, :finished])
-            acc, norm = acc[:, finished:], norm[:, finished:]
+            sink(acc_top, done_to, (acc[:, :finished] / norm[:, :finished]).cpu())
+            left = th - finished  # rows already summed for the next band: move them to the top
+            acc[:, :left] = acc[:, finished:].clone()
+            norm[:, :left] = norm[:, finished:].clone()
+            acc[:, left:] = 0
+            norm[:, left:] = 0
             acc_top = done_to
