@@ -1,0 +1,252 @@
+"""`unetkit evaluate PRED GT`: score predicted masks against ground truth, as papers report it.
+
+PRED and GT are folders (or single files) of masks matched by file stem; in PRED, the extra outputs of
+`unetkit predict` (`<stem>_overlay.png`, `<stem>_probs.tif`) are skipped. Mask values: a side whose values
+are all in {0, 255} is read as binary (255 -> 1); otherwise values are class indices (or instance labels
+with `--instances`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_parser", "collect_masks"]
+
+_EXTRA_SUFFIXES = ("_overlay", "_probs")  # stems of predict's side outputs, skipped in PRED
+_MAX_ROWS = 20  # per-image rows printed up to this many images
+_COLUMNS = (
+    ("accuracy", "Acc"),
+    ("sensitivity", "Sen"),
+    ("specificity", "Spe"),
+    ("precision", "Prec"),
+    ("dice", "Dice/F1"),
+    ("iou", "IoU"),
+    ("mcc", "MCC"),
+    ("auc", "AUC"),
+    ("pixel_error", "PixErr"),
+    ("rand_error", "RandErr"),
+    ("instance_f1", "InstF1"),
+    ("mean_ap", "mAP"),
+)
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def collect_masks(path: Path, *, skip_extras: bool = False) -> dict[str, Path]:
+    """A file or a folder's image files -> `{stem: path}`; two files with one stem are an error."""
+    from unetkit.data.io import IMAGE_SUFFIXES
+
+    if path.is_file():
+        return {path.stem: path}
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    found: dict[str, Path] = {}
+    for file in sorted(path.iterdir()):
+        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if skip_extras and file.stem.endswith(_EXTRA_SUFFIXES):
+            continue
+        if file.stem in found:
+            raise ValueError(f"{found[file.stem]} and {file}: two masks named {file.stem!r} in one folder")
+        found[file.stem] = file
+    if not found:
+        raise FileNotFoundError(f"{path}: folder holds no mask files ({', '.join(IMAGE_SUFFIXES)})")
+    return found
+
+
+def _pair(pred: Path, gt: Path) -> tuple[list[str], dict[str, Path], dict[str, Path]]:
+    preds, gts = collect_masks(pred, skip_extras=True), collect_masks(gt)
+    if pred.is_file() and gt.is_file():  # two single files pair whatever their names
+        return [gt.stem], {gt.stem: pred}, gts
+    missing = [f"{gts[s]} (no prediction in {pred})" for s in sorted(set(gts) - set(preds))]
+    missing += [f"{preds[s]} (no ground truth in {gt})" for s in sorted(set(preds) - set(gts))]
+    if missing:
+        raise ValueError(f"{len(missing)} file(s) without counterpart: {_listing(missing)}")
+    return sorted(gts), preds, gts
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    from unetkit.data.io import read_image
+
+    mask = read_image(path)
+    if mask.ndim == 3:
+        if mask.shape[-1] in (2, 4):
+            mask = mask[..., :-1]  # drop alpha
+        if not np.all(mask == mask[..., :1]):
+            raise ValueError(f"{path}: mask must be grey (one channel or equal channels), got shape {mask.shape}")
+        mask = mask[..., 0]
+    if not np.issubdtype(mask.dtype, np.integer) and not np.array_equal(mask, np.round(mask)):
+        raise ValueError(f"{path}: mask must hold integer labels, got {mask.dtype} with fractional values")
+    return mask.astype(np.int64)
+
+
+def _read_fov(path: Path) -> np.ndarray:
+    from unetkit.data.io import read_image
+
+    fov = read_image(path)
+    if fov.ndim == 3:
+        fov = fov[..., :-1] if fov.shape[-1] in (2, 4) else fov
+        return np.asarray(fov.any(axis=-1))
+    return fov != 0
+
+
+def _read_probs(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    from unetkit.data.io import read_image
+
+    probs = read_image(path).astype(np.float64)
+    if probs.ndim == 3 and probs.shape[:2] == shape and probs.shape[1:] != shape:
+        probs = np.moveaxis(probs, -1, 0)  # the reader gives pages as channels: (H, W, K) -> (K, H, W)
+    if probs.shape[-2:] != shape:
+        raise ValueError(f"{path}: probabilities of shape {probs.shape} do not match the mask size {shape}")
+    return probs
+
+
+def _counterparts(folder: Path, stems: list[str], suffix: str, what: str) -> dict[str, Path]:
+    from unetkit.data.io import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: no such folder (expected {what})")
+    found = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    missing = [f"{folder / (s + suffix)}.*" for s in stems if s + suffix not in found]
+    if missing:
+        raise ValueError(f"{folder}: {len(missing)} {what} file(s) missing: {_listing(missing)}")
+    return {s: found[s + suffix] for s in stems}
+
+
+def _binary_side(masks: list[np.ndarray]) -> bool:
+    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
+    return bool(np.isin(values, (0, 255)).all() and values.max(initial=0) == 255)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _table(result: dict[str, Any]) -> str:
+    first = result["images"][0]
+    columns = [(key, head) for key, head in _COLUMNS if key in first]
+    width = max(8, *(len(r["name"]) for r in result["images"]))
+    lines = [f"{'image':<{width}} " + " ".join(f"{head:>8}" for _, head in columns)]
+    rows = [(r["name"], r) for r in result["images"]] if len(result["images"]) <= _MAX_ROWS else []
+    for name, row in [*rows, ("micro", result["micro"]), ("macro", result["macro"])]:
+        lines.append(f"{name:<{width}} " + " ".join(f"{_fmt(row.get(key)):>8}" for key, _ in columns))
+    if not rows:
+        lines.insert(1, f"({len(result['images'])} images: per-image rows in --json / --csv)")
+    return "\n".join(lines)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "per_class"}
+    for cls, scores in row.get("per_class", {}).items():
+        out.update({f"{k}_class{cls}": v for k, v in scores.items()})
+    return out
+
+
+def _csv_text(result: dict[str, Any]) -> str:
+    rows = [{"kind": "image", **_flat(r)} for r in result["images"]]
+    rows += [{"kind": kind, "name": "", **_flat(result[kind])} for kind in ("micro", "macro")]
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from unetkit._fs import public_mode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        public_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from unetkit.metrics import evaluate_dataset
+
+    pred_root, gt_root = Path(args.pred), Path(args.gt)
+    stems, pred_files, gt_files = _pair(pred_root, gt_root)
+    preds = [_read_mask(pred_files[s]) for s in stems]
+    gts = [_read_mask(gt_files[s]) for s in stems]
+    bad = [f"{pred_files[s]} {p.shape} vs {gt_files[s]} {g.shape}" for s, p, g in zip(stems, preds, gts, strict=True)]
+    bad = [b for b, p, g in zip(bad, preds, gts, strict=True) if p.shape != g.shape]
+    if bad:
+        raise ValueError(f"{len(bad)} prediction(s) differ in size from their ground truth: {_listing(bad, 5)}")
+    for masks in (preds, gts):
+        if _binary_side(masks):
+            masks[:] = [(m > 0).astype(np.int64) for m in masks]
+    fovs = None
+    if args.fov is not None:
+        fov_files = _counterparts(Path(args.fov), stems, "", "field-of-view")
+        fovs = [_read_fov(fov_files[s]) for s in stems]
+        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, fovs, gts, strict=True) if f.shape != g.shape]
+        if bad:
+            raise ValueError(f"{len(bad)} field-of-view file(s) differ in size from their masks: {_listing(bad, 5)}")
+    probs = None
+    if args.probs is not None:
+        prob_files = _counterparts(Path(args.probs), stems, "_probs", "probability")
+        probs = [_read_probs(prob_files[s], g.shape) for s, g in zip(stems, gts, strict=True)]
+    result = evaluate_dataset(
+        preds,
+        gts,
+        probs=probs,
+        fovs=fovs,
+        names=stems,
+        instances=args.instances,
+        iou_threshold=args.iou_threshold,
+    )
+    print(_table(result))
+    if args.json is not None:
+        payload = {"pred": str(pred_root), "gt": str(gt_root), **result}
+        _write_atomic(Path(args.json), json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.csv is not None:
+        _write_atomic(Path(args.csv), _csv_text(result))
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="score predicted masks against ground truth",
+        description="Score predicted masks against ground truth matched by file stem: accuracy, sensitivity, "
+        "specificity, precision, Dice/F1, IoU, MCC, AUC (with --probs), ISBI 2012 pixel and Rand error, and "
+        "instance precision/recall/F1 and AP@[0.5:0.95] (with --instances). Per image, micro (pooled pixels) "
+        "and macro (mean over images).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("pred", metavar="PRED", help="folder (or file) of predicted masks, e.g. from unetkit predict")
+    parser.add_argument("gt", metavar="GT", help="folder (or file) of ground-truth masks with the same stems")
+    parser.add_argument("--fov", default=None, metavar="DIR", help="field-of-view masks by stem; 0 = ignored")
+    parser.add_argument("--probs", default=None, metavar="DIR", help="<stem>_probs.tif probabilities for AUC")
+    parser.add_argument("--instances", action="store_true", help="also match objects (instance metrics)")
+    parser.add_argument(
+        "--iou-threshold", type=float, default=0.5, help="IoU for instance precision/recall/F1 (0.5, 0.55, ... 0.95)"
+    )
+    parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--csv", default=None, metavar="FILE", help="write per-image rows and summaries as CSV")
+    parser.set_defaults(func=_run)
