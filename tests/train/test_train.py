@@ -368,3 +368,10 @@ def test_resume_recovers_a_save_cut_between_its_two_renames(tmp_path, monkeypatc
     _assert_same_weights(tmp_path / "whole", run)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
     assert not (run / ".last.old").exists()
+
+
+def test_weight_map_training_with_the_default_loss(tmp_path):
+    """`weight_map` picks the paper's weighted cross-entropy (eq. 1; its sigmoid form for one output channel);
+    validation images have no weight maps and are scored with unit weights."""
+    result = train(_config(tmp_path / "run", epochs=1, weight_map=True))
+    assert np.isfinite(result.history[0]["val_loss"]) and np.isfinite(result.history[0]["train_loss"])

@@ -326,7 +326,12 @@ class _Trainer:
             with self._autocast():
                 logits = forward_whole(self.model, image).float()
             target, valid = self.val_set.targets[i][None], self.val_set.valid[i][None]
-            losses.append(self.loss_fn(logits, target, valid=valid))
+            weight = None
+            if self.val_set.weights is not None:
+                weight = self.val_set.weights[i][None]
+            elif self.loss_fn.name == "weighted_ce":  # no weight map on validation images: plain CE
+                weight = torch.ones_like(target, dtype=torch.float32)
+            losses.append(self.loss_fn(logits, target, valid=valid, weight=weight))
             pred = _predict(logits)
             meter.update(pred, target, valid)
             if i < self.config.samples:
