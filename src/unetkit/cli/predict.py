@@ -72,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
             probs=args.probs,
             overlay=args.overlay,
             mask_format=args.mask_format,
+            instances=args.instances,
             progress=True,
         )
         print(f"[{i}/{len(inputs)}] {path} -> {', '.join(str(p) for p in written.values())}")
@@ -102,5 +103,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay", action="store_true", help="also write an overlay PNG")
     parser.add_argument(
         "--mask-format", default="auto", choices=("auto", "png", "tif"), help="auto: PNG, TIFF above 64 MP"
+    )
+    parser.add_argument(
+        "--instances",
+        nargs="?",
+        const="watershed",
+        default=None,
+        choices=("components", "watershed"),
+        help="also write object labels as <stem>_instances.tif: connected components, or touching objects "
+        "separated by a distance-transform watershed (the method when the flag is given bare)",
     )
     parser.set_defaults(func=_run)

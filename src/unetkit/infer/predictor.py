@@ -361,10 +361,13 @@ def predict_file(
     probs: bool = False,
     overlay: bool = False,
     mask_format: str = "auto",
+    instances: str | None = None,
     progress: bool = False,
 ) -> dict[str, Path]:
     """Predict one image file; write `<stem>.png|.tif` (labels in the training masks' values),
-    optionally `<stem>_probs.tif` (float32, `(K, H, W)`) and `<stem>_overlay.png`.
+    optionally `<stem>_probs.tif` (float32, `(K, H, W)`), `<stem>_overlay.png` and, with `instances` set
+    to a method of `unetkit.infer.instances.instances_from_probs`, `<stem>_instances.tif` (object labels,
+    uint16, or int32 beyond 65535 objects; the foreground probability is then held whole in memory).
 
     Outputs are streamed row band by row band into temporary files and renamed into place only when
     complete, so a failure leaves nothing behind; large images are never held whole in memory when
@@ -375,6 +378,10 @@ def predict_file(
     path, out_dir = Path(path), Path(out_dir)
     if mask_format not in ("auto", "png", "tif"):
         raise ValueError(f"`mask_format` must be auto, png or tif, got {mask_format!r}")
+    from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability, instances_from_probs
+
+    if instances is not None and instances not in INSTANCE_METHODS:
+        raise ValueError(f"`instances` must be None or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
     source = _ImageSource(path, predictor.in_channels)
     height, width = source.height, source.width
     plan = _make_plan(predictor, height, width, tile, overlap, blend)
@@ -397,6 +404,7 @@ def predict_file(
         else:
             labels_mem = np.empty((height, width), dtype=labels_dtype)
         probs_mm: np.memmap | None = None
+        foreground = np.empty((height, width), dtype=np.float32) if instances is not None else None
 
         def sink(y0: int, y1: int, values: torch.Tensor) -> None:
             nonlocal probs_mm
@@ -413,6 +421,8 @@ def predict_file(
                         tmp_dir / "probs.tif", shape=(values.shape[0], height, width), dtype=np.float32
                     )
                 probs_mm[:, y0:y1] = values.numpy()
+            if foreground is not None:
+                foreground[y0:y1] = foreground_probability(values.numpy())
 
         with _tile_bar(plan, progress) as bar:
             run_tiled(predictor, source.read, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar)
@@ -439,8 +449,15 @@ def predict_file(
             classes = np.searchsorted(lut, mask) if lut is not None else mask
             report.save_png(report.overlay(source.whole(), classes), tmp_dir / "overlay.png")
             written["overlay"] = out_dir / f"{path.stem}_overlay.png"
+        if foreground is not None:
+            assert instances is not None
+            objects = instances_from_probs(foreground, instances)
+            objects_dtype = np.uint16 if objects.max(initial=0) <= np.iinfo(np.uint16).max else np.int32
+            tifffile.imwrite(tmp_dir / "instances.tif", objects.astype(objects_dtype), compression="zlib")
+            written["instances"] = out_dir / f"{path.stem}_instances.tif"
+        names = {"mask": f"mask.{fmt}", "probs": "probs.tif", "overlay": "overlay.png", "instances": "instances.tif"}
         for key, target in written.items():
-            name = {"mask": f"mask.{fmt}", "probs": "probs.tif", "overlay": "overlay.png"}[key]
+            name = names[key]
             with open(tmp_dir / name, "rb") as handle:
                 os.fsync(handle.fileno())
             public_mode(tmp_dir / name)
