@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.unetkit-dev
 
-.PHONY: demo test lint bench bench-tiling clean
+.PHONY: demo test lint bench-tiling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
