@@ -191,3 +191,22 @@ def test_class_balance_weights_validation() -> None:
         class_balance_weights(np.array([0, 3]), 2)
     with pytest.raises(ValueError, match="`num_classes`"):
         class_balance_weights(np.array([0, 1]), 0)
+
+
+def test_touching_borders_split_two_touching_squares_and_leave_lone_edges():
+    from scipy import ndimage
+
+    from unetkit.data.weightmap import touching_borders
+
+    labels = np.zeros((8, 12), np.int32)
+    labels[2:6, 1:5] = 1
+    labels[2:6, 5:9] = 2  # touches square 1 along columns 4 | 5
+    labels[0:2, 10:12] = 3  # alone
+    border = touching_borders(labels)
+    assert border[2:6, 4].all() and border[2:6, 5].all()  # one pixel on each side of the contact
+    assert border.sum() == 8 and not border[labels == 3].any() and not border[labels == 0].any()
+    separated = (labels > 0) & ~border
+    assert ndimage.label(separated)[1] == 3  # the touching pair is now two components
+    assert touching_borders(labels, width=2)[2:6, 3:7].all()
+    with pytest.raises(ValueError, match="`width` must be an integer >= 1, got 0"):
+        touching_borders(labels, width=0)

@@ -57,6 +57,8 @@ class TrainConfig:
         class_weights: CE class weights, `"balanced"` (inverse frequency) or `None`.
         weight_map: multiply the pixel loss by the U-Net paper's border weight map (needs instance
             masks, e.g. `synthetic:cells` or `mask_mode: instances`).
+        separate_touching: set pixels where two instances touch to background in the binary targets
+            (1 px on each side), as in the paper's data; needs instance masks.
         w0: weight-map border weight (paper: 10).
         sigma: weight-map border width in pixels (paper: 5).
         out_channels: output channels; `0` = 1 for binary targets with a BCE-family loss, else the
@@ -100,6 +102,7 @@ class TrainConfig:
     pos_weight: float | str | None = None
     class_weights: list[float] | str | None = None
     weight_map: bool = False
+    separate_touching: bool = False
     w0: float = 10.0
     sigma: float = 5.0
     out_channels: int = 0

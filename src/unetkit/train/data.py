@@ -54,6 +54,7 @@ def prepare_data(
     synthetic_train: int,
     synthetic_val: int,
     synthetic_size: int,
+    separate_touching: bool = False,
 ) -> PreparedData:
     """Load `data` (a folder, or `synthetic:NAME`) and compute normalisation statistics on its training split."""
     from unetkit.data.folder import channel_stats, load_folder
@@ -69,8 +70,27 @@ def prepare_data(
         train, val = splits["train"], splits["val"]
     if len(train) == 0:
         raise ValueError(f"{data}: no training images")
+    if separate_touching:
+        train, val = _separate(train, data), _separate(val, data)
     mean, std = channel_stats(train.images)
     return PreparedData(train, val, mask, int(train.images[0].shape[0]), mean, std)
+
+
+def _separate(data: SegmentationSet, source: str) -> SegmentationSet:
+    """Binary targets with touching instances divided by background (`touching_borders`)."""
+    from unetkit.data.weightmap import touching_borders
+
+    if data.instances is None:
+        raise ValueError(
+            f"{source}: `separate_touching` needs instance labels (synthetic:cells or mask_mode: instances)"
+        )
+    targets = [
+        np.where(touching_borders(inst), 0, t).astype(t.dtype)
+        for t, inst in zip(data.targets, data.instances, strict=True)
+    ]
+    return SegmentationSet(
+        targets=targets, images=data.images, names=data.names, instances=data.instances, fov=data.fov, extra=data.extra
+    )
 
 
 def to_tensors(

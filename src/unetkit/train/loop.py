@@ -154,6 +154,7 @@ class _Trainer:
             synthetic_train=config.synthetic_train,
             synthetic_val=config.synthetic_val,
             synthetic_size=config.synthetic_size,
+            separate_touching=config.separate_touching,
         )
         self.prepared = prepared
         binary = prepared.mask.num_classes == 2
