@@ -375,3 +375,12 @@ def test_weight_map_training_with_the_default_loss(tmp_path):
     validation images have no weight maps and are scored with unit weights."""
     result = train(_config(tmp_path / "run", epochs=1, weight_map=True))
     assert np.isfinite(result.history[0]["val_loss"]) and np.isfinite(result.history[0]["train_loss"])
+
+
+def test_separate_touching_needs_instances_and_trains_on_cells(tmp_path, capsys):
+    result = train(_config(tmp_path / "run", epochs=1, separate_touching=True, weight_map=True))
+    assert np.isfinite(result.history[0]["train_loss"])
+    data = _folder(tmp_path / "data")
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "r2"), "--set", "separate_touching=true"])
+    assert code == 2 and "needs instance labels" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
