@@ -20,10 +20,8 @@ import copy
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +29,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from unetkit._fs import public_mode
+from unetkit._fs import atomic_file
 from unetkit.infer.exported import (
     FORMATS,
     METADATA_KEY,
@@ -43,6 +41,7 @@ from unetkit.infer.exported import (
     quiet_exporters,
     require,
 )
+from unetkit.models.inference import context_margin
 from unetkit.version import __version__
 
 __all__ = [
@@ -105,18 +104,13 @@ def _prepare(model: nn.Module | str | Path) -> nn.Module:
     return copy.deepcopy(model).cpu().eval()
 
 
-def _margin(model: nn.Module) -> int:
-    margin_fn = getattr(model, "context_margin", None)
-    return int(margin_fn()) if callable(margin_fn) else 0
-
-
 def _input_sides(model: nn.Module) -> InputSides:
     """The legal sides of the exported graph (see the module docstring), from the model's size methods."""
     factor = int(getattr(model, "downsample_factor", 1) or 1)
     output_size, valid = getattr(model, "output_size", None), getattr(model, "valid_input_size", None)
     if not callable(output_size) or not callable(valid):
         return InputSides(factor, factor)
-    margin = _margin(model)
+    margin = context_margin(model)
     first = int(valid(factor if margin == 0 else 1))
     regular = all(output_size(first + k * factor) is not None for k in (1, 2))
     if margin > 0:  # no legal side between two steps, so the formula equals `valid_input_size`
@@ -137,22 +131,6 @@ def _check_output(path: str | Path, fmt: str) -> Path:
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ValueError(f"{path}: cannot write: {parent} is not a writable folder")
     return path
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path`, renamed to `path` when the block succeeds, removed otherwise."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb") as file:
-            os.fsync(file.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _example_sides(sides: InputSides, example_size: int | None) -> list[tuple[int, int]]:
@@ -213,7 +191,7 @@ def _metadata(model: nn.Module, sides: InputSides) -> dict[str, str]:
     }
     return {
         METADATA_KEY: json.dumps(config),
-        "context_margin": str(_margin(model)),
+        "context_margin": str(context_margin(model)),
         "downsample_factor": str(int(getattr(model, "downsample_factor", 1) or 1)),
         "in_channels": str(int(getattr(model, "in_channels", 1))),
         "input_sides": json.dumps({"minimum": sides.minimum, "step": sides.step}),
@@ -300,7 +278,7 @@ def export_onnx(
     )
     onnx_program.model.metadata_props.update(_metadata(model, sides))
     diff, shapes = None, cast(Shapes, ())
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         onnx_program.save(tmp, external_data=False)
         if check:
             diff, shapes = _compare(model, OnnxPredictor(tmp), sizes)
@@ -322,7 +300,7 @@ def export_torch(
     path = _check_output(path, "torch")
     model, program, sides, note, sizes = _trace(model, example_size)
     diff, shapes = None, cast(Shapes, ())
-    with _atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         torch.export.save(program, tmp, extra_files={PT2_EXTRA_FILE: json.dumps(_metadata(model, sides))})
         if check:
             diff, shapes = _compare(model, TorchExportPredictor(tmp), sizes)

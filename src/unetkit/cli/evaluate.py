@@ -12,12 +12,12 @@ import argparse
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from unetkit._fs import atomic_write_bytes
 
 __all__ = ["add_parser", "collect_masks"]
 
@@ -167,23 +167,6 @@ def _csv_text(result: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from unetkit._fs import public_mode
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _run(args: argparse.Namespace) -> int:
     from unetkit.metrics import evaluate_dataset
 
@@ -221,10 +204,10 @@ def _run(args: argparse.Namespace) -> int:
     print(_table(result))
     if args.json is not None:
         payload = {"pred": str(pred_root), "gt": str(gt_root), **result}
-        _write_atomic(Path(args.json), json.dumps(payload, indent=2) + "\n")
+        atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
         print(f"wrote {args.json}")
     if args.csv is not None:
-        _write_atomic(Path(args.csv), _csv_text(result))
+        atomic_write_bytes(Path(args.csv), _csv_text(result).encode("utf-8"))
         print(f"wrote {args.csv}")
     return 0
 

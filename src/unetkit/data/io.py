@@ -7,12 +7,11 @@ Every error names the file. Writes are atomic: a temporary file in the same fold
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from unetkit._fs import public_mode
+from unetkit._fs import atomic_file
 from unetkit.data.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "read_image", "write_image"]
@@ -104,10 +103,7 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
         raise DataError(f"{path}: {suffix} holds only 8-bit images, got {array.dtype}")
     if suffix == ".png" and array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: PNG holds 8- or 16-bit images, got {array.dtype}; use .tif")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         if suffix in TIFF_SUFFIXES:
             import tifffile
 
@@ -117,11 +113,4 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
 
             fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[suffix]
             Image.fromarray(array).save(tmp, format=fmt)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -20,6 +20,7 @@ from torch import nn
 from unetkit._fs import public_mode
 from unetkit.data.errors import DataError
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
+from unetkit.models.inference import context_margin
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Predictor", "predict", "predict_file", "predict_labels"]
 
@@ -90,8 +91,7 @@ class Predictor:
         self.amp = amp and self.device.type == "cuda"
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=self.device)
-        margin_fn = getattr(model, "context_margin", None)
-        self.margin = int(margin_fn()) if callable(margin_fn) else int(getattr(model, "margin", 0) or 0)
+        self.margin = context_margin(model) or int(getattr(model, "margin", 0) or 0)
         self.align = int(getattr(model, "downsample_factor", 1) or 1)
         self.in_channels: int | None = getattr(model, "in_channels", None)
         if self.in_channels is None and self.mean is not None:

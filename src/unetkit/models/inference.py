@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["forward_whole", "mirror_pad"]
+__all__ = ["context_margin", "forward_whole", "mirror_pad"]
 
 
 def mirror_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
@@ -26,14 +26,19 @@ def mirror_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     return x
 
 
+def context_margin(model: object) -> int:
+    """The context an unpadded model loses on each side (`model.context_margin()`), 0 for any other."""
+    margin_fn = getattr(model, "context_margin", None)
+    return int(margin_fn()) if callable(margin_fn) else 0
+
+
 def forward_whole(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`(B, C, H, W) -> (B, K, H, W)` logits for any model and any `H, W`.
 
     Unpadded models see the image mirror-padded by their context margin and extended on the
     bottom/right to a legal size; the output is cropped back to `H x W`.
     """
-    margin_fn = getattr(model, "context_margin", None)
-    margin = int(margin_fn()) if callable(margin_fn) else 0
+    margin = context_margin(model)
     if margin == 0:
         return model(x)
     height, width = x.shape[-2], x.shape[-1]

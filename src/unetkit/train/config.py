@@ -6,13 +6,11 @@ the command line, and written back as the run's resolved `config.yaml` (after Li
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetkit._fs import public_mode
+from unetkit._fs import atomic_write_bytes
 from unetkit._options import close_matches, look_up_option
 
 __all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "save_config"]
@@ -225,11 +223,4 @@ def save_config(config: TrainConfig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "# unetkit resolved training config: `unetkit train --config THIS_FILE` re-creates the run\n"
     text += yaml.safe_dump(config.to_dict(), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    public_mode(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit._fs import public_mode
+from unetkit._fs import atomic_file
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.layers import center_crop
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.models import create_model
 from unetkit.models.checkpoint import load_model, recover_dir, replace_dir, save_model, unwrap_model
-from unetkit.models.inference import forward_whole
+from unetkit.models.inference import context_margin, forward_whole
 from unetkit.train import report
 from unetkit.train.config import TrainConfig, config_from_dict, save_config
 from unetkit.train.data import PatchSampler, prepare_data, steps_for_epoch, to_tensors
@@ -126,17 +126,8 @@ def _predict(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _Trainer:
@@ -169,8 +160,7 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.out_channels = out_channels
         patch = config.patch_size
-        margin_fn = getattr(self.model, "context_margin", None)
-        margin = int(margin_fn()) if callable(margin_fn) else 0
+        margin = context_margin(self.model)
         if patch and margin:  # unpadded model: `patch_size` is the output tile; the input adds the context
             patch = int(self.model.valid_input_size(patch + 2 * margin))  # type: ignore[operator]
         elif patch:

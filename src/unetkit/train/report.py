@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unetkit._fs import public_mode
+from unetkit._fs import atomic_write_bytes
 
 __all__ = ["display_image", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
 
 # overlay colours: true positive, false positive, false negative (green / red / blue)
 TP, FP, FN = (0, 200, 0), (230, 30, 30), (40, 90, 255)
-
-
-def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
@@ -47,7 +29,7 @@ def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return _atomic_bytes(path, buffer.getvalue().encode())
+    return atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
@@ -77,7 +59,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -120,7 +102,7 @@ def save_png(array: np.ndarray, path: Path) -> Path:
 
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_gif(frames: list[Path], path: Path, duration_ms: int = 600) -> Path | None:
@@ -133,4 +115,4 @@ def save_gif(frames: list[Path], path: Path, duration_ms: int = 600) -> Path | N
     durations = [duration_ms] * (len(images) - 1) + [duration_ms * 4]
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-    return _atomic_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
