@@ -37,7 +37,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             overrides[name] = value
-    for flag in ("compile", "deterministic", "weight_map"):
+    for flag in ("compile", "deterministic", "weight_map", "separate_touching"):
         if getattr(args, flag):
             overrides[flag] = True
     for key, value in args.set:
@@ -78,6 +78,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise on CPU)")
     parser.add_argument("--weight-map", action="store_true", help="the U-Net paper's border weight map")
+    parser.add_argument(
+        "--separate-touching",
+        action="store_true",
+        help="set pixels where two instances touch to background in the targets (needs instance masks)",
+    )
     parser.add_argument(
         "-m",
         "--model-option",
