@@ -37,7 +37,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             overrides[name] = value
-    for flag in ("compile", "deterministic", "weight_map", "separate_touching"):
+    if args.compile is not None:
+        overrides["compile"] = args.compile
+    for flag in ("deterministic", "weight_map", "separate_touching"):
         if getattr(args, flag):
             overrides[flag] = True
     for key, value in args.set:
@@ -75,7 +77,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--config", default=None, help="YAML config (e.g. a previous RUN/config.yaml)")
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from RUN/last")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (default: on CUDA only; --no-compile turns it off)",
+    )
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise on CPU)")
     parser.add_argument("--weight-map", action="store_true", help="the U-Net paper's border weight map")
     parser.add_argument(

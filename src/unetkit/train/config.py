@@ -66,7 +66,8 @@ class TrainConfig:
         amp: `auto` (bf16 on GPUs that support it, fp16 + grad scaler on older GPUs, off on CPU),
             `bf16`, `fp16` or `off`.
         channels_last: NHWC memory layout for the model and inputs.
-        compile: wrap the model in `torch.compile`.
+        compile: wrap the model in `torch.compile`: `auto` (on CUDA, not on CPU), `true` or `false`.
+        compile_mode: `torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`: CUDA graphs).
         device: `auto`, `cpu`, `cuda`, `cuda:1`, ...
         seed: seeds data order, patches, augmentation, initialisation and DropBlock.
         deterministic: deterministic algorithms (bitwise-repeatable on CPU).
@@ -74,6 +75,8 @@ class TrainConfig:
         monitor: validation metric that picks `best/` (`dice`, `iou` or `loss`).
         samples: validation images drawn as overlays each epoch.
         threads: CPU threads (`0` = PyTorch's default).
+        log_every: steps between the host's reads of the loss (the NaN check and the progress bar);
+            `0` = once per epoch. Reading syncs host and device, so it is kept out of every step.
     """
 
     data: str = "synthetic:cells"
@@ -107,7 +110,8 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     amp: str = "auto"
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | str = "auto"
+    compile_mode: str = "default"
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -115,6 +119,7 @@ class TrainConfig:
     monitor: str = "dice"
     samples: int = 4
     threads: int = 0
+    log_every: int = 25
 
     def validate(self) -> TrainConfig:
         """Check every field; raise `ValueError` naming the field, the rule and the value."""
@@ -123,7 +128,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-        for name in ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels"):
+        non_negative = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels")
+        for name in (*non_negative, "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
@@ -140,6 +146,10 @@ class TrainConfig:
         self.optimizer = look_up_option("optimizer", self.optimizer, OPTIMIZERS)
         self.scheduler = look_up_option("scheduler", self.scheduler, SCHEDULERS)
         self.amp = look_up_option("amp", self.amp, AMP_MODES)
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"`compile` must be true, false or 'auto', got {self.compile!r}")
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        self.compile_mode = look_up_option("compile_mode", self.compile_mode, modes)
         self.monitor = look_up_option("monitor", self.monitor, ("dice", "iou", "loss"))
         self.mask_mode = look_up_option("mask_mode", self.mask_mode, ("auto", "binary", "classes", "instances"))
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":

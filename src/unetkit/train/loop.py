@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from torch import nn
 
 from unetkit._fs import atomic_file
 from unetkit.data.augment import AugmentConfig, augment_batch
-from unetkit.layers import center_crop
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.models import create_model
@@ -33,6 +31,7 @@ from unetkit.models.inference import context_margin, forward_whole
 from unetkit.train import report
 from unetkit.train.config import TrainConfig, config_from_dict, save_config
 from unetkit.train.data import PatchSampler, prepare_data, steps_for_epoch, to_tensors
+from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast_backends
 
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
 
@@ -63,16 +62,6 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` {name!r} asked for, but CUDA is not available here")
     return device
-
-
-def _amp(mode: str, device: torch.device) -> torch.dtype | None:
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None
-    if mode == "fp16":
-        return torch.float16
-    if mode == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -114,13 +103,6 @@ def _out_key(name: str) -> str:
         return "num_classes" if "num_classes" in config else "out_channels"
 
 
-def _crop_to(tensors: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Copy-and-crop the targets of an unpadded model to its smaller output."""
-    if tensors["target"].shape[-2:] == like.shape[-2:]:
-        return tensors
-    return {k: (v if k == "image" else center_crop(v, like=like)) for k, v in tensors.items()}
-
-
 def _predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
@@ -136,7 +118,8 @@ class _Trainer:
         self.run = run
         self.progress = progress
         self.device = _device(config.device)
-        self.amp_dtype = _amp(config.amp, self.device)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        set_fast_backends(self.device, config.deterministic)
         prepared = prepare_data(
             config.data,
             mask_mode=config.mask_mode,
@@ -196,8 +179,17 @@ class _Trainer:
         )
         self.optimizer = _optimizer(config, self.model, self.device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, self.steps))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.step = TrainStep(
+            self.model,
+            self.loss_fn,
+            self.optimizer,
+            scheduler=self.scheduler,
+            amp_dtype=self.amp_dtype,
+            channels_last=config.channels_last,
+            compile=resolve_compile(config.compile, self.device),
+            compile_mode=None if config.compile_mode == "default" else config.compile_mode,
+            grad_clip=config.grad_clip,
+        )
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -228,7 +220,7 @@ class _Trainer:
                 "epoch": epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
+                "scaler": self.step.state_dict(),
                 "history": self.history,
                 "best_score": self.best_score,
                 "best_epoch": self.best_epoch,
@@ -250,17 +242,12 @@ class _Trainer:
         unwrap_model(self.model).load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.step.load_state_dict(state["scaler"])
         self.history = state["history"]
         self.best_score, self.best_epoch, self.stale = state["best_score"], state["best_epoch"], state["stale"]
         self.start_epoch = int(state["epoch"])
 
     # --- epochs ------------------------------------------------------------------------------------
-    def _autocast(self):  # type: ignore[no-untyped-def]
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_epoch(self, epoch: int) -> float:
         config = self.config
         torch.manual_seed(_epoch_seed(config.seed, epoch, 0))  # DropBlock and other layer randomness
@@ -268,7 +255,9 @@ class _Trainer:
         aug_gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(config.seed, epoch, 2))
         order = self.sampler.epoch_order(self.steps, config.batch_size, gen)
         self.model.train()
-        total = torch.zeros((), device=self.device)
+        self.step.read()  # start the epoch's interval
+        start = self.step._total
+        total, every = 0.0, config.log_every or self.steps
         bar = _bar(self.steps, f"epoch {epoch + 1}/{config.epochs}", self.progress)
         for step in range(self.steps):
             batch = self.sampler.batch(order[step * config.batch_size : (step + 1) * config.batch_size], gen)
@@ -278,31 +267,19 @@ class _Trainer:
                     batch["image"], batch["target"], config=self.augment, generator=aug_gen, extras=extras
                 )
                 batch = {"image": image, "target": target, **extras}
-            image = batch["image"]
-            if config.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = self.forward(image)
-            batch = _crop_to(batch, logits)
-            loss = self.loss_fn(logits.float(), batch["target"], weight=batch.get("weight"), valid=batch["valid"])
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            total += loss.detach()
-            if not torch.isfinite(loss.detach()):
-                raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}")
+            self.step(batch)
             if bar is not None:
                 bar.update(1)
-                if step % 5 == 0 or step == self.steps - 1:
-                    bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}")
+            if (step + 1) % every == 0 or step == self.steps - 1:  # the only host read of the loss
+                reading = self.step.read()
+                if reading.first_nonfinite is not None:
+                    raise TrainingDiverged(f"epoch {epoch + 1}, step {reading.first_nonfinite - start + 1}")
+                total += reading.mean_loss * reading.steps
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         if bar is not None:
             bar.close()
-        return total.item() / self.steps
+        return total / self.steps
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, Any]:
@@ -314,7 +291,7 @@ class _Trainer:
             image = self.val_set.images[i][None]
             if self.config.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
+            with self.step.autocast():
                 logits = forward_whole(self.model, image).float()
             target, valid = self.val_set.targets[i][None], self.val_set.valid[i][None]
             weight = None

@@ -1,0 +1,155 @@
+"""One optimisation step of the project's training path, shared by the trainer and `unetkit bench`.
+
+The fast path on CUDA (the defaults `TrainConfig` resolves there): bf16 autocast, channels-last inputs,
+`torch.compile`, fused AdamW, cuDNN autotuning, and no host-device synchronisation inside the step. The
+step keeps the running loss sum, a non-finite flag and the index of the first non-finite step on the
+device; `read()` copies them to the host once per log interval. (fp16 autocast keeps a GradScaler, whose
+`step` reads its inf check on the host: that path syncs by construction.)
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetkit.layers import center_crop
+
+__all__ = ["StepReading", "TrainStep", "crop_to", "resolve_amp", "resolve_compile", "set_fast_backends"]
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """`auto` = bf16 on GPUs that support it, fp16 on older GPUs, off on CPU; `off`, `bf16`, `fp16`."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_compile(value: bool | str, device: torch.device) -> bool:
+    """`auto` compiles on CUDA only: on a CPU the compile time (minutes) outweighs the gain of short runs."""
+    if value == "auto":
+        return device.type == "cuda"
+    return bool(value)
+
+
+def set_fast_backends(device: torch.device, deterministic: bool = False) -> None:
+    """cuDNN autotuning and TF32 matmuls for the fp32 parts, unless determinism is asked for."""
+    if device.type == "cuda" and not deterministic:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def crop_to(batch: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Copy-and-crop the targets of an unpadded model to its smaller output."""
+    if batch["target"].shape[-2:] == like.shape[-2:]:
+        return batch
+    return {k: (v if k == "image" else center_crop(v, like=like)) for k, v in batch.items()}
+
+
+@dataclass
+class StepReading:
+    """What `TrainStep.read` hands the host: the mean loss since the last read, and the first bad step."""
+
+    mean_loss: float
+    steps: int
+    first_nonfinite: int | None  # index (counted over the step's life) of the first NaN/Inf loss
+
+
+class TrainStep:
+    """Forward, loss, backward and optimiser update for one batch, without host synchronisation.
+
+    Args:
+        model: the network (already on its device and memory format).
+        loss_fn: `loss_fn(logits, target, weight=..., valid=...)` returning a scalar.
+        optimizer: the optimiser over `model`'s parameters.
+        scheduler: stepped once per step when given.
+        amp_dtype: autocast dtype, or None for full precision.
+        channels_last: feed NHWC inputs.
+        compile: wrap the model in `torch.compile` (the eager module stays `model`).
+        compile_mode: `torch.compile` mode, e.g. `"max-autotune"` (CUDA graphs where shapes are static).
+        grad_clip: max gradient norm; 0 disables clipping.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scheduler: Any = None,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        grad_clip: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.grad_clip = grad_clip
+        self.forward = torch.compile(model, mode=compile_mode) if compile else model
+        self.device = next(model.parameters()).device
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._count = 0
+        self._total = 0
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The step's autocast context (a no-op without mixed precision)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One update from `batch` (`image`, `target`, optional `valid` and `weight`); returns the loss
+        as a device tensor (reading it syncs: leave that to `read`)."""
+        image = batch["image"]
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            logits = self.forward(image)
+        batch = crop_to(batch, logits)
+        loss = self.loss_fn(logits.float(), batch["target"], weight=batch.get("weight"), valid=batch.get("valid"))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        loss = loss.detach()
+        self._loss_sum += loss
+        bad = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, self._total), self._first_bad)
+        self._count += 1
+        self._total += 1
+        return loss
+
+    def read(self) -> StepReading:
+        """Copy the accumulated loss to the host (one sync) and start a new interval."""
+        loss_sum, first_bad = (t.item() for t in (self._loss_sum, self._first_bad))
+        reading = StepReading(loss_sum / max(self._count, 1), self._count, None if first_bad < 0 else int(first_bad))
+        self._loss_sum.zero_()
+        self._count = 0
+        return reading
+
+    def state_dict(self) -> dict[str, Any]:
+        """The grad scaler's state (what a resume needs beyond model, optimiser and scheduler)."""
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scaler.load_state_dict(state)
