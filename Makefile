@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.unetkit-dev
 
-.PHONY: demo test lint bench-tiling clean
+.PHONY: demo test lint bench bench-tiling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Training throughput against the device's peak and the peers, end-to-end pipeline, tiled prediction; writes
+# benchmarks/results/bench-<device>.json|.md. Extra flags: `make bench ARGS="--device cpu --quick"`.
+bench: $(STAMP)
+	$(BIN)/python -c "import monai" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/unetkit bench $(ARGS)
 
 # Tiled prediction: unetkit.predict vs MONAI sliding_window_inference vs one untiled pass; writes
 # benchmarks/results/tiling-<device>.json|.md. Extra flags: `make bench-tiling ARGS="--device cpu"`.

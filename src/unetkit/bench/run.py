@@ -107,8 +107,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure everything `unetkit bench` reports; returns the report (and writes it when `out` is given)."""
     profile = _profile(device, quick)
-    steps = steps or {"quick": 2, "cpu": 5, "full": 15}[profile]
-    warmup = warmup or {"quick": 1, "cpu": 2, "full": 3}[profile]
+    steps = steps or {"quick": 2, "cpu": 3, "full": 15}[profile]
+    warmup = warmup or {"quick": 1, "cpu": 1, "full": 3}[profile]
     load_start = [round(v, 2) for v in os.getloadavg()]
     n, nbytes = {"quick": (512, 2**24), "cpu": (2048, 2**28), "full": (8192, 2**30)}[profile]
     peaks = {"bf16": matmul_peak(device, torch.bfloat16, n // (4 if device.type == "cpu" else 1))}

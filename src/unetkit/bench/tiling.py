@@ -116,10 +116,11 @@ def make_model(cfg: BenchConfig, image: np.ndarray, device: torch.device) -> nn.
     model.eval()
     logits = model(crops)
     shift = (logits[:, 1] - logits[:, 0]).median()  # even split: the median pixel sits on the boundary
-    model.head.bias[1] -= shift / 2
-    model.head.bias[0] += shift / 2
+    bias: torch.Tensor = model.head.bias  # type: ignore[assignment, union-attr]
+    bias[1] -= shift / 2
+    bias[0] += shift / 2
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
