@@ -50,7 +50,7 @@ def end_to_end(device: torch.device, *, quick: bool, warmup: int, steps: int) ->
     from unetkit.train.config import TrainConfig
     from unetkit.train.loop import _Trainer
 
-    size, batch = {"quick": (64, 2), "cpu": (256, 4), "full": (512, 16)}[_profile(device, quick)]
+    size, batch = {"quick": (64, 2), "cpu": (128, 4), "full": (512, 16)}[_profile(device, quick)]
     with tempfile.TemporaryDirectory(prefix="unetkit-bench-") as tmp:
         folder = Path(tmp) / "data"
         _write_folder(folder, 10 if quick else 40, size * 5 // 4)

@@ -66,12 +66,12 @@ CASES = {
         Case("smp_unet_resnet34", 512, 16, 3, 2),
     ],
     "cpu": [
-        Case("unet", 256, 4, 3, 2),
-        Case("unet_classic", 380, 2, 1, 2),
-        Case("sa_unet", 256, 4, 3, 1),
-        Case("monai_unet", 256, 4, 3, 2),
-        Case("monai_basicunet", 256, 4, 3, 2),
-        Case("smp_unet_resnet34", 256, 4, 3, 2),
+        Case("unet", 128, 4, 3, 2),
+        Case("unet_classic", 316, 1, 1, 2),
+        Case("sa_unet", 128, 4, 3, 1),
+        Case("monai_unet", 128, 4, 3, 2),
+        Case("monai_basicunet", 128, 4, 3, 2),
+        Case("smp_unet_resnet34", 128, 4, 3, 2),
     ],
     "quick": [
         Case("unet", 64, 2, 3, 2),
