@@ -201,3 +201,25 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="sigma"):
         elastic_displacement(1, 8, 8, -1.0, 3, _gen(), torch.device("cpu"))
     assert dataclasses.is_dataclass(config)
+
+
+def test_shards_of_a_batch_are_augmented_like_the_whole_batch() -> None:
+    config = AugmentConfig(gamma=0.2, noise=0.1, p=0.8, shear=0.1)  # every random draw, some samples kept
+    image, target = torch.randn(6, 2, 24, 24), _labels(6, 24, 24)
+    extras = {"valid": target > 0, "weight": torch.rand(6, 24, 24)}
+    whole = augment_batch(image, target, config=config, generator=torch.Generator().manual_seed(4), extras=extras)
+    for rows in (slice(0, 2), slice(2, 4), slice(4, 6), slice(0, 3), slice(3, 6)):  # 3 or 2 processes
+        part = augment_batch(
+            image[rows],
+            target[rows],
+            config=config,
+            generator=torch.Generator().manual_seed(4),  # every process: the same generator state
+            extras={k: v[rows] for k, v in extras.items()},
+            shard=(rows.start, 6),
+        )
+        torch.testing.assert_close(part[0], whole[0][rows], rtol=1e-5, atol=1e-5)
+        assert torch.equal(part[1], whole[1][rows])
+        assert torch.equal(part[2]["valid"], whole[2]["valid"][rows])
+        torch.testing.assert_close(part[2]["weight"], whole[2]["weight"][rows])
+    with pytest.raises(ValueError, match="`shard`"):
+        augment_batch(image, target, config=config, generator=torch.Generator(), shard=(2, 6))

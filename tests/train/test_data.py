@@ -48,3 +48,20 @@ def test_trainer_sizes_classic_patches_as_output_tiles():
     assert margin == 92
     patch = model.valid_input_size(128 + 2 * margin)
     assert model.output_size(patch) >= 128
+
+
+def test_a_share_of_a_batch_holds_the_same_patches_as_the_whole_batch():
+    images = [torch.randn(1, s, s + 3) for s in (12, 20, 7)]  # one smaller than the patch: padded
+    data = TensorSet(
+        images,
+        [torch.ones(x.shape[-2:], dtype=torch.long) for x in images],
+        [torch.ones(x.shape[-2:], dtype=torch.bool) for x in images],
+        None,
+        ["a", "b", "c"],
+    )
+    sampler = PatchSampler(data, 8)
+    indices = [2, 0, 1, 1, 0, 2]
+    whole = sampler.batch(indices, torch.Generator().manual_seed(1))
+    for rows in (slice(0, 3), slice(3, 6), slice(4, 6)):
+        part = sampler.batch(indices, torch.Generator().manual_seed(1), rows)
+        assert all(torch.equal(part[k], whole[k][rows]) for k in whole)

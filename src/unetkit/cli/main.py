@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # `train --devices N` relaunches with it
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     try:
         return int(args.func(args) or 0)

@@ -1,9 +1,15 @@
-"""`unetkit train`: every TrainConfig field from `--config FILE.yaml`, common ones as flags, the rest by `--set`."""
+"""`unetkit train`: every TrainConfig field from `--config FILE.yaml`, common ones as flags, the rest by `--set`.
+
+`--devices N` starts N processes through PyTorch's elastic launcher, each running this same command without
+`--devices`, exactly as `torchrun --standalone --nproc-per-node N -m unetkit train ...` would.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import sys
 from typing import Any
 
@@ -18,7 +24,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--model": ("model", str, "model name (see `unetkit models`)"),
     "--epochs": ("epochs", int, "training epochs"),
     "--out": ("out", str, "run directory to write"),
-    "--batch-size": ("batch_size", int, "patches per step"),
+    "--batch-size": ("batch_size", int, "patches per step, all processes together (the global batch)"),
     "--patch-size": ("patch_size", int, "training patch side (0 = whole images)"),
     "--lr": ("lr", float, "peak learning rate"),
     "--optimizer": ("optimizer", str, "adam, adamw or sgd"),
@@ -39,7 +45,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             overrides[name] = value
     if args.compile is not None:
         overrides["compile"] = args.compile
-    for flag in ("deterministic", "weight_map", "separate_touching"):
+    for flag in ("deterministic", "weight_map", "separate_touching", "sync_batchnorm"):
         if getattr(args, flag):
             overrides[flag] = True
     for key, value in args.set:
@@ -51,15 +57,50 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return config_from_dict({**dataclasses.asdict(TrainConfig()), **overrides}, source="command line")
 
 
+def _without_devices(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            out.append(arg)
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
+    from unetkit.train import distributed
     from unetkit.train.loop import TrainingDiverged, train
 
     config = None if args.resume and not args.config and args.epochs is None else config_from_args(args)
+    if args.devices is not None and args.devices < 1:
+        raise ValueError(f"`--devices` must be >= 1, got {args.devices}")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    if args.devices is not None and local_world and args.devices != local_world:
+        raise ValueError(
+            f"`--devices` {args.devices} inside a torchrun job of {local_world} processes per machine: "
+            "leave --devices out (torchrun's --nproc-per-node sets the count)"
+        )
+    if args.devices is not None and args.devices > 1 and not local_world:
+        try:
+            distributed.launch(_without_devices(args.argv), args.devices)
+        except distributed.LaunchFailed as err:
+            print(f"unetkit train: error: {err}", file=sys.stderr)
+            return err.exitcode
+        return 0
+    main = distributed.env_rank() == 0
+    if not main:  # rank 0 alone reports
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         result = train(config if config is not None else TrainConfig(), resume=args.resume, progress=True)
     except TrainingDiverged as err:
-        print(f"unetkit train: error: {err}", file=sys.stderr)
+        if main:
+            print(f"unetkit train: error: {err}", file=sys.stderr)
         return 1
+    if not main:
+        return 0
     best = result.history[result.best_epoch - 1] if result.history else {}
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in ("dice", "iou") if k in best)
     print(f"best epoch {result.best_epoch}: {shown}; run written to {result.run_dir}")
@@ -77,6 +118,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--config", default=None, help="YAML config (e.g. a previous RUN/config.yaml)")
     parser.add_argument("--resume", default=None, metavar="RUN", help="continue RUN exactly from RUN/last")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train in N processes on this machine (one per GPU, or N CPU processes with --device cpu) "
+        "through torchrun's launcher; --batch-size stays the global batch",
+    )
+    parser.add_argument(
+        "--sync-batchnorm", action="store_true", help="BatchNorm statistics over all processes' batches"
+    )
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,

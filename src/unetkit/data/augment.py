@@ -100,9 +100,29 @@ def _intensity(config: AugmentConfig) -> bool:
     return config.brightness > 0 or config.contrast > 0 or config.gamma > 0 or config.noise > 0
 
 
-def _rand(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    """Uniform [0, 1) float32 draws made on the generator's device, moved to `device`."""
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+class _Draws:
+    """Random draws for every sample of the whole batch, made on the generator's device and returned for
+    this shard's `rows` on `device`: a sample's draws depend only on its position in the whole batch,
+    so a batch split across processes (each drawing the whole batch with the same generator) is
+    augmented exactly as the unsplit batch."""
+
+    def __init__(self, generator: torch.Generator, device: torch.device, rows: slice, total: int) -> None:
+        self.generator, self.device, self.rows, self.total = generator, device, rows, total
+
+    def rand(self, *shape: int) -> Tensor:
+        """Uniform [0, 1) float32 `(B, *shape)`."""
+        g = self.generator
+        return torch.rand((self.total, *shape), generator=g, device=g.device)[self.rows].to(self.device)
+
+    def randn(self, *shape: int) -> Tensor:
+        """Standard normal float32 `(B, *shape)`."""
+        g = self.generator
+        return torch.randn((self.total, *shape), generator=g, device=g.device)[self.rows].to(self.device)
+
+    def randint(self, high: int) -> Tensor:
+        """Integers in `[0, high)`, `(B,)`."""
+        g = self.generator
+        return torch.randint(0, high, (self.total,), generator=g, device=g.device)[self.rows].to(self.device)
 
 
 def elastic_displacement(
@@ -134,25 +154,26 @@ def elastic_displacement(
         raise ValueError(f"`sigma` must be a finite number >= 0, got {sigma}")
     if grid < 2:
         raise ValueError(f"`grid` must be >= 2, got {grid}")
-    coarse = torch.randn((batch, 2, grid, grid), generator=generator, device=generator.device)
-    coarse = coarse.to(device) * sigma  # (B, 2, g, g): 10 px std in the paper
+    return _elastic(_Draws(generator, device, slice(None), batch), height, width, sigma, grid)
+
+
+def _elastic(draws: _Draws, height: int, width: int, sigma: float, grid: int) -> Tensor:
+    coarse = draws.randn(2, grid, grid) * sigma  # (B, 2, g, g): 10 px std in the paper
     # per-pixel displacements by bicubic interpolation of the coarse grid (Sec. 3.1)
     fine = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)  # (B, 2, H, W)
     return fine.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 2)
 
 
-def _dihedral(
-    batch: int, square: bool, config: AugmentConfig, generator: torch.Generator, device: torch.device
-) -> Tensor:
+def _dihedral(batch: int, square: bool, config: AugmentConfig, draws: _Draws, device: torch.device) -> Tensor:
     """Random flips and quarter turns as integer `(B, 2, 2)` matrices acting on centred `(x, y)` coordinates."""
     eye = torch.eye(2, device=device).expand(batch, 2, 2)
     matrix = eye.clone()
     if config.flip:
-        flips = _rand((batch, 2), generator, device) < 0.5  # (B, 2): flip x, flip y
+        flips = draws.rand(2) < 0.5  # (B, 2): flip x, flip y
         signs = 1.0 - 2.0 * flips.float()
         matrix = torch.diag_embed(signs)  # (B, 2, 2)
     if config.rot90:
-        turns = torch.randint(0, 4, (batch,), generator=generator, device=generator.device).to(device)
+        turns = draws.randint(4)
         if not square:  # a quarter turn would change the shape: keep 0 or 180 degrees
             turns = turns - turns % 2
         cos = torch.tensor([1.0, 0.0, -1.0, 0.0], device=device)[turns]  # exact for multiples of 90 degrees
@@ -162,14 +183,12 @@ def _dihedral(
     return matrix
 
 
-def _affine(
-    batch: int, height: int, width: int, config: AugmentConfig, generator: torch.Generator, device: torch.device
-) -> Tensor:
+def _affine(batch: int, height: int, width: int, config: AugmentConfig, draws: _Draws, device: torch.device) -> Tensor:
     """Random rotation, zoom and shear as `(B, 2, 2)` matrices in normalised grid coordinates."""
-    draws = 2.0 * _rand((batch, 3), generator, device) - 1.0  # (B, 3) uniform in [-1, 1)
-    angle = draws[:, 0] * math.radians(config.rotate_deg)
-    zoom = 1.0 + draws[:, 1] * config.scale
-    shear = draws[:, 2] * config.shear
+    uniform = 2.0 * draws.rand(3) - 1.0  # (B, 3) uniform in [-1, 1)
+    angle = uniform[:, 0] * math.radians(config.rotate_deg)
+    zoom = 1.0 + uniform[:, 1] * config.scale
+    shear = uniform[:, 2] * config.shear
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
     shear_m = torch.eye(2, device=device).repeat(batch, 1, 1)
@@ -217,28 +236,26 @@ def _label_dtype(tensors: list[Tensor]) -> torch.dtype:
     return torch.float32
 
 
-def _intensity_augment(
-    image: Tensor, config: AugmentConfig, generator: torch.Generator, device: torch.device
-) -> Tensor:
+def _intensity_augment(image: Tensor, config: AugmentConfig, draws: _Draws) -> Tensor:
     """Per-sample contrast, brightness, gamma and noise: `(B, C, H, W)` -> `(B, C, H, W)`."""
     batch = image.shape[0]
-    draws = (2.0 * _rand((batch, 3), generator, device) - 1.0).to(image.dtype).view(batch, 3, 1, 1, 1)
+    uniform = (2.0 * draws.rand(3) - 1.0).to(image.dtype).view(batch, 3, 1, 1, 1)
     mean = image.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
     std = image.std(dim=(1, 2, 3), keepdim=True, correction=0)
     out = image
     if config.contrast > 0:
-        out = (out - mean) * (1.0 + config.contrast * draws[:, 1]) + mean
+        out = (out - mean) * (1.0 + config.contrast * uniform[:, 1]) + mean
     if config.brightness > 0:
-        out = out + config.brightness * draws[:, 0] * std
+        out = out + config.brightness * uniform[:, 0] * std
     if config.gamma > 0:
         low = out.amin(dim=(1, 2, 3), keepdim=True)
         span = out.amax(dim=(1, 2, 3), keepdim=True) - low
         safe = torch.where(span > 0, span, torch.ones_like(span))
         unit = ((out - low) / safe).clamp(0.0, 1.0)  # min-max normalised
-        out = torch.where(span > 0, unit.pow(1.0 + config.gamma * draws[:, 2]) * span + low, out)
+        out = torch.where(span > 0, unit.pow(1.0 + config.gamma * uniform[:, 2]) * span + low, out)
     if config.noise > 0:
-        noise = torch.randn(tuple(image.shape), generator=generator, device=generator.device)
-        out = out + noise.to(device=device, dtype=image.dtype) * (config.noise * std)
+        noise = draws.randn(*image.shape[1:])  # (B, C, H, W)
+        out = out + noise.to(dtype=image.dtype) * (config.noise * std)
     return out
 
 
@@ -268,6 +285,7 @@ def augment_batch(
     config: AugmentConfig,
     generator: torch.Generator,
     extras: dict[str, Tensor] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Augment a batch with one random transform per sample, the same for its image, target and extras.
 
@@ -278,6 +296,11 @@ def augment_batch(
         generator: the only source of randomness; the same seed gives the same batch.
         extras: optional `(B, H, W)` maps: bool/integer ones (field of view, instances) by nearest
             neighbour, float ones (weight maps) bilinearly.
+        shard: `(offset, total)` when the batch is samples `offset .. offset + B - 1` of a whole batch of
+            `total` split across processes (data-parallel training): the random parameters are drawn for
+            all `total` samples and this shard's rows are used, so every sample gets the transform of its
+            position in the whole batch whatever the number of processes, provided every process passes
+            a generator in the same state. `None` = the batch is whole.
 
     Returns:
         New `(image, target, extras)` with the input shapes and dtypes; the inputs are not modified.
@@ -286,24 +309,26 @@ def augment_batch(
     _check_inputs(image, target, extras, generator)
     _check_config(config)
     batch, _, height, width = image.shape
+    offset, total = shard if shard is not None else (0, batch)
+    if offset < 0 or offset + batch > total:
+        raise ValueError(f"`shard` must be (offset, total) with 0 <= offset <= total - {batch}, got {shard}")
     device = image.device
+    draws = _Draws(generator, device, slice(offset, offset + batch), total)
     use_elastic, use_affine, use_dihedral = _geometric(config)
     use_intensity = _intensity(config)
-    if batch == 0 or config.p == 0 or not (use_elastic or use_affine or use_dihedral or use_intensity):
+    if total == 0 or config.p == 0 or not (use_elastic or use_affine or use_dihedral or use_intensity):
         return image.clone(), target.clone(), {k: v.clone() for k, v in extras.items()}
     if (use_elastic or use_affine or use_dihedral) and (height < 2 or width < 2):
         raise ValueError(f"`image` must be at least 2x2 for geometric augmentation, got {height}x{width}")
 
-    apply = _rand((batch,), generator, device) < config.p  # (B,) sample is augmented
+    apply = draws.rand() < config.p  # (B,) sample is augmented
     keep = apply.view(batch, 1, 1)
     out_image = image.to(torch.float64 if image.dtype == torch.float64 else torch.float32)  # (B, C, H, W)
     out_target, out_extras = target, dict(extras)
 
     if use_elastic or use_affine or use_dihedral:
         eye = torch.eye(2, device=device)
-        matrix = (
-            _dihedral(batch, height == width, config, generator, device) if use_dihedral else eye.repeat(batch, 1, 1)
-        )
+        matrix = _dihedral(batch, height == width, config, draws, device) if use_dihedral else eye.repeat(batch, 1, 1)
         matrix = torch.where(apply.view(batch, 1, 1), matrix, eye)  # (B, 2, 2)
         if not (use_elastic or use_affine):
             # flips and quarter turns only: permute pixels by index, exact for every dtype
@@ -313,13 +338,11 @@ def augment_batch(
             out_extras = {k: _permute(v, index) for k, v in extras.items()}
         else:
             if use_affine:
-                matrix = _affine(batch, height, width, config, generator, device) @ matrix
+                matrix = _affine(batch, height, width, config, draws, device) @ matrix
             theta = torch.cat([matrix, torch.zeros(batch, 2, 1, device=device)], dim=2)  # (B, 2, 3), no shift
             grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=True)  # (B, H, W, 2) float32
             if use_elastic:
-                shift = elastic_displacement(
-                    batch, height, width, config.elastic_sigma, config.elastic_grid, generator, device
-                )  # (B, H, W, 2) in pixels
+                shift = _elastic(draws, height, width, config.elastic_sigma, config.elastic_grid)  # (B, H, W, 2) px
                 # pixels to normalised units with align_corners=True: 2 / (size - 1)
                 grid = grid + shift * torch.tensor([2.0 / (width - 1), 2.0 / (height - 1)], device=device)
             low = out_image.amin(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
@@ -344,7 +367,7 @@ def augment_batch(
             out_extras = {k: torch.where(keep, v, extras[k]) for k, v in out_extras.items()}
 
     if use_intensity:
-        out_image = _intensity_augment(out_image, config, generator, device)
+        out_image = _intensity_augment(out_image, config, draws)
     out_image = torch.where(apply.view(batch, 1, 1, 1), out_image.to(image.dtype), image)
     out_target = target.clone() if out_target is target else out_target
     return out_image, out_target, {k: v.clone() if v is extras[k] else v for k, v in out_extras.items()}

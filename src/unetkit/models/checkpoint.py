@@ -82,7 +82,12 @@ def recover_dir(target: Path) -> bool:
     `.NAME.old` copy exists, move the copy back. Returns True when it did."""
     old = target.with_name(f".{target.name}.old")
     if not target.exists() and old.is_dir():
-        os.replace(old, target)
+        try:
+            os.replace(old, target)
+        except OSError:
+            if target.is_dir():  # another process of the same job restored it first
+                return False
+            raise
         logger.warning("%s: restored from %s (a save was interrupted)", target, old)
         return True
     return False

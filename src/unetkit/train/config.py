@@ -30,7 +30,8 @@ class TrainConfig:
         model: registered model name.
         model_options: extra model arguments, e.g. `{"base_channels": 16}`.
         epochs: passes over `steps_per_epoch` batches.
-        batch_size: patches per step.
+        batch_size: patches per step: the global batch, split evenly across processes when training on
+            several (DDP); it must then be a multiple of the number of processes.
         patch_size: side of the random training patches; for unpadded models (`unet_classic`) the side
             of the output tile, the input adding the context margin (mirrored at image borders) and
             raised to the next legal size; `0` trains on whole images (padded models only; the images
@@ -68,6 +69,10 @@ class TrainConfig:
         channels_last: NHWC memory layout for the model and inputs.
         compile: wrap the model in `torch.compile`: `auto` (on CUDA, not on CPU), `true` or `false`.
         compile_mode: `torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`: CUDA graphs).
+        sync_batchnorm: BatchNorm statistics over the global batch when training on several processes
+            (`torch.nn.SyncBatchNorm` on GPUs, `CPUSyncBatchNorm` on the CPU); no effect in one process.
+        dist_timeout: seconds a process waits for the others (start-up, any collective) before the job
+            fails with an error instead of hanging; several processes only.
         device: `auto`, `cpu`, `cuda`, `cuda:1`, ...
         seed: seeds data order, patches, augmentation, initialisation and DropBlock.
         deterministic: deterministic algorithms (bitwise-repeatable on CPU).
@@ -112,6 +117,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool | str = "auto"
     compile_mode: str = "default"
+    sync_batchnorm: bool = False
+    dist_timeout: float = 600.0
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -135,7 +142,7 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction!r}")
-        for name in ("lr", "sigma"):
+        for name in ("lr", "sigma", "dist_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
         for name in ("weight_decay", "grad_clip", "warmup_epochs", "w0"):
@@ -170,7 +177,15 @@ class TrainConfig:
 
 def _coerce(name: str, value: Any) -> Any:
     """YAML and `--set` values arrive as text or plain types; make numbers numbers."""
-    if isinstance(value, str) and name in ("lr", "weight_decay", "momentum", "w0", "sigma", "grad_clip"):
+    if isinstance(value, str) and name in (
+        "lr",
+        "weight_decay",
+        "momentum",
+        "w0",
+        "sigma",
+        "grad_clip",
+        "dist_timeout",
+    ):
         try:
             return float(value)
         except ValueError as err:

@@ -198,18 +198,29 @@ class PatchSampler:
             order += torch.randperm(len(self.data), generator=generator).tolist()
         return order[:needed]
 
-    def batch(self, indices: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target`, `valid`[, `weight`] `(B, h, w)`."""
+    def batch(
+        self, indices: list[int], generator: torch.Generator, rows: slice | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target`, `valid`[, `weight`] `(B, h, w)`.
+
+        With `rows`, crop positions are drawn for all `indices` (same generator state on every process)
+        and only the crops of `indices[rows]` are cut: a process's share of a batch split across
+        processes, each patch the same as in the unsplit batch.
+        """
         crops: dict[str, list[torch.Tensor]] = {"image": [], "target": [], "valid": []}
         if self.data.weights is not None:
             crops["weight"] = []
         h, w = self.height, self.width
-        for i in indices:
+        mine = set(range(len(indices))[rows]) if rows is not None else None
+        for n, i in enumerate(indices):
+            height, width = self.data.images[i].shape[-2:]
+            top = int(torch.randint(max(height, h) - h + 1, (1,), generator=generator))
+            left = int(torch.randint(max(width, w) - w + 1, (1,), generator=generator))
+            if mine is not None and n not in mine:
+                continue
             image = _pad_to(self.data.images[i], h, w, mode="reflect")
             target = _pad_to(self.data.targets[i], h, w, mode="constant")
             valid = _pad_to(self.data.valid[i], h, w, mode="constant", value=False)
-            top = int(torch.randint(image.shape[-2] - h + 1, (1,), generator=generator))
-            left = int(torch.randint(image.shape[-1] - w + 1, (1,), generator=generator))
             window = (slice(top, top + h), slice(left, left + w))
             crops["image"].append(image[(slice(None), *window)])
             crops["target"].append(target[window])

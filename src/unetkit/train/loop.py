@@ -4,6 +4,9 @@ validation, best/last checkpoints, exact resume, early stopping and the run dire
 Exact resume: every epoch re-seeds the global RNG (DropBlock), the patch generator and the
 augmentation generator from `(seed, epoch)`, so a run resumed after epoch k draws exactly what an
 uninterrupted run draws; model, optimiser, scheduler and scaler states come from `last/`.
+
+Several processes (torchrun, `unetkit train --devices N`): each trains on its rows of every global batch in
+DDP; rank 0 alone writes. The split and why it equals one process are in `train/distributed.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from unetkit._fs import atomic_file
 from unetkit.data.augment import AugmentConfig, augment_batch
+from unetkit.layers.sync_batchnorm import convert_sync_batchnorm
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.models import create_model
@@ -31,6 +35,7 @@ from unetkit.models.inference import context_margin, forward_whole
 from unetkit.train import report
 from unetkit.train.config import TrainConfig, config_from_dict, save_config
 from unetkit.train.data import PatchSampler, prepare_data, steps_for_epoch, to_tensors
+from unetkit.train.distributed import World, setup
 from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast_backends
 
 __all__ = ["TrainResult", "TrainingDiverged", "train"]
@@ -113,11 +118,13 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class _Trainer:
-    def __init__(self, config: TrainConfig, run: Path, progress: bool) -> None:
+    def __init__(self, config: TrainConfig, run: Path, progress: bool, world: World | None = None) -> None:
         self.config = config
         self.run = run
         self.progress = progress
-        self.device = _device(config.device)
+        self.world = world or World(_device(config.device))  # several processes: see train/distributed.py
+        self.rows = self.world.batch_rows(config.batch_size)  # this process's rows of every global batch
+        self.device = self.world.device
         self.amp_dtype = resolve_amp(config.amp, self.device)
         set_fast_backends(self.device, config.deterministic)
         prepared = prepare_data(
@@ -139,6 +146,8 @@ class _Trainer:
         torch.manual_seed(config.seed)
         options = {"in_channels": prepared.in_channels, _out_key(config.model): out_channels, **config.model_options}
         self.model = create_model(config.model, **options).to(self.device)
+        if config.sync_batchnorm and self.world.size > 1:
+            self.model = convert_sync_batchnorm(self.model, self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.out_channels = out_channels
@@ -189,6 +198,7 @@ class _Trainer:
             compile=resolve_compile(config.compile, self.device),
             compile_mode=None if config.compile_mode == "default" else config.compile_mode,
             grad_clip=config.grad_clip,
+            net=self.world.wrap(self.model),  # DDP across processes; `self.model` stays the bare model
         )
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
@@ -250,7 +260,7 @@ class _Trainer:
     # --- epochs ------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
         config = self.config
-        torch.manual_seed(_epoch_seed(config.seed, epoch, 0))  # DropBlock and other layer randomness
+        torch.manual_seed(self.world.seed(_epoch_seed(config.seed, epoch, 0)))  # DropBlock, per process
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 1))
         aug_gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(config.seed, epoch, 2))
         order = self.sampler.epoch_order(self.steps, config.batch_size, gen)
@@ -260,18 +270,23 @@ class _Trainer:
         total, every = 0.0, config.log_every or self.steps
         bar = _bar(self.steps, f"epoch {epoch + 1}/{config.epochs}", self.progress)
         for step in range(self.steps):
-            batch = self.sampler.batch(order[step * config.batch_size : (step + 1) * config.batch_size], gen)
+            batch = self.sampler.batch(order[step * config.batch_size : (step + 1) * config.batch_size], gen, self.rows)
             if self.augment is not None:
                 extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
                 image, target, extras = augment_batch(
-                    batch["image"], batch["target"], config=self.augment, generator=aug_gen, extras=extras
+                    batch["image"],
+                    batch["target"],
+                    config=self.augment,
+                    generator=aug_gen,
+                    extras=extras,
+                    shard=(self.rows.start, config.batch_size),
                 )
                 batch = {"image": image, "target": target, **extras}
             self.step(batch)
             if bar is not None:
                 bar.update(1)
             if (step + 1) % every == 0 or step == self.steps - 1:  # the only host read of the loss
-                reading = self.step.read()
+                reading = self.step.read(self.world.reduce_reading if self.world.size > 1 else None)
                 if reading.first_nonfinite is not None:
                     raise TrainingDiverged(f"epoch {epoch + 1}, step {reading.first_nonfinite - start + 1}")
                 total += reading.mean_loss * reading.steps
@@ -283,11 +298,12 @@ class _Trainer:
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, Any]:
+        self.world.broadcast_buffers(self.model)  # validate what rank 0 saves (per-process BatchNorm statistics)
         self.model.eval()
         meter = PixelMeter(max(self.prepared.mask.num_classes, 2), self.device)
         losses = []
         samples = []
-        for i in range(len(self.val_set)):
+        for i in self.world.shard(len(self.val_set)):
             image = self.val_set.images[i][None]
             if self.config.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
@@ -311,9 +327,12 @@ class _Trainer:
                         valid[0].cpu().numpy(),
                     )
                 )
-        metrics: dict[str, Any] = {"val_loss": torch.stack(losses).mean().item()} if losses else {}
-        if losses:
+        metrics: dict[str, Any] = {}
+        if len(self.val_set):
+            metrics["val_loss"] = self.world.average(losses, len(self.val_set)).item()
+            self.world.sum_(meter.counts)
             metrics.update(meter.compute())
+        samples = [s for part in self.world.gather(samples) for s in part]  # on rank 0
         if samples:
             import numpy as np
 
@@ -324,7 +343,8 @@ class _Trainer:
 
     def fit(self) -> TrainResult:
         config = self.config
-        writer = _tensorboard(self.run)
+        main = self.world.is_main  # only rank 0 writes
+        writer = _tensorboard(self.run) if main else None
         stopped_early = False
         for epoch in range(self.start_epoch, config.epochs):
             start = time.perf_counter()
@@ -344,27 +364,33 @@ class _Trainer:
                 self.best_score = score if score is not None else self.best_score
                 self.best_epoch = epoch + 1
                 self.stale = 0
-                save_model(self.model, self.run / "best", extra=self._extra(epoch + 1, row))
+                if main:
+                    save_model(self.model, self.run / "best", extra=self._extra(epoch + 1, row))
             else:
                 self.stale += 1
-            self.save_last(epoch + 1, row)
-            report.write_metrics_csv(self.history, self.run / "metrics.csv")
-            report.plot_curves(self.history, self.run / "curves.png")
+            if main:
+                self.save_last(epoch + 1, row)
+                report.write_metrics_csv(self.history, self.run / "metrics.csv")
+                report.plot_curves(self.history, self.run / "curves.png")
             if writer is not None:
                 for key, value in row.items():
                     if isinstance(value, float):
                         writer.add_scalar(key, value, epoch + 1)
                 writer.flush()
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-            logger.info("epoch %d/%d: %s (%.1f s)", epoch + 1, config.epochs, shown, row["seconds"])
+            if main:
+                logger.info("epoch %d/%d: %s (%.1f s)", epoch + 1, config.epochs, shown, row["seconds"])
             if config.early_stopping and self.stale >= config.early_stopping:
-                logger.info("early stopping: no improvement of %s for %d epochs", config.monitor, self.stale)
+                if main:
+                    logger.info("early stopping: no improvement of %s for %d epochs", config.monitor, self.stale)
                 stopped_early = True
                 break
-        frames = sorted((self.run / "samples").glob("epoch_*.png"))
-        report.save_gif(frames, self.run / "samples" / "progress.gif")
+        if main:
+            frames = sorted((self.run / "samples").glob("epoch_*.png"))
+            report.save_gif(frames, self.run / "samples" / "progress.gif")
         if writer is not None:
             writer.close()
+        self.world.barrier()  # the others wait for rank 0's last write
         return TrainResult(self.run, self.best_epoch, self.best_score, self.history, stopped_early)
 
 
@@ -391,7 +417,10 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         config: the run's settings (the CLI builds the same object).
         resume: a run directory to continue exactly from its `last/` checkpoint; its saved config is
             used, with `epochs` taken from `config` when larger.
-        progress: show a progress bar per epoch.
+        progress: show a progress bar per epoch (rank 0 only when several processes train).
+
+    Under torchrun (`RANK`, `WORLD_SIZE` set) every process calls this and they train one model together
+    with DDP (`train/distributed.py`); only rank 0 writes the run directory.
 
     Raises:
         ValueError / FileNotFoundError: bad config or data (the message names it).
@@ -416,16 +445,20 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         )
     previous = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
+    world = setup(_device(config.device), timeout_s=config.dist_timeout)  # a torchrun job, or one process
     try:
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
         if config.threads:
             torch.set_num_threads(config.threads)
-        trainer = _Trainer(config, run, progress)  # reads the data and builds the model: fails before writing
-        run.mkdir(parents=True, exist_ok=True)
+        # reads the data and builds the model: fails before writing
+        trainer = _Trainer(config, run, progress and world.is_main, world)
+        if world.is_main:
+            run.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             trainer.restore(run)
-        save_config(config, run / "config.yaml")
+        if world.is_main:
+            save_config(config, run / "config.yaml")
         try:
             return trainer.fit()
         except TrainingDiverged as err:
@@ -435,5 +468,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
                 f"loss became NaN or infinite at {err}; stopped. Last good checkpoint: {kept}"
             ) from None
     finally:
+        world.close()
         torch.use_deterministic_algorithms(previous)
         torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ device; `read()` copies them to the host once per log interval. (fp16 autocast k
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ from torch import nn
 
 from unetkit.layers import center_crop
 
-__all__ = ["StepReading", "TrainStep", "crop_to", "resolve_amp", "resolve_compile", "set_fast_backends"]
+Reducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+__all__ = ["Reducer", "StepReading", "TrainStep", "crop_to", "resolve_amp", "resolve_compile", "set_fast_backends"]
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -76,6 +79,8 @@ class TrainStep:
         compile: wrap the model in `torch.compile` (the eager module stays `model`).
         compile_mode: `torch.compile` mode, e.g. `"max-autotune"` (CUDA graphs where shapes are static).
         grad_clip: max gradient norm; 0 disables clipping.
+        net: the module to call when it is not `model` itself, e.g. `model` wrapped in
+            DistributedDataParallel (clipping and state stay with `model`).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class TrainStep:
         compile: bool = False,
         compile_mode: str | None = None,
         grad_clip: float = 0.0,
+        net: nn.Module | None = None,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -98,7 +104,8 @@ class TrainStep:
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.grad_clip = grad_clip
-        self.forward = torch.compile(model, mode=compile_mode) if compile else model
+        net = model if net is None else net
+        self.forward = torch.compile(net, mode=compile_mode) if compile else net
         self.device = next(model.parameters()).device
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
         self._loss_sum = torch.zeros((), device=self.device)
@@ -139,10 +146,19 @@ class TrainStep:
         self._total += 1
         return loss
 
-    def read(self) -> StepReading:
-        """Copy the accumulated loss to the host (one sync) and start a new interval."""
-        loss_sum, first_bad = (t.item() for t in (self._loss_sum, self._first_bad))
-        reading = StepReading(loss_sum / max(self._count, 1), self._count, None if first_bad < 0 else int(first_bad))
+    def read(self, reduce: Reducer | None = None) -> StepReading:
+        """Copy the accumulated loss to the host (one sync) and start a new interval.
+
+        Args:
+            reduce: in several processes, `(loss mean, first bad step)` over all of them from this process's
+                `(loss sum / steps, first bad step or -1)` (see `World.reduce_reading`); every process must
+                read at the same steps.
+        """
+        mean, first = self._loss_sum / max(self._count, 1), self._first_bad
+        if reduce is not None:
+            mean, first = reduce(mean, first)
+        loss_mean, first_bad = mean.item(), int(first.item())
+        reading = StepReading(loss_mean, self._count, None if first_bad < 0 else first_bad)
         self._loss_sum.zero_()
         self._count = 0
         return reading
