@@ -65,6 +65,8 @@ def lobe_labels(folder: Path) -> np.ndarray:
     aal = _load(folder, "aal.nii.gz").astype(np.int64)
     lookup = np.zeros(int(aal.max()) + 1, np.uint8)
     for line in (folder / "aal.nii.txt").read_text().splitlines():
+        if not line.strip():
+            continue
         index, name = line.split()[:2]
         lobe = next((k for k, prefixes in PREFIXES.items() if name.startswith(prefixes)), None)
         if lobe is None:
