@@ -29,6 +29,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--early-stopping": ("early_stopping", int, "patience in epochs (0 = off)"),
 }
 
+SWITCHES = ("compile", "deterministic", "weight_map", "separate_touching")
+
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults < `--config` YAML < flags < `--set` overrides."""
@@ -37,7 +39,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             overrides[name] = value
-    for flag in ("compile", "deterministic", "weight_map", "separate_touching"):
+    for flag in SWITCHES:
         if getattr(args, flag):
             overrides[flag] = True
     for key, value in args.set:
@@ -52,9 +54,22 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _run(args: argparse.Namespace) -> int:
     from unetkit.train.loop import TrainingDiverged, train
 
-    config = None if args.resume and not args.config and args.epochs is None else config_from_args(args)
+    config = None
+    if args.resume:  # the run's saved config; only --epochs may change (an exact continuation)
+        given = [flag for flag in FLAGS if flag != "--epochs" and getattr(args, flag[2:].replace("-", "_")) is not None]
+        given += [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(args, name)]
+        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["-m"] * bool(args.model_option)
+        if given:
+            raise ValueError(
+                f"`--resume` continues {args.resume} with its saved config; only --epochs may be given with it, "
+                f"got {', '.join(given)}"
+            )
+        if args.epochs is not None:
+            config = TrainConfig(epochs=args.epochs)
+    else:
+        config = config_from_args(args)
     try:
-        result = train(config if config is not None else TrainConfig(), resume=args.resume, progress=True)
+        result = train(config, resume=args.resume, progress=True)
     except TrainingDiverged as err:
         print(f"unetkit train: error: {err}", file=sys.stderr)
         return 1
