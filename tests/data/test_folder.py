@@ -127,7 +127,7 @@ def test_fov_errors(tmp_path):
 def test_unreadable_file(tmp_path, sub):
     _make(tmp_path, ["a", "b"])
     (tmp_path / sub / "b.png").write_bytes(b"not a png at all")
-    with pytest.raises(DataError, match=rf"{sub}/b.png: cannot read image"):
+    with pytest.raises(DataError, match=rf"{sub}/b.png: not a PNG file"):
         load_folder(tmp_path)
 
 

@@ -182,8 +182,7 @@ def test_devices_relaunches_the_command_and_reports_the_first_failure(
         "--epochs",
         "1",
     ]
-    with pytest.raises(SystemExit):
-        main(["train", "--devices", "two"])
+    assert main(["train", "--devices", "two"]) == 2  # argparse's refusal, one line
     assert main(["train", "--devices", "0"]) == 2
 
 

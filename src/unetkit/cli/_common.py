@@ -6,7 +6,7 @@ import argparse
 import ast
 from typing import Any
 
-__all__ = ["model_options", "parse_option", "parse_shape"]
+__all__ = ["check_device", "model_options", "parse_option", "parse_shape"]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -21,13 +21,17 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def parse_option(text: str) -> tuple[str, Any]:
-    """`"upsample=bilinear"` -> `("upsample", "bilinear")`; values are Python literals where they parse."""
+    """`"upsample=bilinear"` -> `("upsample", "bilinear")`; values are Python literals where they parse,
+    `true` / `false` / `null` as in YAML, else text."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. upsample=bilinear, got {text!r}")
+    words = {"true": True, "false": False, "null": None, "none": None}  # YAML's spelling, as in config files
+    if raw.strip().lower() in words:
+        return key.strip().replace("-", "_"), words[raw.strip().lower()]
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         value = raw
     return key.strip().replace("-", "_"), value
 
@@ -44,3 +48,20 @@ def model_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="model argument, repeatable: -o upsample=bilinear -o base_channels=32",
     )
+
+
+def check_device(text: str, flag: str = "--device") -> str:
+    """`text` if it names a device this machine has (`cpu`, `cuda`, `cuda:N`, `mps`), else `ValueError`."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"`{flag}` must be auto, cpu, cuda or cuda:N, got {text!r}") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ValueError(f"`{flag}` {text}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"`{flag}` {text}: MPS is not available here")
+    return text

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetkit._fs import atomic_write_bytes
 from unetkit.cli.models import zoo_table
 from unetkit.models import create_model, get_model_entry
 from unetkit.models.summary import summarize
@@ -154,7 +155,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     _write_readme(out, metrics, keys)
     print(f"wrote {out}/README.md, held_out_overlays.png, curves.png, progress.gif, metrics.json; the run is in {run}")
     return metrics
@@ -194,7 +195,7 @@ def _write_readme(out: Path, metrics: dict[str, Any], keys: list[str]) -> None:
         "![progress](progress.gif)",
         "",
     ]
-    (out / "README.md").write_text("\n".join(lines))
+    atomic_write_bytes(out / "README.md", "\n".join(lines).encode())
 
 
 def run_zoo_tour(out: Path, seed: int = 0) -> list[dict[str, object]]:

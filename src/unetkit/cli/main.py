@@ -1,5 +1,8 @@
-"""Top-level parser and error policy: usage errors exit with status 2 and one line naming the
-argument or file and what was expected; `--debug` shows the traceback instead.
+"""Top-level parser and error policy: bad input (a file, a folder, an argument, a config) and errors of
+the machine (a full disk, a read-only or unwritable folder) exit with status 2 and one line naming the
+argument or file and what was expected; `--debug` shows the traceback instead. Ctrl-C exits with
+status 130 (training first saves a checkpoint it can resume from exactly). docs/errors.md lists the
+cases, each with its test.
 """
 
 from __future__ import annotations
@@ -8,7 +11,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
+from unetkit._options import close_matches
 from unetkit.cli import bench, data, demo, evaluate, export, models, predict, summary, train
 from unetkit.version import __version__
 
@@ -23,15 +28,53 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
+    OSError,  # the machine: a full disk, a quota, a read-only folder (`unetkit._fs.WriteError` names the file)
     ImportError,  # a missing optional dependency: the message says what to install
 )
 
 _COMMANDS = (models, summary, train, predict, evaluate, export, data, demo, bench)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's error policy: one line (no usage block), status 2, close matches
+    for a mistyped flag."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            hints = [self._hint(arg.split("=")[0]) for arg in message.split(": ", 1)[1].split() if arg.startswith("-")]
+            if any(hints):
+                message += f"; did you mean {', '.join(h for h in hints if h)}?"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _hint(self, flag: str) -> str | None:
+        """The flag (or `--set KEY=...`) meant by a mistyped or foreign one, e.g. `--learning-rate` -> `--lr`."""
+        from unetkit.train.config import ALIASES
+
+        flags = [a for a in self._option_string_actions if a.startswith("--")]
+        key = flag.lstrip("-").replace("-", "_")
+        if key in ALIASES and "--set" in flags:
+            target = "--" + ALIASES[key].replace("_", "-")
+            return target if target in flags else f"--set {ALIASES[key]}=..."
+        found = close_matches(flag, flags, 1)
+        return found[0] if found else None
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:  # reported by the subcommand that was given them, with its flags as hints
+            parser: argparse.ArgumentParser = self
+            while True:
+                action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+                name = getattr(namespace, action.dest, None) if action is not None else None
+                if action is None or name not in action.choices:
+                    break
+                parser = action.choices[name]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `unetkit` parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unetkit",
         description="U-Net segmentation and image-to-image models: a model zoo, training, tiled prediction.",
     )
@@ -46,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version and usage errors (already printed): their status
+        return exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # `train --devices N` relaunches with it
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
     try:
@@ -54,9 +100,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"unetkit {args.command}: error: {message}", file=sys.stderr)
+        _close_progress_bars()
+        print(f"unetkit {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"unetkit {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # training saves first (unetkit.train.interrupt) and says where
+        if args.debug:
+            raise
+        _close_progress_bars()
+        print(f"unetkit {args.command}: {_one_line(err) if str(err) else 'interrupted'}", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Clear the bars a failure left open, so that the error gets a line of its own."""
+    tqdm_std = sys.modules.get("tqdm.std")
+    if tqdm_std is not None:
+        for bar in list(getattr(tqdm_std.tqdm, "_instances", ())):
+            bar.close()
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of the message; an `OSError` from the system as `FILE: reason` without `[Errno N]`."""
+    if isinstance(err, OSError) and type(err).__str__ is OSError.__str__ and err.strerror:
+        text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
+        if err.filename2 is not None:
+            text += f" (and {err.filename2})"
+    else:
+        text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -7,6 +7,8 @@ import glob
 from pathlib import Path
 from typing import Any
 
+from unetkit.cli._common import check_device
+
 __all__ = ["add_parser", "collect_inputs"]
 
 
@@ -49,8 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"`--tile` must be a positive integer, got {args.tile}")
     if args.batch_size < 1:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise NotADirectoryError(f"{args.out}: is a file; `--out` must be a folder")
     inputs = collect_inputs(args.inputs)
-    device = None if args.device == "auto" else args.device
+    device = None if args.device == "auto" else check_device(args.device)
     checkpoint = Path(args.checkpoint)
     if checkpoint.is_file() and checkpoint.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
         from unetkit.export import load_exported

@@ -35,6 +35,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--early-stopping": ("early_stopping", int, "patience in epochs (0 = off)"),
 }
 
+SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")
+
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults < `--config` YAML < flags < `--set` overrides."""
@@ -45,7 +47,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             overrides[name] = value
     if args.compile is not None:
         overrides["compile"] = args.compile
-    for flag in ("deterministic", "weight_map", "separate_touching", "sync_batchnorm"):
+    for flag in SWITCHES:
         if getattr(args, flag):
             overrides[flag] = True
     for key, value in args.set:
@@ -74,7 +76,21 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.train import distributed
     from unetkit.train.loop import TrainingDiverged, train
 
-    config = None if args.resume and not args.config and args.epochs is None else config_from_args(args)
+    config = None
+    if args.resume:  # the run's saved config; only --epochs may change (an exact continuation)
+        given = [flag for flag in FLAGS if flag != "--epochs" and getattr(args, flag[2:].replace("-", "_")) is not None]
+        given += [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(args, name)]
+        given += ["--compile"] * (args.compile is not None)
+        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["-m"] * bool(args.model_option)
+        if given:
+            raise ValueError(
+                f"`--resume` continues {args.resume} with its saved config; only --epochs may be given with it, "
+                f"got {', '.join(given)}"
+            )
+        if args.epochs is not None:
+            config = TrainConfig(epochs=args.epochs)
+    else:
+        config = config_from_args(args)
     if args.devices is not None and args.devices < 1:
         raise ValueError(f"`--devices` must be >= 1, got {args.devices}")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
@@ -94,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     if not main:  # rank 0 alone reports
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        result = train(config if config is not None else TrainConfig(), resume=args.resume, progress=True)
+        result = train(config, resume=args.resume, progress=True)
     except TrainingDiverged as err:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)

@@ -244,7 +244,7 @@ def _read_mask(path: Path) -> np.ndarray:
             raise DataError(f"{path}: mask holds non-integer values (dtype {mask.dtype}); expected integer labels")
     elif mask.dtype.kind not in "iu":
         raise DataError(f"{path}: mask dtype {mask.dtype} is not supported; expected integer labels")
-    low, high = mask.min(), mask.max()
+    low, high = mask.min().item(), mask.max().item()  # Python numbers: no overflow comparing float16 with int32
     if low < 0:
         raise DataError(f"{path}: mask holds negative values (min {low}); expected labels >= 0")
     if high > MAX_MASK_VALUE:

@@ -121,6 +121,8 @@ def make_dataset_from_one(
         )
     if size is not None and (height < size or width < size):
         raise DataError(f"{image_path}: {height}x{width} is smaller than `size` {size}x{size}")
+    if min(height, width) < 2:  # flips, quarter turns and elastic deformation need two pixels a side
+        raise DataError(f"{image_path}: image is {height}x{width} pixels (HxW), expected at least 2x2 to augment")
     image_dtype, mask_dtype = image.dtype, mask.dtype
     if mask_dtype not in (np.uint8, np.uint16):
         mask_dtype = np.dtype(np.uint8) if mask.max() <= np.iinfo(np.uint8).max else np.dtype(np.uint16)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unetkit._fs import public_mode
+from unetkit._fs import fsync_dir, preallocate, public_mode, write_error
 from unetkit.data.errors import DataError
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin
@@ -324,7 +324,7 @@ class _ImageSource:
         if self.scale != 1.0:
             out = out * self.scale
         if not torch.isfinite(out).all():
-            raise DataError(f"{self.path}: holds NaN or infinite values")
+            raise DataError(f"{self.path}: contains NaN or infinite pixel values")
         return out
 
     def whole(self) -> np.ndarray:
@@ -387,8 +387,11 @@ def predict_file(
     plan = _make_plan(predictor, height, width, tile, overlap, blend)
     label_values = predictor.config.get("mask", {}).get("label_values") or None
     fmt = mask_format if mask_format != "auto" else ("tif" if height * width > LARGE_PIXELS else "png")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.tmp", dir=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.tmp", dir=out_dir))
+    except OSError as err:
+        raise write_error(err, out_dir) from err
     written: dict[str, Path] = {}
     try:
         lut: np.ndarray | None = None
@@ -401,6 +404,7 @@ def predict_file(
         labels_mem: np.ndarray | None = None
         if fmt == "tif":
             labels_mm = tifffile.memmap(mask_tmp, shape=(height, width), dtype=labels_dtype)
+            preallocate(mask_tmp, mask_tmp.stat().st_size)  # a full disk fails now, not as SIGBUS mid-write
         else:
             labels_mem = np.empty((height, width), dtype=labels_dtype)
         probs_mm: np.memmap | None = None
@@ -420,6 +424,7 @@ def predict_file(
                     probs_mm = tifffile.memmap(
                         tmp_dir / "probs.tif", shape=(values.shape[0], height, width), dtype=np.float32
                     )
+                    preallocate(tmp_dir / "probs.tif", (tmp_dir / "probs.tif").stat().st_size)
                 probs_mm[:, y0:y1] = values.numpy()
             if foreground is not None:
                 foreground[y0:y1] = foreground_probability(values.numpy())
@@ -462,6 +467,9 @@ def predict_file(
                 os.fsync(handle.fileno())
             public_mode(tmp_dir / name)
             os.replace(tmp_dir / name, target)
+        fsync_dir(out_dir)
+    except OSError as err:  # a full disk or a read-only folder: one line naming the output, nothing left behind
+        raise write_error(err, out_dir / f"{path.stem}.{fmt}") from err
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return written

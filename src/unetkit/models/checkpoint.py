@@ -4,8 +4,11 @@
     CKPT/config.json         format version, package version, model name and arguments, preprocessing,
                              mask label values, metrics
 
-Writes are atomic: everything goes to a temporary sibling folder that replaces the old one by rename,
-so a crash leaves either the previous checkpoint or the new one, never half of each.
+Writes are atomic: everything goes to a temporary sibling folder (files fsynced) that replaces the old
+one by rename, so a crash leaves either the previous checkpoint or the new one, never half of each; a
+rename cut short leaves the previous one as `.NAME.old`, which `recover_dir` (called by every reader)
+moves back. Files are serialised in memory and written by Python, so a full disk raises `WriteError`
+naming the checkpoint (the C++ / Rust writers of torch and safetensors report it as opaque errors).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit._fs import public_mode
+from unetkit._fs import fsync_dir, public_mode, write_error
 from unetkit.models._registry import create_model
 from unetkit.version import __version__
 
@@ -61,6 +64,7 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+    fsync_dir(folder)
 
 
 def replace_dir(tmp: Path, target: Path) -> None:
@@ -68,11 +72,15 @@ def replace_dir(tmp: Path, target: Path) -> None:
     _fsync_tree(tmp)
     old = target.with_name(f".{target.name}.old")
     if old.exists():
-        shutil.rmtree(old)
+        if not target.exists():  # an earlier replace was cut between its renames: the copy is the checkpoint
+            os.replace(old, target)
+        else:
+            shutil.rmtree(old)
     if target.exists():
         os.replace(target, old)
     public_mode(tmp)
     os.replace(tmp, target)
+    fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old)
 
@@ -101,7 +109,7 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
         path: the checkpoint directory.
         extra: more JSON-serialisable entries for `config.json` (preprocessing, label values, metrics).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     model = unwrap_model(model)
     name = getattr(model, "model_name", None)
@@ -109,11 +117,14 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
     if name is None or model_config is None:
         raise ValueError("`model` must come from unetkit.create_model (it needs model_name and model_config)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    except OSError as err:
+        raise write_error(err, path) from err
     try:
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": CHECKPOINT_FORMAT})
+        weights = save(state, metadata={"format": CHECKPOINT_FORMAT})  # bytes: written below by Python
         config = {
             "format": CHECKPOINT_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -122,8 +133,12 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
             "model_config": model_config,
             **(extra or {}),
         }
+        (tmp / WEIGHTS).write_bytes(weights)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
         replace_dir(tmp, path)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(err, path) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -167,6 +182,8 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
             f"{file}: checkpoint format version {version} is newer than this unetkit ({__version__}) reads "
             f"(<= {FORMAT_VERSION}); upgrade unetkit"
         )
+    if not isinstance(config.get("model"), str) or not isinstance(config.get("model_config", {}), dict):
+        raise ValueError(f"{file}: corrupted checkpoint config (expected a model name and a model_config mapping)")
     return config
 
 
@@ -184,13 +201,16 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
 
     folder = resolve_checkpoint(path)
     config = read_checkpoint_config(folder)
-    model = create_model(config["model"], **config.get("model_config", {}))
+    try:
+        model = create_model(config["model"], **config.get("model_config", {}))
+    except (ValueError, TypeError) as err:  # a model this unetkit does not have, or options it does not take
+        raise ValueError(f"{folder / CONFIG}: {err}") from err
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise ValueError(f"{weights}: missing weights file")
     try:
         state = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights}: corrupted weights file ({err})") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

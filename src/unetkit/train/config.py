@@ -6,18 +6,21 @@ the command line, and written back as the run's resolved `config.yaml` (after Li
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unetkit._fs import atomic_write_bytes
 from unetkit._options import close_matches, look_up_option
+from unetkit.losses import LOSSES as LOSS_NAMES
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "save_config"]
+__all__ = ["AMP_MODES", "LOSSES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "parse_yaml", "save_config"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "constant", "poly")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LOSSES = ("auto", *LOSS_NAMES)
 
 
 @dataclass
@@ -129,27 +132,27 @@ class TrainConfig:
     log_every: int = 25
 
     def validate(self) -> TrainConfig:
-        """Check every field; raise `ValueError` naming the field, the rule and the value."""
+        """Check every field; raise `ValueError` naming the field, the rule and the value (nothing else)."""
+        for name in ("data", "out", "model", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"`{name}` must be a non-empty string, got {getattr(self, name)!r}")
         positive = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-        non_negative = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels")
-        for name in (*non_negative, "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction!r}")
+            _check_int(name, getattr(self, name), 1)
+        counts = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels")
+        for name in (*counts, "seed", "log_every"):
+            _check_int(name, getattr(self, name), 0)
+        if self.seed >= 2**63:
+            raise ValueError(f"`seed` must be below 2**63, got {self.seed}")
+        for name in ("weight_map", "separate_touching", "channels_last", "deterministic", "sync_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
+        _check_real("val_fraction", self.val_fraction, 0.0, 1.0)
         for name in ("lr", "sigma", "dist_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
+            _check_real(name, getattr(self, name), 0.0, math.inf, low_open=True)
         for name in ("weight_decay", "grad_clip", "warmup_epochs", "w0"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+            _check_real(name, getattr(self, name), 0.0, math.inf)
+        _check_real("momentum", self.momentum, 0.0, 1.0)
         self.optimizer = look_up_option("optimizer", self.optimizer, OPTIMIZERS)
         self.scheduler = look_up_option("scheduler", self.scheduler, SCHEDULERS)
         self.amp = look_up_option("amp", self.amp, AMP_MODES)
@@ -159,20 +162,90 @@ class TrainConfig:
         self.compile_mode = look_up_option("compile_mode", self.compile_mode, modes)
         self.monitor = look_up_option("monitor", self.monitor, ("dice", "iou", "loss"))
         self.mask_mode = look_up_option("mask_mode", self.mask_mode, ("auto", "binary", "classes", "instances"))
-        if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
-            raise ValueError(f"`pos_weight` must be a number, 'auto' or null, got {self.pos_weight!r}")
-        if isinstance(self.class_weights, str) and self.class_weights != "balanced":
-            raise ValueError(f"`class_weights` must be a list, 'balanced' or null, got {self.class_weights!r}")
-        if not isinstance(self.model_options, dict) or not isinstance(self.augment, dict):
-            raise ValueError("`model_options` and `augment` must be mappings (key: value)")
-        from unetkit.models import get_model_entry
+        self.loss = look_up_option("loss", self.loss, LOSSES)
+        if isinstance(self.pos_weight, str):
+            if self.pos_weight != "auto":
+                raise ValueError(f"`pos_weight` must be a number, 'auto' or null, got {self.pos_weight!r}")
+        elif self.pos_weight is not None:
+            _check_real("pos_weight", self.pos_weight, 0.0, math.inf, low_open=True)
+        if isinstance(self.class_weights, str):
+            if self.class_weights != "balanced":
+                raise ValueError(f"`class_weights` must be a list, 'balanced' or null, got {self.class_weights!r}")
+        elif self.class_weights is not None:
+            if not isinstance(self.class_weights, list) or not self.class_weights:
+                raise ValueError(f"`class_weights` must be a list, 'balanced' or null, got {self.class_weights!r}")
+            for i, weight in enumerate(self.class_weights):
+                _check_real(f"class_weights[{i}]", weight, 0.0, math.inf)
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError) as err:
+                raise ValueError(f"`device` must be auto, cpu, cuda or cuda:N, got {self.device!r}") from err
+        self._validate_augment()
+        self._validate_model()
+        return self
+
+    def _validate_augment(self) -> None:
+        from unetkit.data.augment import AugmentConfig
+
+        if not isinstance(self.augment, dict):
+            raise ValueError(f"`augment` must be a mapping (key: value), got {self.augment!r}")
+        known = ["enabled", *(f.name for f in dataclasses.fields(AugmentConfig))]
+        for key in self.augment:
+            if key not in known:
+                hint = close_matches(str(key), known)
+                did_you_mean = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+                raise ValueError(f"`augment`: unknown key {key!r}{did_you_mean}")
+        if not isinstance(self.augment.get("enabled", True), bool):
+            raise ValueError(f"`augment.enabled` must be true or false, got {self.augment['enabled']!r}")
+        try:
+            AugmentConfig(**{k: v for k, v in self.augment.items() if k != "enabled"})
+        except ValueError as err:
+            raise ValueError(f"`augment`: {err}") from err
+
+    def _validate_model(self) -> None:
+        """The model name and options, by building the model on the meta device (no memory, no data)."""
+        import torch
+
+        from unetkit.models import create_model, get_model_entry
 
         get_model_entry(self.model)  # unknown names fail here, before any data is read
-        return self
+        if not isinstance(self.model_options, dict) or not all(isinstance(k, str) for k in self.model_options):
+            raise ValueError(f"`model_options` must be a mapping of option names to values, got {self.model_options!r}")
+        try:
+            with torch.device("meta"):
+                create_model(self.model, **self.model_options)
+        except Exception as err:  # a constructor rejects a value in its own way: report it as the option's error
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"`model_options` for {self.model!r}: {text}") from err
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML / JSON."""
         return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
+
+
+def _check_real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    """`value` is a finite number in `[low, high)` (`(low, high)` with `low_open`; `high` inf: no bound)."""
+    inside = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high)
+    )
+    if not inside:
+        if high == math.inf:
+            rule = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            rule = f"in {'(' if low_open else '['}{low:g}, {high:g})"
+        raise ValueError(f"`{name}` must be a finite number {rule}, got {value!r}")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -222,19 +295,39 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).validate()
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config and apply `overrides` (command-line values win)."""
+def parse_yaml(text: bytes | str, *, source: str = "config") -> Any:
+    """The YAML document in `text`; `None` for an empty one.
+
+    Raises:
+        ValueError: not UTF-8 text, or not well-formed YAML (with the line), naming `source`.
+    """
     import yaml
 
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{source}: not a UTF-8 text file (byte {err.start})") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{source}: malformed YAML{where}") from err
+    except RecursionError as err:
+        raise ValueError(f"{source}: YAML nested too deeply") from err
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config and apply `overrides` (command-line values win)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: malformed YAML{where}") from err
+        values = parse_yaml(path.read_bytes(), source=str(path))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read config ({err.strerror or err})") from err
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(values).__name__}")
     return config_from_dict({**values, **(overrides or {})}, source=str(path))

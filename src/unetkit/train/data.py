@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +14,10 @@ import torch.nn.functional as F
 
 from unetkit.data.types import MaskInfo, SegmentationSet
 
-__all__ = ["PatchSampler", "PreparedData", "TensorSet", "prepare_data", "to_tensors"]
+if TYPE_CHECKING:
+    from unetkit.train.config import TrainConfig
+
+__all__ = ["PatchSampler", "PreparedData", "TensorSet", "check_fit", "prepare_data", "to_tensors"]
 
 SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_DATA_SEED = 0  # the built-in data sets are fixed; `seed` varies training, not the data
@@ -74,6 +78,46 @@ def prepare_data(
         train, val = _separate(train, data), _separate(val, data)
     mean, std = channel_stats(train.images)
     return PreparedData(train, val, mask, int(train.images[0].shape[0]), mean, std)
+
+
+def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
+    """Settings that do not fit the data fail here, before anything is written, naming the setting.
+
+    Args:
+        config: the run's settings.
+        prepared: its data.
+        out_channels: the output channels training will use.
+        out_key: the model's name for them (`num_classes` or `out_channels`).
+
+    Raises:
+        ValueError: channels or classes of the model options, `out_channels`, or images too small for
+            whole-image training with augmentation.
+    """
+    classes, channels = prepared.mask.num_classes, prepared.in_channels
+    given = config.model_options.get("in_channels")
+    if given is not None and given != channels:
+        raise ValueError(
+            f"`model_options.in_channels` {given!r} does not fit {config.data}: its images have {channels} channel(s)"
+        )
+    if (out_channels == 1 and classes > 2) or (out_channels != 1 and out_channels < classes):
+        raise ValueError(
+            f"`out_channels` {out_channels} does not fit {config.data}: its masks hold {classes} classes "
+            f"(expected 1 for binary masks with a BCE-family loss, or at least {classes})"
+        )
+    key = out_key
+    given = config.model_options.get(key)
+    if given is not None and given != out_channels:
+        raise ValueError(
+            f"`model_options.{key}` {given!r} does not fit {config.data}: {classes} classes with loss "
+            f"{config.loss!r} need {out_channels} output channel(s); set `out_channels` to change it"
+        )
+    if config.patch_size == 0 and config.augment.get("enabled", True) is not False:
+        for name, image in zip(prepared.train.names, prepared.train.images, strict=True):
+            if min(image.shape[-2:]) < 2:  # flips and elastic deformation need 2x2
+                raise ValueError(
+                    f"{config.data}: image {name!r} is {image.shape[-2]}x{image.shape[-1]}; whole-image training "
+                    "(`patch_size` 0) with augmentation needs at least 2x2: give a patch size"
+                )
 
 
 def _separate(data: SegmentationSet, source: str) -> SegmentationSet:

@@ -116,17 +116,17 @@ class World:
             return tensor
         return self.sum_(tensor.clone()) / self.size
 
-    def reduce_reading(self, mean: torch.Tensor, first_bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`TrainStep.read`'s reduction: the loss mean over processes (equal shards: the global batch's mean)
-        and the earliest non-finite step of any process (-1: none), in one all-reduce each."""
+    def reduce_reading(self, value: torch.Tensor, first_bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`TrainStep.read`'s reduction: the mean over processes of each one's loss sum (equal shards: the global
+        batch's) and the earliest non-finite step of any process (-1: none), in one all-reduce each."""
         if self.size == 1:
-            return mean, first_bad
+            return value, first_bad
         never = torch.iinfo(torch.long).max
         earliest = torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad).neg()
         dist.all_reduce(earliest, op=dist.ReduceOp.MAX)  # max of -index = min index
         earliest = earliest.neg()
         first = torch.where(earliest == never, torch.full_like(earliest, -1), earliest)
-        return self.sum_(mean.clone()) / self.size, first
+        return self.sum_(value.clone()) / self.size, first
 
     def average(self, values: list[torch.Tensor], count: int) -> torch.Tensor:
         """Mean of all processes' scalar `values`, `count` of them in all (a process may have none)."""

@@ -3,7 +3,8 @@ validation, best/last checkpoints, exact resume, early stopping and the run dire
 
 Exact resume: every epoch re-seeds the global RNG (DropBlock), the patch generator and the
 augmentation generator from `(seed, epoch)`, so a run resumed after epoch k draws exactly what an
-uninterrupted run draws; model, optimiser, scheduler and scaler states come from `last/`.
+uninterrupted run draws; model, optimiser, scheduler and scaler states come from `last/`. Ctrl-C saves
+`last/` mid-epoch with the generators' states, and resume continues from that step (`interrupt.py`).
 
 Several processes (torchrun, `unetkit train --devices N`): each trains on its rows of every global batch in
 DDP; rank 0 alone writes. The split and why it equals one process are in `train/distributed.py`.
@@ -11,6 +12,7 @@ DDP; rank 0 alone writes. The split and why it equals one process are in `train/
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -24,24 +26,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit._fs import atomic_file
+from unetkit._fs import WriteError, atomic_write_bytes, check_writable, write_error
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.layers.sync_batchnorm import convert_sync_batchnorm
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.models import create_model
-from unetkit.models.checkpoint import load_model, recover_dir, replace_dir, save_model, unwrap_model
+from unetkit.models.checkpoint import load_model, replace_dir, save_model, unwrap_model
 from unetkit.models.inference import context_margin, forward_whole
 from unetkit.train import report
-from unetkit.train.config import TrainConfig, config_from_dict, save_config
-from unetkit.train.data import PatchSampler, prepare_data, steps_for_epoch, to_tensors
+from unetkit.train.config import TrainConfig, save_config
+from unetkit.train.data import PatchSampler, check_fit, prepare_data, steps_for_epoch, to_tensors
 from unetkit.train.distributed import World, setup
+from unetkit.train.interrupt import MidEpoch, StopFlag, TrainingInterrupted
+from unetkit.train.resume import STATE, kept_checkpoint, load_state, resumed_config
 from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast_backends
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 logger = logging.getLogger(__name__)
-STATE = "state.pt"
 BCE_FAMILY = ("auto", "bce", "dice", "dice_bce")
 
 
@@ -113,8 +116,9 @@ def _predict(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()  # serialised in memory: torch's own file writer reports a full disk as RuntimeError
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 class _Trainer:
@@ -143,6 +147,7 @@ class _Trainer:
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
         self.train_set = to_tensors(prepared.train, prepared.mean, prepared.std, self.device, weight_map=wmap)
         self.val_set = to_tensors(prepared.val, prepared.mean, prepared.std, self.device)
+        check_fit(config, prepared, out_channels, _out_key(config.model))
         torch.manual_seed(config.seed)
         options = {"in_channels": prepared.in_channels, _out_key(config.model): out_channels, **config.model_options}
         self.model = create_model(config.model, **options).to(self.device)
@@ -205,6 +210,8 @@ class _Trainer:
         self.best_epoch = 0
         self.stale = 0
         self.start_epoch = 0
+        self.stop = StopFlag()  # Ctrl-C: save at the next step boundary
+        self.mid_epoch: MidEpoch | None = None  # resumed from a Ctrl-C save: where the epoch continues
 
     # --- checkpoints -------------------------------------------------------------------------------
     def _extra(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -219,10 +226,14 @@ class _Trainer:
             "train_config": self.config.to_dict(),
         }
 
-    def save_last(self, epoch: int, metrics: dict[str, Any]) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".last.tmp", dir=self.run))
+    def save_last(self, epoch: int, metrics: dict[str, Any], mid_epoch: MidEpoch | None = None) -> None:
         try:
-            save_model(self.model, tmp / "ckpt", extra=self._extra(epoch, metrics))
+            tmp = Path(tempfile.mkdtemp(prefix=".last.tmp", dir=self.run))
+        except OSError as err:
+            raise write_error(err, self.run / "last") from err
+        try:
+            extra = self._extra(epoch, metrics) | ({"step": mid_epoch.step} if mid_epoch else {})
+            save_model(self.model, tmp / "ckpt", extra=extra)
             for item in (tmp / "ckpt").iterdir():
                 os.replace(item, tmp / item.name)
             (tmp / "ckpt").rmdir()
@@ -236,9 +247,13 @@ class _Trainer:
                 "best_epoch": self.best_epoch,
                 "stale": self.stale,
                 "config": self.config.to_dict(),
+                "mid_epoch": mid_epoch.to_state() if mid_epoch else None,
             }
             _atomic_torch_save(state, tmp / STATE)
             replace_dir(tmp, self.run / "last")
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(err, self.run / "last") from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -247,7 +262,7 @@ class _Trainer:
         state_file = run / "last" / STATE
         if not state_file.is_file():
             raise FileNotFoundError(f"{state_file}: no training state to resume from")
-        state = torch.load(state_file, map_location=self.device, weights_only=False)
+        state = load_state(state_file, self.device)
         loaded = load_model(run / "last", map_location=self.device)
         unwrap_model(self.model).load_state_dict(loaded.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -256,6 +271,16 @@ class _Trainer:
         self.history = state["history"]
         self.best_score, self.best_epoch, self.stale = state["best_score"], state["best_epoch"], state["stale"]
         self.start_epoch = int(state["epoch"])
+        self.mid_epoch = MidEpoch.from_state(state.get("mid_epoch"))
+
+    def _stop(self, epoch: int, mid_epoch: MidEpoch, bar: Any) -> None:
+        if bar is not None:
+            bar.close()
+        self.save_last(epoch, self.history[-1] if self.history else {}, mid_epoch)
+        raise TrainingInterrupted(
+            f"interrupted: saved {self.run / 'last'} at epoch {epoch + 1} step {mid_epoch.step}/{self.steps}; "
+            f"continue exactly with: unetkit train --resume {self.run}"
+        )
 
     # --- epochs ------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
@@ -265,11 +290,19 @@ class _Trainer:
         aug_gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(config.seed, epoch, 2))
         order = self.sampler.epoch_order(self.steps, config.batch_size, gen)
         self.model.train()
-        self.step.read()  # start the epoch's interval
-        start = self.step._total
-        total, every = 0.0, config.log_every or self.steps
+        start = 0
+        if self.mid_epoch is not None:  # resumed from a Ctrl-C save within this epoch: continue at its step
+            start = self.mid_epoch.step
+            self.step.reset(self.mid_epoch.restore(gen, aug_gen, self.device))
+            self.mid_epoch = None
+        else:
+            self.step.reset()
+        first_index, every = self.step._total, config.log_every or self.steps
+        reduce = self.world.reduce_reading if self.world.size > 1 else None
         bar = _bar(self.steps, f"epoch {epoch + 1}/{config.epochs}", self.progress)
-        for step in range(self.steps):
+        for step in range(start, self.steps):
+            if self.stop.requested:  # Ctrl-C: save this step's state and stop
+                self._stop(epoch, MidEpoch.capture(step, self.step.loss_sum, gen, aug_gen), bar)
             batch = self.sampler.batch(order[step * config.batch_size : (step + 1) * config.batch_size], gen, self.rows)
             if self.augment is not None:
                 extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
@@ -286,15 +319,15 @@ class _Trainer:
             if bar is not None:
                 bar.update(1)
             if (step + 1) % every == 0 or step == self.steps - 1:  # the only host read of the loss
-                reading = self.step.read(self.world.reduce_reading if self.world.size > 1 else None)
+                reading = self.step.read(reduce, reset=False)  # the epoch's running sum, in step order
                 if reading.first_nonfinite is not None:
-                    raise TrainingDiverged(f"epoch {epoch + 1}, step {reading.first_nonfinite - start + 1}")
-                total += reading.mean_loss * reading.steps
+                    at = reading.first_nonfinite - first_index + start + 1
+                    raise TrainingDiverged(f"epoch {epoch + 1}, step {at}")
                 if bar is not None:
-                    bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+                    bar.set_postfix(loss=f"{reading.loss_sum / (step + 1):.4f}")
         if bar is not None:
             bar.close()
-        return total / self.steps
+        return self.step.read(reduce).loss_sum / self.steps
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict[str, Any]:
@@ -410,11 +443,14 @@ def _tensorboard(run: Path):  # type: ignore[no-untyped-def]
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bool = False) -> TrainResult:
+def train(config: TrainConfig | None, *, resume: str | Path | None = None, progress: bool = False) -> TrainResult:
     """Train a model as `config` says and write the run directory `config.out`.
 
+    Ctrl-C stops at the next step boundary, saves `last/` and raises `TrainingInterrupted`; `resume`
+    then continues from that step exactly (see `unetkit.train.interrupt`).
+
     Args:
-        config: the run's settings (the CLI builds the same object).
+        config: the run's settings (the CLI builds the same object); `None` with `resume`: the saved ones.
         resume: a run directory to continue exactly from its `last/` checkpoint; its saved config is
             used, with `epochs` taken from `config` when larger.
         progress: show a progress bar per epoch (rank 0 only when several processes train).
@@ -424,25 +460,23 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
 
     Raises:
         ValueError / FileNotFoundError: bad config or data (the message names it).
+        WriteError: the run directory cannot be written (disk full, read-only); `last/` keeps the
+            previous checkpoint.
         TrainingDiverged: the loss became NaN; `last/` and `best/` keep the last good epoch.
+        TrainingInterrupted: Ctrl-C; `last/` holds the step reached.
     """
+    has_checkpoint = False
     if resume is not None:
-        run = Path(resume)
-        recover_dir(run / "last")  # a save cut between its two renames leaves last/ as .last.old
-        recover_dir(run / "best")
-        state_file = run / "last" / STATE
-        if not state_file.is_file():
-            raise FileNotFoundError(f"{state_file}: no training state to resume from (is {run} a run directory?)")
-        saved = torch.load(state_file, map_location="cpu", weights_only=False)["config"]
-        saved["epochs"] = max(saved["epochs"], config.epochs) if config is not None else saved["epochs"]
-        saved["out"] = str(run)
-        config = config_from_dict(saved, source=str(state_file))
+        config, has_checkpoint = resumed_config(Path(resume), config)
+    if config is None:
+        raise ValueError("`config` is required unless `resume` names a run directory")
     config.validate()
     run = Path(config.out)
     if resume is None and (run / "last").exists():
         raise FileExistsError(
             f"{run}: already holds a run; pass --resume {run} to continue it, or choose another --out"
         )
+    check_writable(run)  # before the data is read: an unwritable --out fails in a second, not after loading
     previous = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
     world = setup(_device(config.device), timeout_s=config.dist_timeout)  # a torchrun job, or one process
@@ -454,19 +488,26 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
         # reads the data and builds the model: fails before writing
         trainer = _Trainer(config, run, progress and world.is_main, world)
         if world.is_main:
-            run.mkdir(parents=True, exist_ok=True)
-        if resume is not None:
+            try:
+                run.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise write_error(err, run) from err
+        if has_checkpoint:
             trainer.restore(run)
         if world.is_main:
             save_config(config, run / "config.yaml")
         try:
-            return trainer.fit()
+            with trainer.stop.installed():
+                return trainer.fit()
         except TrainingDiverged as err:
             last = run / "last"
             kept = f"{last} (epoch {trainer.history[-1]['epoch']})" if trainer.history else "none (first epoch)"
             raise TrainingDiverged(
                 f"loss became NaN or infinite at {err}; stopped. Last good checkpoint: {kept}"
             ) from None
+        except WriteError as err:  # a full disk or a folder gone read-only: the previous checkpoint is intact
+            err.note = kept_checkpoint(run, err)
+            raise
     finally:
         world.close()
         torch.use_deterministic_algorithms(previous)

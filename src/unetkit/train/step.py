@@ -59,11 +59,16 @@ def crop_to(batch: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, tor
 
 @dataclass
 class StepReading:
-    """What `TrainStep.read` hands the host: the mean loss since the last read, and the first bad step."""
+    """What `TrainStep.read` hands the host: the loss summed since the last reset, over how many steps, and the
+    first bad step."""
 
-    mean_loss: float
+    loss_sum: float
     steps: int
     first_nonfinite: int | None  # index (counted over the step's life) of the first NaN/Inf loss
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.steps, 1)
 
 
 class TrainStep:
@@ -146,21 +151,32 @@ class TrainStep:
         self._total += 1
         return loss
 
-    def read(self, reduce: Reducer | None = None) -> StepReading:
-        """Copy the accumulated loss to the host (one sync) and start a new interval.
+    @property
+    def loss_sum(self) -> torch.Tensor:
+        """The device-side loss sum since the last reset (this process's)."""
+        return self._loss_sum
+
+    def reset(self, loss_sum: torch.Tensor | None = None) -> None:
+        """Start a new sum, at zero or at `loss_sum` (a resumed epoch's sum so far)."""
+        self._loss_sum = torch.zeros((), device=self.device) if loss_sum is None else loss_sum.to(self.device).clone()
+        self._count = 0
+
+    def read(self, reduce: Reducer | None = None, *, reset: bool = True) -> StepReading:
+        """Copy the accumulated loss to the host (one sync); with `reset`, start a new sum.
 
         Args:
-            reduce: in several processes, `(loss mean, first bad step)` over all of them from this process's
-                `(loss sum / steps, first bad step or -1)` (see `World.reduce_reading`); every process must
-                read at the same steps.
+            reduce: in several processes, `(mean over processes, earliest bad step)` from this process's
+                `(loss sum, first bad step or -1)` (see `World.reduce_reading`); every process must read
+                at the same steps.
+            reset: start a new sum after reading (off: the sum runs on, e.g. over an epoch, added in step
+                order so that an interrupted and resumed epoch sums bitwise as an uninterrupted one).
         """
-        mean, first = self._loss_sum / max(self._count, 1), self._first_bad
+        total, first = self._loss_sum, self._first_bad
         if reduce is not None:
-            mean, first = reduce(mean, first)
-        loss_mean, first_bad = mean.item(), int(first.item())
-        reading = StepReading(loss_mean, self._count, None if first_bad < 0 else first_bad)
-        self._loss_sum.zero_()
-        self._count = 0
+            total, first = reduce(total, first)
+        reading = StepReading(total.item(), self._count, None if int(first.item()) < 0 else int(first.item()))
+        if reset:
+            self.reset()
         return reading
 
     def state_dict(self) -> dict[str, Any]:
