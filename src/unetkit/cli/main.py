@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from unetkit.cli import data, demo, evaluate, export, models, predict, summary, train
+from unetkit.cli import data, demo, evaluate, export, models, predict, sample, summary, train
 from unetkit.version import __version__
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
@@ -26,7 +26,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ImportError,  # a missing optional dependency: the message says what to install
 )
 
-_COMMANDS = (models, summary, train, predict, evaluate, export, data, demo)
+_COMMANDS = (models, summary, train, predict, evaluate, export, sample, data, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

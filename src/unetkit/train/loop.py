@@ -444,7 +444,12 @@ def train(config: TrainConfig, *, resume: str | Path | None = None, progress: bo
             torch.use_deterministic_algorithms(True)
         if config.threads:
             torch.set_num_threads(config.threads)
-        trainer = _Trainer(config, run, progress)  # reads the data and builds the model: fails before writing
+        if config.task == "segmentation":
+            trainer = _Trainer(config, run, progress)  # reads the data and builds the model: fails before writing
+        else:  # denoise / superres / diffusion
+            from unetkit.train.image2image import ImageTrainer
+
+            trainer = ImageTrainer(config, run, progress)  # type: ignore[assignment]
         run.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             trainer.restore(run)
