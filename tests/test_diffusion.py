@@ -94,7 +94,7 @@ def test_sampling_is_deterministic_under_a_seed(tiny_model, sampler, eta):
     b = sample(tiny_model, schedule, 5, (1, 12, 12), seed=7, **kwargs)
     c = sample(tiny_model, schedule, 5, (1, 12, 12), seed=8, **kwargs)
     assert a.images.shape == (5, 1, 12, 12)
-    assert 0 <= a.images.min() and a.images.max() <= 1
+    assert a.images.min() >= 0 and a.images.max() <= 1
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
 

@@ -56,7 +56,7 @@ def test_sample_writes_the_refinement_steps(diffusion_run, tmp_path):
     ("extra", "expected"),
     [
         (["--steps", "50"], "--steps must be in [1, 20]"),
-        (["-n", "0"], "--n must be >= 1"),
+        (["-n", "0"], "-n must be >= 1"),
         (["--out", "grid.jpg"], "--out must name a .png file"),
     ],
 )

@@ -15,7 +15,7 @@ def test_synthetic_digits_are_deterministic_white_on_black(size):
     assert images.shape == (12, 1, size, size) and images.dtype == np.float32
     assert np.array_equal(images, again[:12])  # a set is a prefix of a larger one
     assert labels.tolist() == [*range(10), 0, 1]
-    assert 0 <= images.min() and images.max() <= 1
+    assert images.min() >= 0 and images.max() <= 1
     border = np.concatenate([images[:, 0, :2].ravel(), images[:, 0, -2:].ravel()])
     assert border.mean() < 0.02 and 0.05 < images.mean() < 0.3  # dark background, bright strokes
 

@@ -32,7 +32,11 @@ def test_ssim_agrees_with_scikit_image():
     ours = ssim(y, x)
     theirs = [
         structural_similarity(
-            y[i, 0].numpy(), x[i, 0].numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+            y[i, 0].numpy(),
+            x[i, 0].numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
             use_sample_covariance=False,
         )
         for i in range(4)

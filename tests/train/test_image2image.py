@@ -97,7 +97,7 @@ def test_diffusion_resume_ends_with_the_same_weights_bitwise(tmp_path, monkeypat
     ("changes", "message"),
     [
         ({"task": "denoising"}, "`task` must be one of .* did you mean 'denoise'"),
-        ({"task": "denoise", "data": "synthetic:cells"}, "`data` must be one of 'synthetic:digits', 'mnist'"),
+        ({"task": "denoise", "data": "synthetic:shapes"}, "`data` must be one of 'synthetic:digits', 'mnist'"),
         ({"task": "denoise", "digits_size": 30}, "`digits_size` must be one of"),
         ({"task": "denoise", "loss": "bce"}, "`loss` must be one of 'auto', 'mse', 'l1'"),
         ({"task": "denoise", "noise_amount": 0}, r"`noise_amount` must be in \(0, 1\]"),
@@ -116,6 +116,7 @@ def test_task_config_validation(changes, message):
 
 def test_image_task_monitor_defaults():
     assert config_from_dict({"task": "denoise"}).monitor == "psnr"
+    assert config_from_dict({"task": "denoise"}).data == "synthetic:digits"
     assert config_from_dict({"task": "diffusion"}).monitor == "loss"
     assert config_from_dict({}).task == "segmentation"
 

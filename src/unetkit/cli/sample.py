@@ -20,13 +20,15 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.diffusion import load_diffusion_model, sample
     from unetkit.train import report
 
-    for name in ("n", "zoom", "columns", "batch_size"):
+    for name, flag in (("n", "-n"), ("zoom", "--zoom"), ("columns", "--columns"), ("batch_size", "--batch-size")):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"{flag} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu"))
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    )
     model, schedule, shape = load_diffusion_model(args.checkpoint, device=device)
     steps = args.steps if args.steps is not None else (schedule.steps if args.sampler == "ddpm" else 50)
     if not 1 <= steps <= schedule.steps:

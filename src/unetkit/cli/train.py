@@ -15,8 +15,11 @@ __all__ = ["add_parser", "config_from_args"]
 # flag -> TrainConfig field; unset flags (None) keep the YAML or default value
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--task": ("task", str, "segmentation (default), denoise, superres or diffusion"),
-    "--data": ("data", str, "folder with images/ and masks/, or synthetic:cells|vessels|shapes; digits tasks: "
-    "synthetic:digits or mnist"),
+    "--data": (
+        "data",
+        str,
+        "folder with images/ and masks/, or synthetic:cells|vessels|shapes; digits tasks: synthetic:digits or mnist",
+    ),
     "--model": ("model", str, "model name (see `unetkit models`)"),
     "--epochs": ("epochs", int, "training epochs"),
     "--out": ("out", str, "run directory to write"),
@@ -61,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"unetkit train: error: {err}", file=sys.stderr)
         return 1
     best = result.history[result.best_epoch - 1] if result.history else {}
-    keys = [k for k in ("dice", "iou", "psnr", "ssim") if k in best] or ["val_loss"]
+    keys: list[str] = [k for k in ("dice", "iou", "psnr", "ssim") if k in best] or ["val_loss"]
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
     print(f"best epoch {result.best_epoch}: {shown}; run written to {result.run_dir}")
     return 0

@@ -14,9 +14,7 @@ import torch.nn.functional as F
 __all__ = ["add_noise", "reduce_resolution"]
 
 
-def add_noise(
-    x: torch.Tensor, amount: torch.Tensor | float, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def add_noise(x: torch.Tensor, amount: torch.Tensor | float, generator: torch.Generator | None = None) -> torch.Tensor:
     """`(B, C, H, W)` in [0, 1] -> `x (1 - a) + u a`, `u ~ U(0, 1)` drawn on the CPU from `generator`.
 
     Args:

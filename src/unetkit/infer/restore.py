@@ -36,7 +36,10 @@ def load_restoration_model(path: str | Path, *, device: str | torch.device = "cp
 
 def held_out_digits(model: nn.Module, n: int = 500) -> torch.Tensor:
     """The first `n` test digits `(n, 1, S, S)` of the data the checkpointed `model` was trained on."""
-    train_config: dict[str, Any] = model.checkpoint_config["train_config"]  # type: ignore[index,operator]
+    checkpoint_config: dict[str, Any] = getattr(model, "checkpoint_config", None) or {}
+    if "train_config" not in checkpoint_config:
+        raise ValueError("`model` must come from load_model() of a denoise / superres checkpoint")
+    train_config: dict[str, Any] = checkpoint_config["train_config"]
     size = int(train_config["digits_size"])
     source = str(train_config["data"])
     splits = load_digits(source, size=size, seed=int(train_config["seed"]), n_train=0, n_val=0, n_test=n)

@@ -65,6 +65,6 @@ class TimeProjection(nn.Sequential):
     def __init__(self, embed_dim: int, channels: int) -> None:
         super().__init__(nn.SiLU(), nn.Linear(embed_dim, channels))
 
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """`(B, E) -> (B, C, 1, 1)`, ready to add to `(B, C, H, W)` feature maps."""
         return super().forward(emb)[:, :, None, None]

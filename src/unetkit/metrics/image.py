@@ -10,7 +10,9 @@ __all__ = ["psnr", "ssim"]
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"`pred` and `target` must both be (B, C, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"`pred` and `target` must both be (B, C, H, W), got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -18,9 +20,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     _check(pred, target)
-    return peak_signal_noise_ratio(
-        pred.float(), target.float(), data_range=data_range, reduction="none", dim=(1, 2, 3)
-    )
+    return peak_signal_noise_ratio(pred.float(), target.float(), data_range=data_range, reduction="none", dim=(1, 2, 3))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

