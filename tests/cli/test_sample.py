@@ -90,3 +90,10 @@ def test_sample_refuses_a_segmentation_checkpoint(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and not (tmp_path / "g.png").exists()
     assert main(["sample", str(tmp_path / "nothing"), "--out", str(tmp_path / "g.png")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_diffusion_checkpoint(diffusion_run, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(image)
+    assert main(["predict", str(diffusion_run), str(image), "--out", str(tmp_path / "pred")]) == 2
+    assert "a diffusion checkpoint; `unetkit predict` needs a segmentation checkpoint" in capsys.readouterr().err

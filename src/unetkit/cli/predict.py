@@ -58,6 +58,9 @@ def _run(args: argparse.Namespace) -> int:
         model: Any = load_exported(checkpoint)
     else:
         model = load_model(checkpoint, map_location=device or "cpu")
+        task = model.checkpoint_config.get("task", "segmentation")
+        if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
+            raise ValueError(f"{checkpoint}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
     predictor = Predictor(model, device=device, tta=args.tta)
     out = Path(args.out)
     for i, path in enumerate(inputs, 1):
