@@ -131,3 +131,15 @@ def test_cli_train_task_flag_and_diffusion_without_embedding(tmp_path, capsys):
     assert main([*bad, "-m", "time_embedding=0", "--set", "synthetic_train=8"]) == 2
     assert "needs a model with a timestep embedding" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "options"),
+    [("unet", {"base_channels": 4, "depth": 2}), ("unet_dense_bottleneck", {"channels": [4, 8, 8]})],
+)
+def test_every_u_net_with_a_time_embedding_trains_diffusion_at_32(tmp_path, model, options):
+    config = _config(tmp_path / model, "diffusion", model=model, model_options=options, digits_size=32, epochs=1)
+    run = train(config).run_dir
+    loaded = load_model(run)
+    assert loaded.model_config["time_embedding"] == 8 and loaded.in_channels == 1
+    assert json.loads((run / "best" / "config.json").read_text())["image"]["size"] == 32

@@ -54,6 +54,11 @@ def restore(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
     return torch.cat([model(chunk.to(device)).float().clamp(0, 1).cpu() for chunk in images.split(batch_size)])
 
 
+def _shown(n: int, k: int = 8) -> torch.Tensor:
+    """Indices of `min(k, n)` images spread over the set (test splits may be sorted by label)."""
+    return torch.linspace(0, n - 1, min(k, n)).round().long()
+
+
 def _scores(clean: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor) -> dict[str, float]:
     psnr_in, psnr_out = psnr(corrupted, clean).mean().item(), psnr(restored, clean).mean().item()
     return {
@@ -72,19 +77,20 @@ def evaluate_denoiser(
 
     Returns:
         One row per amount (`amount`, `psnr_input`, `psnr_output`, `psnr_gain`, `ssim_input`,
-        `ssim_output`; means over the images), and a figure: the clean digits on top, then a noisy row
-        and a denoised row per amount, as an `(H, W, 3)` uint8 array.
+        `ssim_output`; means over the images), and a figure of 8 digits spread over `images`: the clean
+        ones on top, then a noisy row and a denoised row per amount, as an `(H, W, 3)` uint8 array.
     """
     from unetkit.train.report import image_grid
 
     rows: list[dict[str, float]] = []
-    strip = [images[:8]]
+    shown = _shown(len(images))
+    strip = [images[shown]]
     for amount in amounts:
         generator = torch.Generator().manual_seed(seed)
         noisy = add_noise(images, float(amount), generator)
         denoised = restore(model, noisy)
         rows.append({"amount": float(amount), **_scores(images, noisy, denoised)})
-        strip += [noisy[:8], denoised[:8]]
+        strip += [noisy[shown], denoised[shown]]
     figure = image_grid(torch.cat(strip).numpy(), columns=min(8, len(images)))
     return rows, figure
 
@@ -99,5 +105,6 @@ def evaluate_superres(model: nn.Module, images: torch.Tensor, factor: int) -> tu
 
     low = reduce_resolution(images, factor)
     restored = restore(model, low)
-    figure = image_grid(torch.cat([low[:8], restored[:8], images[:8]]).numpy(), columns=min(8, len(images)))
+    shown = _shown(len(images))
+    figure = image_grid(torch.cat([low[shown], restored[shown], images[shown]]).numpy(), columns=len(shown))
     return _scores(images, low, restored), figure
