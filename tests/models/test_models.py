@@ -219,3 +219,48 @@ def test_none_options_keep_defaults_and_registry_rejects_duplicates():
         register_model(example_size=8)(lambda: None)  # its __name__ is "<lambda>": register twice
         register_model(example_size=8)(lambda: None)
     assert unetkit.list_models("unet*") == ["unet", "unet_classic", "unet_dense_bottleneck"]
+
+
+TIME_MODELS = [
+    ("unet", {"base_channels": 4, "depth": 2, "in_channels": 1, "num_classes": 1}, 20),
+    ("basic_unet", {}, 20),
+    ("unet_dense_bottleneck", {}, 16),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), [k for k in REFERENCE_PARAMS])
+def test_time_embedding_is_off_by_default_so_the_counts_stay(name, options):
+    with torch.device("meta"):
+        model = unetkit.create_model(name, **dict(options))
+        with_time = unetkit.create_model(name, **dict(options), time_embedding=16)
+    assert model.model_config["time_embedding"] == 0
+    assert not any("time" in n for n, _ in model.named_parameters())
+    assert _count(model) == REFERENCE_PARAMS[(name, options)] < _count(with_time)
+
+
+@pytest.mark.parametrize(("name", "options", "side"), TIME_MODELS)
+def test_time_embedding_changes_the_output_with_t(name, options, side):
+    model = unetkit.create_model(name, **options, time_embedding=16).eval()
+    x = torch.randn(2, 1, side, side)
+    with torch.no_grad():
+        early, late = model(x, 0), model(x, torch.tensor([700, 700]))
+        mixed = model(x, torch.tensor([0, 700]))
+    assert early.shape == (2, 1, side, side)
+    assert not torch.allclose(early, late)
+    torch.testing.assert_close(mixed[0], early[0])
+    torch.testing.assert_close(mixed[1], late[1])
+    again = unetkit.create_model(name, **model.model_config)  # the checkpoint round trip rebuilds it
+    assert sum(p.numel() for p in again.parameters()) == _count(model)
+    # a gradient reaches the embedding MLP through the loss
+    model.train()
+    model(x, torch.tensor([3, 9])).square().mean().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "time" in n)
+
+
+@pytest.mark.parametrize(("name", "options", "side"), TIME_MODELS)
+def test_timesteps_are_required_with_an_embedding_and_refused_without(name, options, side):
+    x = torch.randn(1, 1, side, side)
+    with pytest.raises(ValueError, match="call it as model"):
+        unetkit.create_model(name, **options, time_embedding=8)(x)
+    with pytest.raises(ValueError, match="has no timestep embedding"):
+        unetkit.create_model(name, **options)(x, 5)

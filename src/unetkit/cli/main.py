@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from unetkit._options import close_matches
-from unetkit.cli import bench, data, demo, evaluate, export, models, predict, summary, train
+from unetkit.cli import bench, data, demo, evaluate, export, models, predict, sample, summary, train
 from unetkit.version import __version__
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
@@ -32,7 +32,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ImportError,  # a missing optional dependency: the message says what to install
 )
 
-_COMMANDS = (models, summary, train, predict, evaluate, export, data, demo, bench)
+_COMMANDS = (models, summary, train, predict, evaluate, export, sample, data, demo, bench)
 
 
 class _Parser(argparse.ArgumentParser):

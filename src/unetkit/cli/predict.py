@@ -64,7 +64,11 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         from unetkit.infer.engine import cached_onnx, choose_engine, image_pixels
+        from unetkit.models.checkpoint import read_checkpoint_config
 
+        task = read_checkpoint_config(checkpoint).get("task", "segmentation")
+        if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
+            raise ValueError(f"{checkpoint}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
         target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         engine = choose_engine(args.engine, target, checkpoint, image_pixels(inputs) if args.engine == "auto" else 0)
         if engine == "onnxruntime":

@@ -20,7 +20,12 @@ __all__ = ["add_parser", "config_from_args"]
 
 # flag -> TrainConfig field; unset flags (None) keep the YAML or default value
 FLAGS: dict[str, tuple[str, type, str]] = {
-    "--data": ("data", str, "folder with images/ and masks/, or synthetic:cells|vessels|shapes"),
+    "--task": ("task", str, "segmentation (default), denoise, superres or diffusion"),
+    "--data": (
+        "data",
+        str,
+        "folder with images/ and masks/, or synthetic:cells|vessels|shapes; digits tasks: synthetic:digits or mnist",
+    ),
     "--model": ("model", str, "model name (see `unetkit models`)"),
     "--epochs": ("epochs", int, "training epochs"),
     "--out": ("out", str, "run directory to write"),
@@ -118,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
     if not main:
         return 0
     best = result.history[result.best_epoch - 1] if result.history else {}
-    shown = ", ".join(f"{k} {best[k]:.4f}" for k in ("dice", "iou") if k in best)
+    keys: list[str] = [k for k in ("dice", "iou", "psnr", "ssim") if k in best] or ["val_loss"]
+    shown = ", ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
     print(f"best epoch {result.best_epoch}: {shown}; run written to {result.run_dir}")
     return 0
 
@@ -127,8 +133,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
         help="train a model; writes a run directory",
-        description="Train on a folder (images/ + masks/) or built-in synthetic data. Every setting can come "
-        "from --config FILE.yaml (see RUN/config.yaml of any run); flags and --set override it.",
+        description="Train on a folder (images/ + masks/) or built-in synthetic data; --task denoise, superres "
+        "or diffusion train image-to-image models on digits. Every setting can come from --config FILE.yaml "
+        "(see RUN/config.yaml of any run); flags and --set override it.",
     )
     for flag, (_, kind, text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)

@@ -2,7 +2,9 @@
 three 5x5 convs down with SiLU and 2x2 max-pool, three up with nearest up-sampling and additive
 skips. Trained with MSE as a denoiser. Unlike the tutorial, the last conv has no activation, so the
 model returns unbounded outputs (logits / noise estimates), and any H x W is accepted by padding to
-a multiple of the downsample factor.
+a multiple of the downsample factor. With `time_embedding > 0` every layer but the last adds a
+projection of a sinusoidal timestep embedding to its feature maps (the DDPM U-Net's `temb_proj`), so
+the model can serve as the noise predictor of a diffusion model; it is off by default.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit.layers import GradCheckpointMixin, make_act, pad_to_multiple, unpad
+from unetkit.layers import (
+    GradCheckpointMixin,
+    TimeProjection,
+    TimestepEmbedding,
+    as_timesteps,
+    make_act,
+    pad_to_multiple,
+    unpad,
+)
 from unetkit.models._registry import build_model, register_model
 
 __all__ = ["BasicUNet", "basic_unet"]
@@ -28,6 +38,7 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
         channels: tuple[int, ...] = (32, 64, 64),
         kernel_size: int = 5,
         act: str = "silu",
+        time_embedding: int = 0,
     ) -> None:
         """
         Args:
@@ -36,6 +47,8 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
             channels: channels of each level; one max-pool between consecutive levels.
             kernel_size: odd conv kernel side (5 in the tutorial).
             act: activation between convs.
+            time_embedding: width of the sinusoidal timestep embedding (widened to 4x by an MLP and
+                added to every layer's output but the last); `0` = none, `forward(x)` as before.
         """
         super().__init__()
         channels = tuple(channels)
@@ -58,6 +71,12 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
         self.up_layers = nn.ModuleList(ups)
         self.downscale = nn.MaxPool2d(2)
         self.upscale = nn.Upsample(scale_factor=2, mode="nearest")
+        self.time_embed: TimestepEmbedding | None = None
+        if time_embedding:
+            self.time_embed = TimestepEmbedding(time_embedding)
+            width = self.time_embed.out_dim
+            self.down_time = nn.ModuleList([TimeProjection(width, c) for c in channels])
+            self.up_time = nn.ModuleList([TimeProjection(width, c) for c in targets[:-1]])
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.downsample_factor = 2 ** (len(channels) - 1)
@@ -70,14 +89,22 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
         """Any side is legal (inputs are padded internally)."""
         return max(int(n), 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, in_channels, H, W) -> (B, out_channels, H, W)`."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
+        """`(B, in_channels, H, W)`, timesteps `(B,)` or a number (only with a time embedding)
+        `-> (B, out_channels, H, W)`."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        emb = None
+        if self.time_embed is not None:
+            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
+        elif t is not None:
+            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
         x, pad = pad_to_multiple(x, self.downsample_factor)
         skips = []
         for i, layer in enumerate(self.down_layers):
             x = self._run_stage(layer, x)
+            if emb is not None:
+                x = x + self.down_time[i](emb)  # (B, C, 1, 1) broadcast over H, W
             if i < len(self.down_layers) - 1:
                 skips.append(x)
                 x = self.downscale(x)
@@ -85,6 +112,8 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
             if i > 0:
                 x = self.upscale(x) + skips.pop()
             x = self._run_stage(layer, x)
+            if emb is not None and i < len(self.up_layers) - 1:
+                x = x + self.up_time[i](emb)
         return unpad(x, pad)
 
 

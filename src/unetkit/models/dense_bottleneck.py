@@ -4,6 +4,9 @@ Two conv down-blocks (BatchNorm, ReLU, max-pool), a dense bottleneck (flatten ->
 two transposed-conv up-blocks fed with `[up, skip]`. Fixes of the tutorial's faults: `BatchNorm2d`
 where it used `BatchNorm1d` on 4-D tensors, and the MLP bottleneck is on the forward path (the
 tutorial defines it and then skips it). Because of the MLP, the input size is fixed (`image_size`).
+With `time_embedding > 0` (off by default) a projection of a sinusoidal timestep embedding is added
+after the stem, every down-block, the bottleneck and every up-block, as in the DDPM U-Net
+(Ho et al. 2020, arXiv:2006.11239).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit.layers import ConvBlock, GradCheckpointMixin
+from unetkit.layers import ConvBlock, GradCheckpointMixin, TimeProjection, TimestepEmbedding, as_timesteps
 from unetkit.models._registry import build_model, register_model
 
 __all__ = ["DenseBottleneckUNet", "unet_dense_bottleneck"]
@@ -53,6 +56,7 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
         image_size: int = 16,
         channels: tuple[int, ...] = (16, 32, 64),
         hidden: int | None = None,
+        time_embedding: int = 0,
     ) -> None:
         """
         Args:
@@ -61,6 +65,8 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
             image_size: side of the square input; must be divisible by `2 ** (len(channels) - 1)`.
             channels: channels of the stem and of each down-block.
             hidden: width of the MLP's hidden layers (default `channels[1]`, as in the course).
+            time_embedding: width of the sinusoidal timestep embedding (widened to 4x by an MLP and
+                added after every block); `0` = none, `forward(x)` as before.
         """
         super().__init__()
         channels = tuple(channels)
@@ -92,6 +98,12 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
             ConvBlock(channels[0], channels[0], num_convs=1, bias=True),
             nn.Conv2d(channels[0], out_channels, 3, padding=1),
         )
+        self.time_embed = TimestepEmbedding(time_embedding) if time_embedding else None
+        if self.time_embed is not None:
+            width = self.time_embed.out_dim
+            # after the stem, each down-block, the bottleneck, each up-block
+            widths = [channels[0], *channels[1:], channels[-1], *reversed(channels[:-1])]
+            self.time_proj = nn.ModuleList([TimeProjection(width, c) for c in widths])
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.image_size = image_size
@@ -107,19 +119,31 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
             raise ValueError(f"this model takes only {self.image_size}x{self.image_size} inputs, got side {n}")
         return self.image_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, in_channels, S, S) -> (B, out_channels, S, S)` with `S = image_size`."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
+        """`(B, in_channels, S, S) -> (B, out_channels, S, S)` with `S = image_size`; `t`: timesteps
+        `(B,)` or a number, only for a model with a timestep embedding."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-        x = self._run_stage(self.stem, x)
+        projections: list[nn.Module] = []
+        emb = None
+        if self.time_embed is not None:
+            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
+            projections = list(self.time_proj)
+        elif t is not None:
+            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
+
+        def add_time(x: torch.Tensor) -> torch.Tensor:
+            return x + projections.pop(0)(emb) if emb is not None else x
+
+        x = add_time(self._run_stage(self.stem, x))
         skips = []
         for down in self.downs:
-            x = self._run_stage(down, x)
+            x = add_time(self._run_stage(down, x))
             skips.append(x)
-        x = self._run_stage(self.bottleneck, x)  # the MLP is on the path, unlike the tutorial
+        x = add_time(self._run_stage(self.bottleneck, x))  # the MLP is on the path, unlike the tutorial
         for up in self.ups:
-            x = self._run_stage(up, x, skips.pop())
+            x = add_time(self._run_stage(up, x, skips.pop()))
         return self._run_stage(self.head, x)
 
 

@@ -8,6 +8,10 @@
   so that concatenations match); it takes any H x W by padding to a multiple of 2**depth.
 - Guo et al. 2020, "SA-UNet: Spatial Attention U-Net for Retinal Vessel Segmentation",
   arXiv:2004.03696: conv -> DropBlock -> BN -> ReLU blocks, spatial attention in the bottleneck.
+
+An optional timestep embedding (`time_embedding > 0`, off by default) adds a projection of a
+sinusoidal embedding of the diffusion timestep to the output of every encoder and decoder block, as
+the DDPM U-Net does (Ho et al. 2020, arXiv:2006.11239).
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ import torch
 from torch import nn
 
 from unetkit._options import look_up_option
-from unetkit.layers import ConvBlock, GradCheckpointMixin, center_crop, pad_to_multiple, unpad
+from unetkit.layers import (
+    ConvBlock,
+    GradCheckpointMixin,
+    TimeProjection,
+    TimestepEmbedding,
+    as_timesteps,
+    center_crop,
+    pad_to_multiple,
+    unpad,
+)
 from unetkit.models._registry import build_model, register_model
 
 __all__ = ["UNet", "UNetDecoder", "UNetEncoder", "sa_unet", "unet", "unet_classic"]
@@ -28,28 +41,38 @@ UPSAMPLES = ("transpose", "bilinear")
 
 
 class EncoderStage(nn.Module):
-    """`[2x2 max-pool] -> conv block`; the first stage has no pool."""
+    """`[2x2 max-pool] -> conv block [+ timestep projection]`; the first stage has no pool."""
 
-    def __init__(self, block: ConvBlock, pool: bool) -> None:
+    def __init__(self, block: ConvBlock, pool: bool, time_dim: int = 0) -> None:
         super().__init__()
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
         self.block = block
+        self.time = TimeProjection(time_dim, block.out_channels) if time_dim else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, C, H, W) -> (B, C', H/2, W/2)` (or `H, W` for the first stage), less any unpadded trim."""
-        return self.block(self.pool(x))
+        x = self.block(self.pool(x))
+        return x + self.time(emb) if self.time is not None and emb is not None else x
 
 
 class UNetEncoder(GradCheckpointMixin, nn.Module):
     """Contracting path; returns the features of every level, shallowest first (the skips)."""
 
-    def __init__(self, in_channels: int, channels: list[int], block_args: dict[str, Any], attention: bool) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        channels: list[int],
+        block_args: dict[str, Any],
+        attention: bool,
+        time_dim: int = 0,
+    ) -> None:
         """
         Args:
             in_channels: image channels.
             channels: output channels per level; the last level is the bottleneck.
             block_args: keyword arguments of every `ConvBlock`.
             attention: spatial attention inside the bottleneck block (SA-UNet).
+            time_dim: width of the timestep embedding added after every block; `0` = none.
         """
         super().__init__()
         self.channels = list(channels)
@@ -58,16 +81,17 @@ class UNetEncoder(GradCheckpointMixin, nn.Module):
         for level, out in enumerate(channels):
             bottleneck = level == len(channels) - 1
             block = ConvBlock(prev, out, attention=attention and bottleneck, **block_args)
-            stages.append(EncoderStage(block, pool=level > 0))
+            stages.append(EncoderStage(block, pool=level > 0, time_dim=time_dim))
             prev = out
         self.stages = nn.ModuleList(stages)
         self.shrink: int = stages[0].block.shrink  # pixels each unpadded block trims
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """`(B, C, H, W) -> [(B, c_0, H, W), ..., (B, c_depth, H / 2**depth, W / 2**depth)]`."""
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`(B, C, H, W)` [+ timestep embedding `(B, E)`] `-> [(B, c_0, H, W), ..., (B, c_depth, H / 2**depth,
+        W / 2**depth)]`."""
         features = []
         for stage in self.stages:
-            x = self._run_stage(stage, x)
+            x = self._run_stage(stage, x, emb)
             features.append(x)
         return features
 
@@ -75,29 +99,34 @@ class UNetEncoder(GradCheckpointMixin, nn.Module):
 class DecoderStage(nn.Module):
     """Up-sample, copy-and-crop the skip, concatenate `[skip, up]`, conv block."""
 
-    def __init__(self, up: nn.Module, block: ConvBlock) -> None:
+    def __init__(self, up: nn.Module, block: ConvBlock, time_dim: int = 0) -> None:
         super().__init__()
         self.up = up
         self.block = block
+        self.time = TimeProjection(time_dim, block.out_channels) if time_dim else None
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, C, h, w), (B, S, H, W) -> (B, C', 2h - trim, 2w - trim)`."""
         x = self.up(x)
         if skip.shape[-2:] != x.shape[-2:]:
             skip = center_crop(skip, like=x)  # copy-and-crop, Fig. 1 of Ronneberger et al.
-        return self.block(torch.cat([skip, x], dim=1))
+        x = self.block(torch.cat([skip, x], dim=1))
+        return x + self.time(emb) if self.time is not None and emb is not None else x
 
 
 class UNetDecoder(GradCheckpointMixin, nn.Module):
     """Expanding path built from the encoder's channels, so the two cannot drift apart."""
 
-    def __init__(self, encoder_channels: list[int], upsample: str, block_args: dict[str, Any]) -> None:
+    def __init__(
+        self, encoder_channels: list[int], upsample: str, block_args: dict[str, Any], time_dim: int = 0
+    ) -> None:
         """
         Args:
             encoder_channels: the encoder's `channels` (skips first, bottleneck last).
             upsample: `"transpose"` (2x2 up-convolution) or `"bilinear"` (then the up-stage outputs
                 are halved except the last, so that `[skip, up]` concatenations match).
             block_args: keyword arguments of every `ConvBlock`.
+            time_dim: width of the timestep embedding added after every block; `0` = none.
         """
         super().__init__()
         stages = []
@@ -111,16 +140,16 @@ class UNetDecoder(GradCheckpointMixin, nn.Module):
                 up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
                 up_channels, out = prev, (skip // 2 if level > 0 else skip)
             block = ConvBlock(skip + up_channels, out, mid_channels=skip, **block_args)
-            stages.append(DecoderStage(up, block))
+            stages.append(DecoderStage(up, block, time_dim))
             prev = out
         self.stages = nn.ModuleList(stages)
         self.out_channels = prev
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        """`[(B, c_0, H, W), ..., (B, c_depth, h, w)] -> (B, c_0, H', W')`."""
+    def forward(self, features: list[torch.Tensor], emb: torch.Tensor | None = None) -> torch.Tensor:
+        """`[(B, c_0, H, W), ..., (B, c_depth, h, w)]`, embedding `(B, E)` or None `-> (B, c_0, H', W')`."""
         x = features[-1]
         for stage, skip in zip(self.stages, reversed(features[:-1]), strict=True):
-            x = self._run_stage(stage, x, skip)
+            x = self._run_stage(stage, x, skip, emb)
         return x
 
 
@@ -142,6 +171,7 @@ class UNet(GradCheckpointMixin, nn.Module):
         block_size: int = 7,
         keep_prob: float = 0.9,
         attention: bool = False,
+        time_embedding: int = 0,
     ) -> None:
         """
         Args:
@@ -158,6 +188,8 @@ class UNet(GradCheckpointMixin, nn.Module):
             block_size: DropBlock block side.
             keep_prob: DropBlock keep probability.
             attention: spatial attention in the bottleneck (SA-UNet).
+            time_embedding: width of the sinusoidal timestep embedding (widened to 4x by an MLP and
+                added to every block's output, DDPM); `0` = none, `forward(x)` as before.
         """
         super().__init__()
         for arg, value in (
@@ -180,8 +212,10 @@ class UNet(GradCheckpointMixin, nn.Module):
         channels = [base_channels * 2**level for level in range(depth + 1)]
         if upsample == "bilinear":
             channels[-1] //= 2
-        self.encoder = UNetEncoder(in_channels, channels, block_args, attention)
-        self.decoder = UNetDecoder(channels, upsample, block_args)
+        self.time_embed = TimestepEmbedding(time_embedding) if time_embedding else None
+        time_dim = self.time_embed.out_dim if self.time_embed is not None else 0
+        self.encoder = UNetEncoder(in_channels, channels, block_args, attention, time_dim)
+        self.decoder = UNetDecoder(channels, upsample, block_args, time_dim)
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
         self.in_channels = in_channels
         self.out_channels = num_classes
@@ -234,18 +268,24 @@ class UNet(GradCheckpointMixin, nn.Module):
                     f"even); nearest legal input sizes: {legal}"
                 )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
         """`(B, in_channels, H, W) -> (B, num_classes, H, W)` logits; `valid` padding gives
-        `(B, num_classes, output_size(H), output_size(W))`."""
+        `(B, num_classes, output_size(H), output_size(W))`. `t`: timesteps `(B,)` or a number, only
+        for a model with a timestep embedding."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        emb = None
+        if self.time_embed is not None:
+            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
+        elif t is not None:
+            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
         pad = None
         if self.padding == "same":
             x, pad = pad_to_multiple(x, self.downsample_factor)
         else:
             self._check_size(x.shape[-2], x.shape[-1])
-        features = self.encoder(x)
-        logits = self.head(self.decoder(features))
+        features = self.encoder(x, emb)
+        logits = self.head(self.decoder(features, emb))
         return unpad(logits, pad) if pad is not None else logits
 
 

