@@ -327,15 +327,7 @@ class ImageTrainer:
             else:
                 self.stale += 1
             self.save_last(epoch + 1, row)
-            report.write_metrics_csv(self.history, self.run / "metrics.csv")
-            report.plot_curves(self.history, self.run / "curves.png", metrics=("psnr",))
-            if writer is not None:
-                for key, value in row.items():
-                    if isinstance(value, float):
-                        writer.add_scalar(key, value, epoch + 1)
-                writer.flush()
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-            logger.info("epoch %d/%d: %s (%.1f s)", epoch + 1, config.epochs, shown, row["seconds"])
+            report.epoch_reports(self.history, self.run, writer, config.epochs, curve_metrics=("psnr",))
             if config.early_stopping and self.stale >= config.early_stopping:
                 logger.info("early stopping: no improvement of %s for %d epochs", config.monitor, self.stale)
                 stopped_early = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,30 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metrics: tuple[str, .
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def epoch_reports(
+    history: list[dict[str, Any]],
+    run: Path,
+    writer: Any,
+    epochs: int,
+    *,
+    curve_metrics: tuple[str, ...] = ("dice", "iou"),
+    write: bool = True,
+) -> None:
+    """After an epoch: metrics.csv, curves.png and TensorBoard scalars (when `write`: rank 0 alone writes), and
+    the epoch's log line."""
+    row = history[-1]
+    if write:
+        write_metrics_csv(history, run / "metrics.csv")
+        plot_curves(history, run / "curves.png", metrics=curve_metrics)
+        if writer is not None:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    writer.add_scalar(key, value, row["epoch"])
+            writer.flush()
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
+        logging.getLogger("unetkit.train").info("epoch %d/%d: %s (%.1f s)", row["epoch"], epochs, shown, row["seconds"])
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
