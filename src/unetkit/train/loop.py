@@ -298,7 +298,7 @@ class _Trainer:
             self.mid_epoch = None
         else:
             self.step.reset()
-        first_index, every = self.step._total, config.log_every or self.steps
+        first_index, every = self.step.steps_taken, config.log_every or self.steps
         reduce = self.world.reduce_reading if self.world.size > 1 else None
         bar = _bar(self.steps, f"epoch {epoch + 1}/{config.epochs}", self.progress)
         for step in range(start, self.steps):

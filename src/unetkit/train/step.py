@@ -152,6 +152,11 @@ class TrainStep:
         return loss
 
     @property
+    def steps_taken(self) -> int:
+        """Steps run over this object's life (the index the first non-finite step is counted in)."""
+        return self._total
+
+    @property
     def loss_sum(self) -> torch.Tensor:
         """The device-side loss sum since the last reset (this process's)."""
         return self._loss_sum
