@@ -254,6 +254,7 @@ def test_every_zoo_model_exports_to_onnx_and_torch(tmp_path, name):
         "unet_classic": {"base_channels": 4},
         "sa_unet": {"base_channels": 4},
         "basic_unet": {"channels": [4, 8, 8]},
+        "ddpm_unet": {"channels": [8, 8, 16]},
         "unet_dense_bottleneck": {},
     }[name]
     model = create_model(name, **options)

@@ -37,6 +37,17 @@ def _test_sizes(model: nn.Module) -> list[tuple[int, int]]:
     return [(smallest, smallest), (smallest, model.valid_input_size(smallest + 1))]  # non-square
 
 
+def _unzero(model: nn.Module) -> nn.Module:
+    """Give zero-initialised layers (DDPM's last convs) random weights, as training would: with them at
+    zero the output does not depend on the input, which the tests below look for."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return model
+
+
 def _out_side(model: nn.Module, n: int) -> int:
     return model.output_size(n)
 
@@ -72,7 +83,7 @@ def test_forward_backward_on_odd_and_tiny_inputs(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_returns_logits_not_probabilities(name):
-    model = unetkit.create_model(name).eval()
+    model = _unzero(unetkit.create_model(name)).eval()
     last = list(model.modules())[-1]
     assert not isinstance(last, (nn.Sigmoid, nn.Softmax))
     side = _small_side(model, get_model_entry(name).example_size // 4)
@@ -215,9 +226,14 @@ def test_none_options_keep_defaults_and_registry_rejects_duplicates():
     assert model.model_config["keep_prob"] == 0.9 and model.depth == 3
     from unetkit.models import register_model
 
-    with pytest.raises(ValueError, match="already registered"):
-        register_model(example_size=8)(lambda: None)  # its __name__ is "<lambda>": register twice
-        register_model(example_size=8)(lambda: None)
+    from unetkit.models._registry import _REGISTRY
+
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_model(example_size=8)(lambda: None)  # its __name__ is "<lambda>": register twice
+            register_model(example_size=8)(lambda: None)
+    finally:
+        _REGISTRY.pop("<lambda>", None)  # later tests list every model
     assert unetkit.list_models("unet*") == ["unet", "unet_classic", "unet_dense_bottleneck"]
 
 
@@ -225,6 +241,7 @@ TIME_MODELS = [
     ("unet", {"base_channels": 4, "depth": 2, "in_channels": 1, "num_classes": 1}, 20),
     ("basic_unet", {}, 20),
     ("unet_dense_bottleneck", {}, 16),
+    ("ddpm_unet", {"channels": [8, 16, 16]}, 12),
 ]
 
 
@@ -240,7 +257,7 @@ def test_time_embedding_is_off_by_default_so_the_counts_stay(name, options):
 
 @pytest.mark.parametrize(("name", "options", "side"), TIME_MODELS)
 def test_time_embedding_changes_the_output_with_t(name, options, side):
-    model = unetkit.create_model(name, **options, time_embedding=16).eval()
+    model = _unzero(unetkit.create_model(name, **options, time_embedding=16)).eval()
     x = torch.randn(2, 1, side, side)
     with torch.no_grad():
         early, late = model(x, 0), model(x, torch.tensor([700, 700]))
@@ -264,3 +281,55 @@ def test_timesteps_are_required_with_an_embedding_and_refused_without(name, opti
         unetkit.create_model(name, **options, time_embedding=8)(x)
     with pytest.raises(ValueError, match="has no timestep embedding"):
         unetkit.create_model(name, **options)(x, 5)
+
+
+def test_ddpm_unet_has_the_papers_blocks_and_starts_at_zero_noise():
+    """Ho et al. 2020 (Appendix B): residual blocks with GroupNorm and the timestep, one more block per level
+    on the way up than down, attention in the middle and at the chosen levels, zero-initialised last convs."""
+    from unetkit.models.ddpm_unet import ResidualBlock, SelfAttention
+
+    model = unetkit.create_model("ddpm_unet", time_embedding=32)
+    kinds = [type(m) for m in model.modules()]
+    levels, blocks = 3, 1
+    assert kinds.count(ResidualBlock) == levels * blocks + 2 + levels * (blocks + 1)
+    assert kinds.count(SelfAttention) == blocks + 1 + (blocks + 1)  # coarsest level down, middle, up
+    assert nn.BatchNorm2d not in kinds and nn.GroupNorm in kinds  # per-sample statistics
+    assert _count(model) == 731_953  # this configuration, recorded so that a change is noticed
+    x = torch.randn(3, 1, 28, 28)
+    y = model(x, torch.tensor([0, 500, 999]))
+    assert y.shape == x.shape and not y.any()  # predicts zero noise before training
+    y.sub(x).square().mean().backward()  # the zero-initialised output conv gets a gradient, and trains
+    assert model.head[-1].weight.grad.abs().sum() > 0
+    deeper = unetkit.create_model("ddpm_unet", blocks=2, attention=[1, -1])
+    assert [type(m) for m in deeper.modules()].count(SelfAttention) == 2 * 2 + 1 + 2 * 3
+    shallow = unetkit.create_model("ddpm_unet", channels=[8, 16])  # the default -1 is its level 1
+    assert [type(m) for m in shallow.modules()].count(SelfAttention) == 1 + 1 + 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"channels": [16]}, "`channels` must list at least two"),
+        ({"blocks": 0}, "`blocks` must be an integer >= 1"),
+        ({"attention": [3]}, r"`attention` must list levels in \[-3, 2\]"),
+        ({"attention": [-4]}, r"`attention` must list levels in \[-3, 2\]"),
+        ({"dropout": 1.0}, r"`dropout` must be in \[0, 1\)"),
+    ],
+)
+def test_ddpm_unet_refuses_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        unetkit.create_model("ddpm_unet", **options)
+
+
+def test_ddpm_unet_attention_on_a_cpu_equals_scaled_dot_product_attention():
+    """The CPU path (plain matmuls, faster to train there) computes what the fused CUDA path computes."""
+    from unetkit.models.ddpm_unet import SelfAttention
+
+    torch.manual_seed(0)
+    block = _unzero(SelfAttention(16)).eval()
+    x = torch.randn(2, 16, 5, 7)
+    q, k, v = block.qkv(block.norm(x)).reshape(2, 3, 16, 35).transpose(-1, -2).unbind(1)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    expected = x + block.proj(fused.transpose(-1, -2).reshape(2, 16, 5, 7))
+    torch.testing.assert_close(block(x), expected)
+    assert not torch.allclose(block(x), x)

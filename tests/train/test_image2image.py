@@ -135,7 +135,11 @@ def test_cli_train_task_flag_and_diffusion_without_embedding(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("model", "options"),
-    [("unet", {"base_channels": 4, "depth": 2}), ("unet_dense_bottleneck", {"channels": [4, 8, 8]})],
+    [
+        ("unet", {"base_channels": 4, "depth": 2}),
+        ("unet_dense_bottleneck", {"channels": [4, 8, 8]}),
+        ("ddpm_unet", {"channels": [4, 8, 8]}),
+    ],
 )
 def test_every_u_net_with_a_time_embedding_trains_diffusion_at_32(tmp_path, model, options):
     config = _config(tmp_path / model, "diffusion", model=model, model_options=options, digits_size=32, epochs=1)
