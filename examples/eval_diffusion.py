@@ -30,8 +30,9 @@ def grid_tiles(path: Path, zoom: int, size: int, pad: int = 2) -> torch.Tensor:
 
     grid = np.asarray(Image.open(path).convert("L"), dtype=np.float32)[::zoom, ::zoom] / 255
     rows, cols = (grid.shape[0] - pad) // (size + pad), (grid.shape[1] - pad) // (size + pad)
+    step = size + pad
     tiles = [
-        grid[pad + r * (size + pad) : pad + r * (size + pad) + size, pad + c * (size + pad) : pad + c * (size + pad) + size]
+        grid[pad + r * step : pad + r * step + size, pad + c * step : pad + c * step + size]
         for r in range(rows)
         for c in range(cols)
     ]
@@ -91,7 +92,8 @@ def main() -> None:
         images = sample(model, schedule, args.n, shape, sampler=args.sampler, steps=steps, seed=args.seed).images
         what = f"{args.n} samples of {args.run} ({args.sampler}, {steps} steps, seed {args.seed}, "
         what += f"{time.perf_counter() - start:.0f} s)"
-    pick = np.random.default_rng(args.seed).choice(len(splits.train), size=min(len(images), len(splits.train)), replace=False)
+    count = min(len(images), len(splits.train))
+    pick = np.random.default_rng(args.seed).choice(len(splits.train), size=count, replace=False)
     real = torch.from_numpy(splits.train[np.sort(pick)])
     report(f"{len(real)} real training digits", real)
     report(what, images)

@@ -225,7 +225,6 @@ def test_none_options_keep_defaults_and_registry_rejects_duplicates():
     model = unetkit.create_model("sa_unet", keep_prob=None, depth=None)
     assert model.model_config["keep_prob"] == 0.9 and model.depth == 3
     from unetkit.models import register_model
-
     from unetkit.models._registry import _REGISTRY
 
     try:
