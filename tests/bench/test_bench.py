@@ -52,8 +52,7 @@ def test_quick_bench_on_cpu_writes_a_complete_report(tmp_path, capsys):
             assert 0 < row["fraction_of_peak"] < 5
     sa = next(r for (case, p), r in rows.items() if case.startswith("sa_unet") and p == "default")
     assert sa["bytes_per_image"] > 0 and sa["fraction_of_copy_bandwidth"] > 0
-    # on a CPU the trainer's default path is channels-first fp32 (`channels_last: auto`), like eager
-    assert not rows[("unet 64² b2", "default")]["channels_last"]
+    assert rows[("unet 64² b2", "default")]["channels_last"]
     assert not rows[("unet 64² b2", "eager_fp32")]["channels_last"]
     e2e = report["end_to_end"]
     assert e2e["pipeline_images_per_s"] > 0 and math.isfinite(e2e["ratio"])

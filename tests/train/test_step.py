@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetkit import TrainConfig
 from unetkit.losses import SegmentationLoss
 from unetkit.models import create_model
-from unetkit.train.step import TrainStep, resolve_amp, resolve_channels_last, resolve_compile
+from unetkit.train.step import TrainStep, resolve_amp, resolve_compile
 
 
 def _step() -> TrainStep:
@@ -48,15 +47,3 @@ def test_auto_settings_resolve_by_device():
     assert resolve_amp("auto", cpu) is None and resolve_amp("bf16", cpu) is torch.bfloat16
     assert resolve_compile("auto", cpu) is False and resolve_compile("auto", cuda) is True
     assert resolve_compile(False, cuda) is False
-    assert resolve_channels_last("auto", cpu) is False and resolve_channels_last("auto", cuda) is True
-    assert resolve_channels_last(True, cpu) is True and resolve_channels_last(False, cuda) is False
-
-
-@pytest.mark.parametrize("name", ["compile", "channels_last"])
-def test_auto_flags_take_true_false_or_auto_only(name):
-    assert getattr(TrainConfig(), name) == "auto"
-    for value in (True, False, "auto"):
-        assert getattr(TrainConfig(**{name: value}).validate(), name) == value
-    for value in (1, 0, "yes", None):
-        with pytest.raises(ValueError, match=f"`{name}` must be true, false or 'auto', got {value!r}"):
-            TrainConfig(**{name: value}).validate()

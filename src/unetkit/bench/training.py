@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from unetkit.bench._measure import peak, reset_peak, sync
 from unetkit.losses import SegmentationLoss
 from unetkit.models import create_model
-from unetkit.train.step import TrainStep, resolve_amp, resolve_channels_last, resolve_compile, set_fast_backends
+from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast_backends
 
 __all__ = ["CASES", "Case", "build_model", "count_bytes", "count_flops", "run_case"]
 
@@ -158,7 +158,7 @@ def _step_for(case: Case, path: str, device: torch.device, quick: bool) -> tuple
     torch.manual_seed(0)
     model = build_model(case, quick).to(device)
     default = path == "default"
-    channels_last = default and resolve_channels_last("auto", device)  # the trainer's default
+    channels_last = default
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     amp = {"eager_fp32": None, "bf16_compile": torch.bfloat16}.get(path, resolve_amp("auto", device))

@@ -90,8 +90,7 @@ class TrainConfig:
             `{"enabled": false}`.
         amp: `auto` (bf16 on GPUs that support it, fp16 + grad scaler on older GPUs, off on CPU),
             `bf16`, `fp16` or `off`.
-        channels_last: NHWC memory layout for the model and inputs: `auto` (on CUDA, not on CPU, where it
-            made training 13-35% slower in `unetkit bench` and the diffusion recipe), `true` or `false`.
+        channels_last: NHWC memory layout for the model and inputs.
         compile: wrap the model in `torch.compile`: `auto` (on CUDA, not on CPU), `true` or `false`.
         compile_mode: `torch.compile` mode (`default`, `reduce-overhead`, `max-autotune`: CUDA graphs).
         sync_batchnorm: BatchNorm statistics over the global batch when training on several processes
@@ -152,7 +151,7 @@ class TrainConfig:
     out_channels: int = 0
     augment: dict[str, Any] = field(default_factory=dict)
     amp: str = "auto"
-    channels_last: bool | str = "auto"
+    channels_last: bool = True
     compile: bool | str = "auto"
     compile_mode: str = "default"
     sync_batchnorm: bool = False
@@ -186,7 +185,7 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 0)
         if self.seed >= 2**63:
             raise ValueError(f"`seed` must be below 2**63, got {self.seed}")
-        for name in ("weight_map", "separate_touching", "deterministic", "sync_batchnorm"):
+        for name in ("weight_map", "separate_touching", "channels_last", "deterministic", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
         _check_real("val_fraction", self.val_fraction, 0.0, 1.0)
@@ -198,10 +197,8 @@ class TrainConfig:
         self.optimizer = look_up_option("optimizer", self.optimizer, OPTIMIZERS)
         self.scheduler = look_up_option("scheduler", self.scheduler, SCHEDULERS)
         self.amp = look_up_option("amp", self.amp, AMP_MODES)
-        for name in ("compile", "channels_last"):
-            value = getattr(self, name)
-            if not (isinstance(value, bool) or value == "auto"):
-                raise ValueError(f"`{name}` must be true, false or 'auto', got {value!r}")
+        if self.compile not in (True, False, "auto"):
+            raise ValueError(f"`compile` must be true, false or 'auto', got {self.compile!r}")
         modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
         self.compile_mode = look_up_option("compile_mode", self.compile_mode, modes)
         self.task = look_up_option("task", self.task, TASKS)

@@ -55,7 +55,7 @@ from unetkit.train.loop import (
     _out_key,
     _tensorboard,
 )
-from unetkit.train.step import resolve_amp, resolve_channels_last, resolve_compile
+from unetkit.train.step import resolve_amp, resolve_compile
 
 __all__ = ["ImageTrainer", "corrupt", "model_options_for"]
 
@@ -108,8 +108,7 @@ class ImageTrainer:
         self.schedule = NoiseSchedule.make(config.beta_schedule, config.diffusion_steps)
         torch.manual_seed(config.seed)
         self.model = create_model(config.model, **model_options_for(config)).to(self.device)
-        self.channels_last = resolve_channels_last(config.channels_last, self.device)
-        if self.channels_last:
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.steps = steps_for_epoch(config.steps_per_epoch, len(self.train_images), config.batch_size)
         self.optimizer = _optimizer(config, self.model, self.device)
@@ -211,7 +210,7 @@ class ImageTrainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     def loss_and_output(
         self, x: torch.Tensor, generator: torch.Generator, model: nn.Module | None = None

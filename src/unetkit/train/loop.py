@@ -41,7 +41,7 @@ from unetkit.train.data import PatchSampler, check_fit, prepare_data, steps_for_
 from unetkit.train.distributed import World, setup
 from unetkit.train.interrupt import MidEpoch, StopFlag, TrainingInterrupted
 from unetkit.train.resume import STATE, kept_checkpoint, load_state, resumed_config
-from unetkit.train.step import TrainStep, resolve_amp, resolve_channels_last, resolve_compile, set_fast_backends
+from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast_backends
 
 __all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
@@ -154,8 +154,7 @@ class _Trainer:
         self.model = create_model(config.model, **options).to(self.device)
         if config.sync_batchnorm and self.world.size > 1:
             self.model = convert_sync_batchnorm(self.model, self.device)
-        self.channels_last = resolve_channels_last(config.channels_last, self.device)
-        if self.channels_last:
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.out_channels = out_channels
         patch = config.patch_size
@@ -201,7 +200,7 @@ class _Trainer:
             self.optimizer,
             scheduler=self.scheduler,
             amp_dtype=self.amp_dtype,
-            channels_last=self.channels_last,
+            channels_last=config.channels_last,
             compile=resolve_compile(config.compile, self.device),
             compile_mode=None if config.compile_mode == "default" else config.compile_mode,
             grad_clip=config.grad_clip,
@@ -340,7 +339,7 @@ class _Trainer:
         samples = []
         for i in self.world.shard(len(self.val_set)):
             image = self.val_set.images[i][None]
-            if self.channels_last:
+            if self.config.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with self.step.autocast():
                 logits = forward_whole(self.model, image).float()

@@ -21,16 +21,7 @@ from unetkit.layers import center_crop
 
 Reducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-__all__ = [
-    "Reducer",
-    "StepReading",
-    "TrainStep",
-    "crop_to",
-    "resolve_amp",
-    "resolve_channels_last",
-    "resolve_compile",
-    "set_fast_backends",
-]
+__all__ = ["Reducer", "StepReading", "TrainStep", "crop_to", "resolve_amp", "resolve_compile", "set_fast_backends"]
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -46,13 +37,6 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
 
 def resolve_compile(value: bool | str, device: torch.device) -> bool:
     """`auto` compiles on CUDA only: on a CPU the compile time (minutes) outweighs the gain of short runs."""
-    if value == "auto":
-        return device.type == "cuda"
-    return bool(value)
-
-
-def resolve_channels_last(value: bool | str, device: torch.device) -> bool:
-    """`auto` = NHWC on CUDA only: on a CPU it made training 13-35% slower (`unetkit bench`, diffusion recipe)."""
     if value == "auto":
         return device.type == "cuda"
     return bool(value)
