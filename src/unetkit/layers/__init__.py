@@ -5,7 +5,13 @@ from unetkit.layers.checkpoint import GradCheckpointMixin, checkpoint_module
 from unetkit.layers.conv import ConvBlock, make_act, make_norm
 from unetkit.layers.dropblock import DropBlock2d, drop_block_gamma
 from unetkit.layers.padding import center_crop, pad_to_multiple, unpad
-from unetkit.layers.timestep import TimeProjection, TimestepEmbedding, as_timesteps, sinusoidal_embedding
+from unetkit.layers.timestep import (
+    TimeProjection,
+    TimestepEmbedding,
+    as_timesteps,
+    embed_timesteps,
+    sinusoidal_embedding,
+)
 
 __all__ = [
     "ConvBlock",
@@ -18,6 +24,7 @@ __all__ = [
     "center_crop",
     "checkpoint_module",
     "drop_block_gamma",
+    "embed_timesteps",
     "make_act",
     "make_norm",
     "pad_to_multiple",

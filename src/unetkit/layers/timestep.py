@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["TimeProjection", "TimestepEmbedding", "as_timesteps", "sinusoidal_embedding"]
+__all__ = ["TimeProjection", "TimestepEmbedding", "as_timesteps", "embed_timesteps", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -68,3 +68,15 @@ class TimeProjection(nn.Sequential):
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """`(B, E) -> (B, C, 1, 1)`, ready to add to `(B, C, H, W)` feature maps."""
         return super().forward(emb)[:, :, None, None]
+
+
+def embed_timesteps(
+    embedding: TimestepEmbedding | None, t: torch.Tensor | float | None, x: torch.Tensor
+) -> torch.Tensor | None:
+    """A model's `(B, E)` embedding of `t` for the batch `x`, or None for a model without one; `t` is
+    required exactly when the model has an embedding."""
+    if embedding is not None:
+        return embedding(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
+    if t is not None:
+        raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
+    return None

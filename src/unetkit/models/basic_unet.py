@@ -18,17 +18,16 @@ from unetkit.layers import (
     GradCheckpointMixin,
     TimeProjection,
     TimestepEmbedding,
-    as_timesteps,
     make_act,
-    pad_to_multiple,
     unpad,
 )
+from unetkit.models._any_size import AnySizeTimeMixin
 from unetkit.models._registry import build_model, register_model
 
 __all__ = ["BasicUNet", "basic_unet"]
 
 
-class BasicUNet(GradCheckpointMixin, nn.Module):
+class BasicUNet(AnySizeTimeMixin, GradCheckpointMixin, nn.Module):
     """Conv U-Net with additive skips: `channels=(32, 64, 64)` gives the tutorial's 309,057 parameters."""
 
     def __init__(
@@ -81,25 +80,10 @@ class BasicUNet(GradCheckpointMixin, nn.Module):
         self.out_channels = out_channels
         self.downsample_factor = 2 ** (len(channels) - 1)
 
-    def output_size(self, n: int) -> int | None:
-        """Output side for input side `n`: the same, for any `n >= 1`."""
-        return n if n >= 1 else None
-
-    def valid_input_size(self, n: int) -> int:
-        """Any side is legal (inputs are padded internally)."""
-        return max(int(n), 1)
-
     def forward(self, x: torch.Tensor, t: torch.Tensor | float | None = None) -> torch.Tensor:
         """`(B, in_channels, H, W)`, timesteps `(B,)` or a number (only with a time embedding)
         `-> (B, out_channels, H, W)`."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        emb = None
-        if self.time_embed is not None:
-            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
-        elif t is not None:
-            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
-        x, pad = pad_to_multiple(x, self.downsample_factor)
+        x, emb, pad = self._prepare(x, t)
         skips = []
         for i, layer in enumerate(self.down_layers):
             x = self._run_stage(layer, x)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit.layers import ConvBlock, GradCheckpointMixin, TimeProjection, TimestepEmbedding, as_timesteps
+from unetkit.layers import ConvBlock, GradCheckpointMixin, TimeProjection, TimestepEmbedding, embed_timesteps
 from unetkit.models._registry import build_model, register_model
 
 __all__ = ["DenseBottleneckUNet", "unet_dense_bottleneck"]
@@ -126,12 +126,9 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
         projections: list[nn.Module] = []
-        emb = None
-        if self.time_embed is not None:
-            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
+        emb = embed_timesteps(self.time_embed, t, x)
+        if emb is not None:
             projections = list(self.time_proj)
-        elif t is not None:
-            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
 
         def add_time(x: torch.Tensor) -> torch.Tensor:
             return x + projections.pop(0)(emb) if emb is not None else x

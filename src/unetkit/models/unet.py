@@ -27,8 +27,8 @@ from unetkit.layers import (
     GradCheckpointMixin,
     TimeProjection,
     TimestepEmbedding,
-    as_timesteps,
     center_crop,
+    embed_timesteps,
     pad_to_multiple,
     unpad,
 )
@@ -274,11 +274,7 @@ class UNet(GradCheckpointMixin, nn.Module):
         for a model with a timestep embedding."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        emb = None
-        if self.time_embed is not None:
-            emb = self.time_embed(as_timesteps(t, x.shape[0], x.device))  # (B, 4 * time_embedding)
-        elif t is not None:
-            raise ValueError("this model has no timestep embedding (create it with time_embedding > 0)")
+        emb = embed_timesteps(self.time_embed, t, x)
         pad = None
         if self.padding == "same":
             x, pad = pad_to_multiple(x, self.downsample_factor)
