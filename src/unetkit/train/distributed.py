@@ -21,7 +21,6 @@ How a step is split, and why it equals the single-process step:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
@@ -166,8 +165,10 @@ class World:
         """
         if self.owns_group and dist.is_initialized():
             if finished and self.size > 1:
-                with contextlib.suppress(RuntimeError):  # a peer died after all (DistBackendError): leave anyway
+                try:
                     dist.barrier()
+                except RuntimeError:  # a peer died after all (DistBackendError is one): leave anyway
+                    pass
             dist.destroy_process_group()
 
 
