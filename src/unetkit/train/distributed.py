@@ -154,21 +154,9 @@ class World:
         dist.gather_object(obj, out, dst=0)
         return out or []
 
-    def close(self, *, finished: bool = False) -> None:
-        """Leave the process group if `setup` joined it.
-
-        Args:
-            finished: this process ended without an error, so it first waits for the others to end too
-                (rank 0 may still be writing). Leaving while a peer still talks to this process made gloo
-                abort a process at exit ("terminate called without an active exception", signal 6) about
-                once in four test runs. After an error nobody waits: the peers fail on their own.
-        """
+    def close(self) -> None:
+        """Leave the process group if `setup` joined it."""
         if self.owns_group and dist.is_initialized():
-            if finished and self.size > 1:
-                try:
-                    dist.barrier()
-                except RuntimeError:  # a peer died after all (DistBackendError is one): leave anyway
-                    pass
             dist.destroy_process_group()
 
 

@@ -472,7 +472,6 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
     previous = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
     world = setup(_device(config.device), timeout_s=config.dist_timeout)  # a torchrun job, or one process
-    finished = False
     try:
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -499,9 +498,7 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
         try:
             stop = getattr(trainer, "stop", None)  # the image-to-image trainer has no Ctrl-C save (yet)
             with stop.installed() if stop is not None else nullcontext():
-                result = trainer.fit()
-            finished = True
-            return result
+                return trainer.fit()
         except TrainingDiverged as err:
             last = run / "last"
             kept = f"{last} (epoch {trainer.history[-1]['epoch']})" if trainer.history else "none (first epoch)"
@@ -512,6 +509,6 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
             err.note = kept_checkpoint(run, err)
             raise
     finally:
-        world.close(finished=finished)
+        world.close()
         torch.use_deterministic_algorithms(previous)
         torch.set_num_threads(threads)
