@@ -12,6 +12,7 @@ DDP; rank 0 alone writes. The split and why it equals one process are in `train/
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import math
@@ -509,6 +510,9 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
             err.note = kept_checkpoint(run, err)
             raise
     finally:
+        if world.owns_group:  # free the DDP wrapper and its gradient reducer before the group they use goes
+            trainer = None  # type: ignore[assignment]
+            gc.collect()
         world.close()
         torch.use_deterministic_algorithms(previous)
         torch.set_num_threads(threads)
