@@ -10,13 +10,15 @@ __all__ = ["check_device", "model_options", "parse_option", "parse_shape"]
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """`"1x1x572x572"` -> `(1, 1, 572, 572)`."""
+    """`"1x1x572x572"` -> `(1, 1, 572, 572)`; a volume `"1x3x132x132x116"` (BxCxDxHxW) too."""
     try:
         shape = tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected BxCxHxW with positive integers, e.g. 1x1x572x572, got {text!r}")
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected BxCxHxW (or BxCxDxHxW for volumes) with positive integers, e.g. 1x1x572x572, got {text!r}"
+        )
     return shape
 
 
