@@ -240,4 +240,7 @@ def test_2d_random_streams_are_pinned(config: AugmentConfig, expected: tuple[flo
     lab = torch.randint(0, 4, (4, 24, 20), generator=g)
     out_img, out_lab, _ = augment_batch(img, lab, config=config, generator=torch.Generator().manual_seed(11))
     weighted = int((out_lab * torch.arange(out_lab.numel()).view_as(out_lab)).sum())
-    assert (float(out_img.double().sum()), weighted, float(out_img.double().square().sum())) == expected
+    assert weighted == expected[1]  # labels: nearest sampling, exact
+    # floats to 1e-6 (vectorised interpolation may round differently on another CPU); other draws differ by far more
+    assert float(out_img.double().sum()) == pytest.approx(expected[0], rel=1e-6)
+    assert float(out_img.double().square().sum()) == pytest.approx(expected[2], rel=1e-6)
