@@ -158,16 +158,17 @@ def read_case(case: VolumeCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
         mask, labels = _read_labels(case.mask, reference.shape)
         if not np.allclose(labels.affine, reference.affine, atol=1e-3):
             logger.warning("%s: its geometry (affine) differs from its image %s", case.mask, case.images[0])
-    fov = None
-    if case.fov is not None:
-        fov_volume = read_volume(case.fov)
-        if fov_volume.shape != reference.shape:
-            raise DataError(
-                f"{case.fov}: field of view is {fov_volume.shape} voxels but its image is {reference.shape}"
-            )
-        inside = np.asarray(fov_volume.array != 0)
-        fov = inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
+    fov = _read_fov(case.fov, reference.shape) if case.fov is not None else None
     return image, mask, fov, reference
+
+
+def _read_fov(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """A field of view as bool `(S0, S1, S2)`: True where any channel is nonzero."""
+    volume = read_volume(path)
+    if volume.shape != shape:
+        raise DataError(f"{path}: field of view is {volume.shape} voxels but its image is {shape}")
+    inside = np.asarray(volume.array != 0)
+    return inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
 
 
 @dataclass(frozen=True)

@@ -360,18 +360,9 @@ def unet_classic_3d(**kwargs: Any) -> UNet:
     # 19,069,955 parameters (the paper's count) with a bias in every 3x3x3 conv and the 1x1x1 head, BatchNorm
     # without learnable scale / shift (Caffe's BatchNorm layer), and up-convolutions without bias
     args: dict[str, Any] = dict(
-        in_channels=3,
-        num_classes=3,
-        base_channels=32,
-        depth=3,
-        padding="valid",
-        norm="batch",
-        norm_affine=False,
-        conv_bias=True,
-        upconv_bias=False,
-        double_channels="before_pool",
-        spatial_dims=3,
+        spatial_dims=3, in_channels=3, num_classes=3, base_channels=32, depth=3, padding="valid"
     )
+    args.update(norm="batch", norm_affine=False, conv_bias=True, upconv_bias=False, double_channels="before_pool")
     return build_model(UNet, args, **kwargs)  # type: ignore[return-value]
 
 
