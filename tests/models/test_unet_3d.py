@@ -249,3 +249,32 @@ def test_mirror_pad_in_3d_matches_numpy_reflect(pad):
 def test_bad_3d_options_name_the_argument(options, message):
     with pytest.raises(ValueError, match=message):
         unetkit.create_model("unet", **options)
+
+
+def test_3d_checkpoints_round_trip_and_2d_checkpoints_from_before_load(tmp_path):
+    """A 3D model with per-level kernels and pooling rebuilds from its checkpoint; a 2D checkpoint written before
+    `spatial_dims` existed (its config lacks the new options) loads into the same model as before."""
+    import json
+
+    from unetkit.models.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    model = unetkit.create_model(
+        "sa_unet", spatial_dims=3, base_channels=4, depth=2, pool=[(1, 2, 2), 2], block_size=(1, 3, 3)
+    ).eval()
+    save_model(model, tmp_path / "ckpt3d")
+    loaded = load_model(tmp_path / "ckpt3d")
+    x = torch.randn(1, 1, 3, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.downsample_factors == (2, 4, 4)
+    old = unetkit.create_model("sa_unet", base_channels=4, depth=2).eval()
+    save_model(old, tmp_path / "ckpt2d")
+    config = json.loads((tmp_path / "ckpt2d" / "config.json").read_text())
+    new_options = ("spatial_dims", "kernel_size", "pool", "double_channels", "norm_affine", "upconv_bias")
+    config["model_config"] = {k: v for k, v in config["model_config"].items() if k not in new_options}
+    (tmp_path / "ckpt2d" / "config.json").write_text(json.dumps(config))
+    again = load_model(tmp_path / "ckpt2d")
+    y = torch.randn(2, 1, 20, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(again(y), old(y), rtol=0, atol=0)
