@@ -5,6 +5,7 @@ summary of an input no machine could hold and a failed `--devices 2` run, each r
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 import zlib
@@ -64,6 +65,16 @@ def _short_tiff() -> bytes:
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bytes(16)
 
 
+def _huge_model_checkpoint(tmp: Path) -> tuple[list[str], Path]:
+    """A checkpoint whose config.json asks for `base_channels` 100000 (about 10^12 parameters) beside the
+    weights of a small model: building it first would try to allocate terabytes."""
+    argv, out = _predict(tmp, "img.png", png_made(16, 16, zlib.compress(b"".join([b"\x00" * 17] * 16))))
+    config = json.loads((tmp / "ckpt" / "config.json").read_text())
+    config["model_config"]["base_channels"] = 100_000
+    (tmp / "ckpt" / "config.json").write_text(json.dumps(config))
+    return argv, out
+
+
 def _config(tmp: Path, text: str) -> tuple[list[str], Path]:
     (tmp / "config.yaml").write_text(text)
     return ["train", "--config", str(tmp / "config.yaml"), "--out", str(tmp / "run")], tmp / "run"
@@ -107,6 +118,11 @@ CASES = [
         "image-tiff-header-larger-than-the-file",
         rf"img\.tif: {HEADER} \(1:1 at most\)",
         lambda t, m: _predict(t, "img.tif", _short_tiff()),
+    ),
+    Case(
+        "checkpoint-config-asks-for-a-huge-model",
+        r"ckpt/model\.safetensors: weights do not fit model 'unet' \(shape mismatch: ",
+        lambda t, m: _huge_model_checkpoint(t),
     ),
     Case(
         "config-alias-bomb",

@@ -9,6 +9,7 @@ import io
 import json
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +115,24 @@ def test_an_ambiguous_archive_is_refused(good_pt2, tmp_path):
     ],
 )
 def test_guards_must_be_size_arithmetic(good_pt2, tmp_path, text, allowed):
-    prefix, entries = _entries(good_pt2)
+    def change(program: dict) -> None:
+        program["guards_code"] = [text]
+
+    _check_changed_program(good_pt2, tmp_path / "guard.pt2", change, None if allowed else "guard")
+
+
+def _check_changed_program(good: Path, path: Path, change: Callable[[dict], None], refused: str | None) -> None:
+    """Copy `good` with `change` applied to its models/model.json; check it passes, or is refused as a
+    `refused` ("guard", "symbolic size") that is not plain size arithmetic."""
+    prefix, entries = _entries(good)
     program = json.loads(entries[prefix + "models/model.json"])
-    program["guards_code"] = [text]
+    change(program)
     entries[prefix + "models/model.json"] = json.dumps(program).encode()
-    path = _write(tmp_path / "guard.pt2", list(entries.items()))
-    if allowed:
+    _write(path, list(entries.items()))
+    if refused is None:
         check_pt2(path.read_bytes(), path)
     else:
-        with pytest.raises(UnsafeArchive, match="guard that is not plain size arithmetic"):
+        with pytest.raises(UnsafeArchive, match=f"{refused} that is not plain size arithmetic"):
             check_pt2(path.read_bytes(), path)
 
 
@@ -139,17 +149,10 @@ def test_guards_must_be_size_arithmetic(good_pt2, tmp_path, text, allowed):
     ],
 )
 def test_symbolic_sizes_must_be_sympy_arithmetic(good_pt2, tmp_path, text, allowed):
-    prefix, entries = _entries(good_pt2)
-    program = json.loads(entries[prefix + "models/model.json"])
-    program["range_constraints"]["planted"] = {"min_val": 0, "max_val": None}
-    program["graph_module"]["graph"]["sym_int_values"]["planted"] = {"as_expr": {"expr_str": text, "hint": None}}
-    entries[prefix + "models/model.json"] = json.dumps(program).encode()
-    path = _write(tmp_path / "sym.pt2", list(entries.items()))
-    if allowed:
-        check_pt2(path.read_bytes(), path)
-    else:
-        with pytest.raises(UnsafeArchive, match="symbolic size that is not plain size arithmetic"):
-            check_pt2(path.read_bytes(), path)
+    def change(program: dict) -> None:
+        program["graph_module"]["graph"]["sym_int_values"]["planted"] = {"as_expr": {"expr_str": text, "hint": None}}
+
+    _check_changed_program(good_pt2, tmp_path / "sym.pt2", change, None if allowed else "symbolic size")
 
 
 def test_the_payload_helpers_work_as_documented(tmp_path):
