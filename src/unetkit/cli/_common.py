@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import argparse
 import ast
+from pathlib import Path
 from typing import Any
 
-__all__ = ["check_device", "model_options", "parse_option", "parse_shape"]
+__all__ = ["check_device", "checkpoint_inputs", "model_options", "parse_option", "parse_shape"]
+
+
+def checkpoint_inputs(path: str | Path) -> list[Path]:
+    """What a command reads of a checkpoint argument, for `unetkit._fs.check_outputs`: the argument itself
+    and, for a run or checkpoint directory, the checkpoint folder it resolves to and that folder's files."""
+    from unetkit.models.checkpoint import resolve_checkpoint
+
+    path = Path(path)
+    found = [path]
+    if path.is_dir():
+        try:
+            folder = resolve_checkpoint(path)
+        except ValueError:  # not a checkpoint: loading it later says so
+            return found
+        found += [folder, *(p for p in folder.iterdir() if p.is_file())]
+    return found
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -12,7 +12,10 @@ __all__ = ["add_parser"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    model = create_model(args.model, **dict(args.options))
+    import torch
+
+    with torch.device("meta"):  # shapes only: no memory for the weights (any -o base_channels) or the pass
+        model = create_model(args.model, **dict(args.options))
     shape = args.input
     if shape is None:
         shape = (1, model.in_channels, *get_model_entry(args.model).example_shape)
