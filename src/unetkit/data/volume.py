@@ -121,10 +121,19 @@ def _check_size(path: Path, shape: Sequence[int]) -> None:
 
 
 def _import(module: str, path: Path) -> Any:
+    """`nibabel` or `nrrd` (the `medical` extra), imported by literal name."""
     try:
-        return __import__(module)
+        if module == "nibabel":
+            import nibabel
+
+            return nibabel
+        if module == "nrrd":
+            import nrrd
+
+            return nrrd
     except ImportError as err:
         raise ImportError(f"{path}: NIfTI and NRRD volumes need {module}: {_MEDICAL_HINT}") from err
+    raise ValueError(f"`module` must be 'nibabel' or 'nrrd', got {module!r}")
 
 
 def _read_nifti(path: Path) -> Volume:
