@@ -1,8 +1,8 @@
 """The page in a real browser (headless Chromium driven by Playwright) against `unetkit serve` in its own process:
 upload an image with its ground truth, wait for the overlay, read the metrics, download the mask and compare it
 byte for byte with `unetkit predict`'s file; zoom into a large image through the tile pyramid; refusals shown
-in the CLI's words; the runs view. Each view's screenshot is written to `$UNETKIT_SCREENSHOTS` (the README's
-pictures, docs/images/) or to the test's folder.
+in the CLI's words; the runs view. `test_screenshots` writes each view's picture to `$UNETKIT_SCREENSHOTS` (the
+README's, docs/images/) or to the test's folder, from the runs in `$UNETKIT_SCREENSHOT_RUNS` or the test's own.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from unetkit.cli.main import main
@@ -37,11 +37,6 @@ COUNT_COLOURS = """(colours) => {
 }"""
 
 
-def _shots() -> Path | None:
-    folder = os.environ.get("UNETKIT_SCREENSHOTS")
-    return Path(folder) if folder else None
-
-
 def _page(browser: Any, url: str, width: int = 1400, height: int = 900) -> Any:
     context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     page = context.new_page()
@@ -57,6 +52,15 @@ def _wait_job(page: Any, status: str = "done") -> Any:
     if status == "done":
         page.wait_for_selector(f"#view[data-ready='1'][data-job='{job.get_attribute('data-id')}']", timeout=30_000)
     return job
+
+
+def _until(page: Any, expression: str, timeout: float = 120) -> None:
+    """Wait until a JavaScript expression is true (polled here: the page's CSP forbids the eval that
+    Playwright's `wait_for_function` runs inside the page)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
 
 
 def _fractions(page: Any, colours: list[tuple[int, int, int]]) -> list[float]:
@@ -110,10 +114,6 @@ def test_prediction_with_ground_truth_in_the_browser(browser, serve_process, run
     assert page.is_checked("input[value=errors]")
     shown = _fractions(page, [GREEN, RED, BLUE])
     assert np.allclose(shown, expected, atol=0.02), (shown, expected)
-    page.fill("#opacity", "0.5")
-    page.dispatch_event("#opacity", "input")
-    if _shots():
-        page.screenshot(path=str(_shots() / "serve-compare.png"))
 
     # the mask overlay in the class colour, at full opacity over exactly the predicted foreground
     page.check("input[value=mask]")
@@ -150,8 +150,6 @@ def test_large_image_zooms_through_the_tile_pyramid(browser, serve_process, runs
     requested = [re.search(r"/tiles/(\w+)/(\d+)/(\d+)/(\d+)", t).groups() for t in tiles]  # type: ignore[union-attr]
     image_tiles = {(ty, tx) for layer, level, ty, tx in requested if layer == "image" and level == "0"}
     assert 0 < len(image_tiles) < 6 * 9  # only the visible part of the 6 x 9 full-size tiles
-    if _shots():
-        page.screenshot(path=str(_shots() / "serve-zoom.png"))
     assert page.errors == []
 
 
@@ -177,13 +175,17 @@ def test_refusals_are_shown_in_the_cli_words(browser, serve_process, runs_root, 
     assert page.errors == []
 
 
-def test_runs_view(browser, serve_process, runs_root, cells):
+def test_a_folder_pair_and_the_runs_view(browser, serve_process, runs_root, cells):
     served = serve_process(runs_root)
     page = _page(browser, served.url, height=1000)
-    page.set_input_files("#file-input", str(cells / "images" / "cells_0051.png"))
-    _wait_job(page)
-    if _shots():
-        page.screenshot(path=str(_shots() / "serve-predict.png"))
+    page.set_input_files("#folder-input", str(cells))  # images/ and masks/: each image with its ground truth
+    _until(page, "document.querySelectorAll('.job[data-status=done]').length === 2")
+    names = sorted(n.inner_text() for n in page.query_selector_all(".job .name"))
+    assert names == ["cells_0050.png + cells_0050.png", "cells_0051.png + cells_0051.png"]
+    page.click(".job >> text=cells_0051.png")
+    page.check("input[value=mask]")
+    page.wait_for_selector("#view[data-ready='1']")
+    assert page.inner_text("#metrics-command") == "(as unetkit evaluate cells_0051.png cells_0051.png)"
     page.click("#tab-runs")
     page.wait_for_selector("#charts .chart polyline")
     charts = page.query_selector_all("#charts .chart")
@@ -195,19 +197,45 @@ def test_runs_view(browser, serve_process, runs_root, cells):
     slider.fill("0")
     assert sample.query_selector("img").get_attribute("src").endswith("/samples/epoch_001.png")
     assert sample.query_selector(".epoch").inner_text().strip() == "epoch 1 of 3"
-    page.wait_for_function("document.querySelector('.sample img').naturalWidth > 0")
+    _until(page, "document.querySelector('.sample img').naturalWidth > 0")
     config = page.inner_text("#configs details pre")
     assert config.rstrip("\n") == (runs_root / "narrow" / "config.yaml").read_text().rstrip("\n")
     page.wait_for_selector("#diff-table td")
     rows = [r.inner_text().split("\t") for r in page.query_selector_all("#diff-table tr")[1:]]
     assert sorted(row[0] for row in rows) == ["epochs", "lr", "out"]
     assert ["lr", "0.01", "0.003"] in rows
-    if _shots():
-        page.screenshot(path=str(_shots() / "serve-runs.png"), full_page=True)
     assert page.errors == []
 
 
-@pytest.fixture(autouse=True)
-def _shots_folder() -> None:
-    if _shots():
-        _shots().mkdir(parents=True, exist_ok=True)
+def test_screenshots(browser, serve_process, runs_root, tmp_path):
+    """The README's pictures of each view: a prediction over the image, the ground-truth comparison, the runs."""
+    shots = Path(os.environ.get("UNETKIT_SCREENSHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    root = Path(os.environ.get("UNETKIT_SCREENSHOT_RUNS") or runs_root)
+    data = tmp_path / "cells"
+    assert main(["data", "synthetic", "cells", "--out", str(data), "-n", "2", "--size", "256", "--start", "300"]) == 0
+    served = serve_process(root, "--instances")
+    page = _page(browser, served.url, height=960)
+    page.set_input_files("#file-input", str(data / "images" / "cells_0301.png"))
+    _wait_job(page)
+    page.fill("#opacity", "0.45")
+    page.dispatch_event("#opacity", "input")
+    page.wait_for_selector("#view[data-ready='1']")
+    page.screenshot(path=str(shots / "serve-predict.png"))
+    page.set_input_files("#gt-input", str(data / "masks" / "cells_0300.png"))
+    page.set_input_files("#file-input", str(data / "images" / "cells_0300.png"))
+    _until(page, "document.querySelectorAll('.job[data-status=done]').length === 2")
+    page.click(".job >> text=cells_0300.png")
+    page.check("input[value=errors]")
+    page.uncheck("#outlines")
+    page.wait_for_selector("#view[data-ready='1']")
+    page.screenshot(path=str(shots / "serve-compare.png"), full_page=True)
+    page.click("#tab-runs")
+    page.wait_for_selector("#charts .chart polyline")
+    _until(page, "[...document.querySelectorAll('.sample img')].every((i) => i.naturalWidth > 0)")
+    page.wait_for_selector("#diff-table td")
+    page.screenshot(path=str(shots / "serve-runs.png"), full_page=True)
+    for name in ("serve-predict", "serve-compare", "serve-runs"):
+        with Image.open(shots / f"{name}.png") as picture:
+            assert picture.width == 1400 and picture.height >= 960
+    assert page.errors == []

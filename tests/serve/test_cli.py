@@ -41,8 +41,10 @@ def test_a_port_in_use_is_one_line(runs_root, capsys):
     )
 
 
-def test_the_command_serves_the_page_on_localhost(serve_process, runs_root):
-    served = serve_process(runs_root / "wide", "--instances", "--max-upload-mb", "5")  # one run directory
+def test_the_command_serves_the_page_on_localhost(serve_process, runs_root, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    served = serve_process(runs_root / "wide", "--instances", "--max-upload-mb", "5", env={"TMPDIR": str(temp)})
     url = urlparse(served.url)
     assert url.hostname == "127.0.0.1"
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
@@ -52,3 +54,7 @@ def test_the_command_serves_the_page_on_localhost(serve_process, runs_root):
     conn.request("GET", "/")
     page = conn.getresponse()
     assert page.status == 200 and b'<canvas id="view"' in page.read()
+    assert [p.name[:14] for p in temp.iterdir()] == ["unetkit-serve-"]  # its work folder
+    served.close()  # SIGTERM: stops as Ctrl-C does, and removes the work folder
+    assert served.process.returncode == 0
+    assert list(temp.iterdir()) == []

@@ -6,7 +6,7 @@ import argparse
 import glob
 from pathlib import Path
 
-from unetkit.cli._common import check_device
+from unetkit.cli._common import check_device, instances_flag
 
 __all__ = ["add_parser", "collect_inputs"]
 
@@ -109,13 +109,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mask-format", default="auto", choices=("auto", "png", "tif"), help="auto: PNG, TIFF above 64 MP"
     )
-    parser.add_argument(
-        "--instances",
-        nargs="?",
-        const="watershed",
-        default=None,
-        choices=("components", "watershed"),
-        help="also write object labels as <stem>_instances.tif: connected components, or touching objects "
+    instances_flag(
+        parser,
+        "also write object labels as <stem>_instances.tif: connected components, or touching objects "
         "separated by a distance-transform watershed (the method when the flag is given bare)",
     )
     parser.set_defaults(func=_run)

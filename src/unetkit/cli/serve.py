@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from unetkit.cli._common import check_device
+from unetkit.cli._common import check_device, instances_flag
 
 __all__ = ["add_parser"]
 
@@ -49,12 +49,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine", default="auto", choices=("auto", "torch", "onnxruntime"), help="as `unetkit predict --engine`"
     )
-    parser.add_argument(
-        "--instances",
-        nargs="?",
-        const="watershed",
-        default=None,
-        choices=("components", "watershed"),
-        help="also find objects and draw their outlines (the page can switch it per image)",
-    )
+    instances_flag(parser, "also find objects and draw their outlines (the page can switch it per image)")
     parser.set_defaults(func=_run)

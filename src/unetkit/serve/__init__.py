@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +43,11 @@ def _app_module():  # type: ignore[no-untyped-def]
     return app
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM stops the server as Ctrl-C does (the work folder is removed)."""
+    raise KeyboardInterrupt
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -58,8 +65,8 @@ def serve(
     options: ServeOptions | None = None,
     ready: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the page until interrupted (Ctrl-C); uploads and predictions live in a temporary folder that is
-    removed at the end.
+    """Serve the page until interrupted (Ctrl-C or SIGTERM); uploads and predictions live in a temporary folder
+    that is removed at the end. The web server runs in a thread; predictions run on the calling thread.
 
     Args:
         root: a run directory or a folder of runs.
@@ -78,7 +85,7 @@ def serve(
     work = Path(tempfile.mkdtemp(prefix="unetkit-serve-"))
     try:
         hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if _loopback(host) else ["*"]
-        app = app_module.create_app(root, work, options, allowed_hosts=hosts)
+        app = app_module.create_app(root, work, options, allowed_hosts=hosts, worker_thread=False)
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -95,6 +102,16 @@ def serve(
         if ready is not None:
             ready(f"http://{shown}:{bound}/")
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-        server.run(sockets=[sock])
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="unetkit-serve-http", daemon=True)
+        previous = signal.signal(signal.SIGTERM, _stop)
+        try:
+            thread.start()
+            app.state.store.work_forever()
+        except KeyboardInterrupt:
+            logger.info("unetkit serve: stopped")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.should_exit = True
+            thread.join(timeout=10)
     finally:
         shutil.rmtree(work, ignore_errors=True)

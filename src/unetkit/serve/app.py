@@ -79,6 +79,7 @@ def create_app(
     options: ServeOptions | None = None,
     *,
     allowed_hosts: list[str] | None = None,
+    worker_thread: bool = True,
 ) -> Starlette:
     """The page over the run directory (or folder of runs) `root`, keeping its uploads and jobs in `work`.
 
@@ -87,10 +88,12 @@ def create_app(
         work: a folder owned by the server (uploads, predictions, pyramids).
         options: see `ServeOptions`.
         allowed_hosts: Host header values accepted (default: localhost and 127.0.0.1; `["*"]` for any).
+        worker_thread: run the predictions in a thread of their own (else the caller runs
+            `app.state.store.work_forever()`).
     """
     options = options or ServeOptions()
     index = RunIndex(Path(root))
-    store = JobStore(work, {name: index.folder(name) for name in index.names}, options)
+    store = JobStore(work, {name: index.folder(name) for name in index.names}, options, thread=worker_thread)
 
     def static(request: Request) -> Response:
         name = request.path_params.get("name", "index.html")

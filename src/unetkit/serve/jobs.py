@@ -128,15 +128,17 @@ class Job:
 
 
 class JobStore:
-    """Uploads and jobs of one server, in `work`, with one worker thread.
+    """Uploads and jobs of one server, in `work`, run one at a time by `work_forever`.
 
     Args:
         work: a folder owned by the server (created; its content is the store's).
         runs: run name -> run directory (the checkpoints a job may use).
         options: see `ServeOptions`.
+        thread: run `work_forever` in a thread of its own; `serve` runs it on the main thread instead (as
+            `unetkit predict` predicts: the large buffers then come from the same heap, and Ctrl-C reaches it).
     """
 
-    def __init__(self, work: Path, runs: dict[str, Path], options: ServeOptions) -> None:
+    def __init__(self, work: Path, runs: dict[str, Path], options: ServeOptions, *, thread: bool = True) -> None:
         self.work, self.runs, self.options = work, runs, options
         (work / "uploads").mkdir(parents=True, exist_ok=True)
         (work / "jobs").mkdir(parents=True, exist_ok=True)
@@ -144,8 +146,10 @@ class JobStore:
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.queue: queue.Queue[Job | None] = queue.Queue()
-        self.worker = threading.Thread(target=self._work, name="unetkit-serve-worker", daemon=True)
-        self.worker.start()
+        self.worker: threading.Thread | None = None
+        if thread:
+            self.worker = threading.Thread(target=self.work_forever, name="unetkit-serve-worker", daemon=True)
+            self.worker.start()
 
     # --- uploads ----------------------------------------------------------------------------------
 
@@ -227,9 +231,11 @@ class JobStore:
     def close(self) -> None:
         """Stop the worker once the job it runs (if any) is finished."""
         self.queue.put(None)
-        self.worker.join(timeout=60)
+        if self.worker is not None:
+            self.worker.join(timeout=60)
 
-    def _work(self) -> None:
+    def work_forever(self) -> None:
+        """Run the queued jobs one after the other, until `close`."""
         while True:
             job = self.queue.get()
             if job is None:
