@@ -19,6 +19,8 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from unetkit.serve.jobs import ServeOptions
 
@@ -28,12 +30,12 @@ logger = logging.getLogger(__name__)
 _INSTALL_HINT = "pip install 'unetkit[web]'"
 
 
-def create_app(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """`unetkit.serve.app.create_app` (imported on use: it needs the web extra)."""
-    return _app_module().create_app(*args, **kwargs)
+def create_app(root: str | Path, work: Path, options: ServeOptions | None = None, **kwargs: Any) -> Any:
+    """`unetkit.serve.app.create_app`: the Starlette application (imported on use: it needs the web extra)."""
+    return _app_module().create_app(root, work, options, **kwargs)
 
 
-def _app_module():  # type: ignore[no-untyped-def]
+def _app_module() -> ModuleType:
     try:
         from unetkit.serve import app
     except ImportError as err:

@@ -32,7 +32,13 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-STATIC = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+STATIC = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "viewer.js": "text/javascript",
+    "runs.js": "text/javascript",
+    "app.css": "text/css",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'",

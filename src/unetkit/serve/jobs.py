@@ -199,12 +199,12 @@ class JobStore:
             raise ValueError(f"`run` must be one of {', '.join(self.runs)}, got {run!r}")
         if instances not in (None, "components", "watershed"):
             raise ValueError(f"`instances` must be null, components or watershed, got {instances!r}")
-        uploads = [self.upload(image), None if truth is None else self.upload(truth)]
-        for upload in uploads:
+        image_upload, truth_upload = self.upload(image), None if truth is None else self.upload(truth)
+        for upload in (image_upload, truth_upload):
             if upload is not None and not upload.complete:
                 raise ValueError(f"{upload.name}: the upload is incomplete")
         job_id = uuid.uuid4().hex
-        job = Job(job_id, run, uploads[0], uploads[1], bool(tta), instances, self.work / "jobs" / job_id)  # type: ignore[arg-type]
+        job = Job(job_id, run, image_upload, truth_upload, bool(tta), instances, self.work / "jobs" / job_id)
         job.folder.mkdir()
         with self.lock:
             self.jobs[job_id] = job
