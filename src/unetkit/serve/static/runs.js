@@ -67,7 +67,9 @@ function chart(metric, runs) {
   series.forEach((s, i) => {
     root.append(svg("polyline", { points: s.points.map(([x, y]) => `${px(x)},${py(y)}`).join(" "), fill: "none", stroke: s.colour, "stroke-width": 2 }));
     for (const [x, y] of s.points) root.append(svg("circle", { cx: px(x), cy: py(y), r: 2.5, fill: s.colour }));
-    root.append(svg("text", { x: W - R - 120, y: 14 + i * 13, fill: s.colour }, s.name));
+    const label = svg("text", { x: W - R - 120, y: 14 + i * 13 }, s.name);
+    label.style.fill = s.colour;  // over the stylesheet's ink colour of chart text
+    root.append(label);
   });
   return box;
 }
