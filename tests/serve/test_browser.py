@@ -138,8 +138,13 @@ def test_large_image_zooms_through_the_tile_pyramid(browser, serve_process, runs
     page = _page(browser, served.url)
     tiles: list[str] = []
     page.on("request", lambda request: tiles.append(request.url) if "/tiles/" in request.url else None)
+    polled: list[dict[str, Any]] = []
+    page.on("response", lambda r: polled.append(r.json()) if re.search(r"/api/jobs/\w+$", r.url) else None)
     page.set_input_files("#file-input", str(big))
     _wait_job(page)
+    # the progress bar followed the tiles: 6 x 4 tiles of 512 px overlapping by a quarter
+    progress = [(j["done"], j["total"]) for j in polled if j["status"] == "predicting" and j["total"]]
+    assert progress and all(total == 24 and 0 < done <= 24 for done, total in progress), progress
     # levels 2100, 1050 and 525 px wide: the whole image on a ~1000 px canvas is drawn from level 1
     assert page.get_attribute("#view", "data-level") == "1"
     assert tiles and all(re.search(r"/tiles/\w+/1/", t) for t in tiles)

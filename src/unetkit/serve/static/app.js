@@ -167,7 +167,8 @@ function updateJob(item, job) {
   bar.max = Math.max(1, job.total);
   bar.value = job.done;
   const share = job.total ? ` ${job.done}/${job.total}` : "";
-  const words = { uploading: "uploading", queued: "waiting", predicting: `predicting: tiles${share}`,
+  const words = { uploading: "uploading", queued: "waiting",
+    predicting: job.total ? `predicting: tiles${share}` : "predicting: reading the model and the image",
     scoring: "scoring against the ground truth", drawing: `preparing the view: bands${share}`,
     done: `done in ${(job.seconds || 0).toFixed(1)} s`, error: job.message };
   status.textContent = words[job.status] || job.status;
