@@ -63,6 +63,19 @@ def _until(page: Any, expression: str, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
+def _redrawn(page: Any, *actions: Any) -> None:
+    """Do `actions` (which change the view), then wait until the canvas was drawn again with every tile."""
+    before = int(page.get_attribute("#view", "data-frame") or 0)
+    for action in actions:
+        action()
+    canvas = "document.getElementById('view').dataset"
+    _until(page, f"Number({canvas}.frame) > {before} && {canvas}.ready === '1'", timeout=30)
+
+
+def _opacity(page: Any, value: str) -> Any:
+    return lambda: (page.fill("#opacity", value), page.dispatch_event("#opacity", "input"))
+
+
 def _fractions(page: Any, colours: list[tuple[int, int, int]]) -> list[float]:
     counted = page.evaluate(COUNT_COLOURS, [list(c) for c in colours])
     assert counted["image"] > 10_000  # the image fills a good part of the canvas
@@ -108,22 +121,16 @@ def test_prediction_with_ground_truth_in_the_browser(browser, serve_process, run
 
     # the error overlay (opened first with ground truth): its colours cover the pixels they should
     expected = [(pred & target).mean(), (pred & ~target).mean(), (~pred & target).mean()]
-    page.fill("#opacity", "1")
-    page.dispatch_event("#opacity", "input")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, _opacity(page, "1"))
     assert page.is_checked("input[value=errors]")
     shown = _fractions(page, [GREEN, RED, BLUE])
     assert np.allclose(shown, expected, atol=0.02), (shown, expected)
 
     # the mask overlay in the class colour, at full opacity over exactly the predicted foreground
-    page.check("input[value=mask]")
-    page.fill("#opacity", "1")
-    page.dispatch_event("#opacity", "input")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, lambda: page.check("input[value=mask]"))
     (green,) = _fractions(page, [GREEN])
     assert abs(green - pred.mean()) < 0.02, (green, pred.mean())
-    page.check("input[value=none]")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, lambda: page.check("input[value=none]"))
     assert _fractions(page, [GREEN]) == [0.0]
     assert page.errors == []
 
@@ -188,8 +195,7 @@ def test_a_folder_pair_and_the_runs_view(browser, serve_process, runs_root, cell
     names = sorted(n.inner_text() for n in page.query_selector_all(".job .name"))
     assert names == ["cells_0050.png + cells_0050.png", "cells_0051.png + cells_0051.png"]
     page.click(".job >> text=cells_0051.png")
-    page.check("input[value=mask]")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, lambda: page.check("input[value=mask]"))
     assert page.inner_text("#metrics-command") == "(as unetkit evaluate cells_0051.png cells_0051.png)"
     page.click("#tab-runs")
     page.wait_for_selector("#charts .chart polyline")
@@ -223,17 +229,13 @@ def test_screenshots(browser, serve_process, runs_root, tmp_path):
     page = _page(browser, served.url, height=960)
     page.set_input_files("#file-input", str(data / "images" / "cells_0301.png"))
     _wait_job(page)
-    page.fill("#opacity", "0.45")
-    page.dispatch_event("#opacity", "input")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, _opacity(page, "0.45"))
     page.screenshot(path=str(shots / "serve-predict.png"))
     page.set_input_files("#gt-input", str(data / "masks" / "cells_0300.png"))
     page.set_input_files("#file-input", str(data / "images" / "cells_0300.png"))
     _until(page, "document.querySelectorAll('.job[data-status=done]').length === 2")
     page.click(".job >> text=cells_0300.png")
-    page.check("input[value=errors]")
-    page.uncheck("#outlines")
-    page.wait_for_selector("#view[data-ready='1']")
+    _redrawn(page, lambda: page.check("input[value=errors]"), lambda: page.uncheck("#outlines"))
     page.screenshot(path=str(shots / "serve-compare.png"), full_page=True)
     page.click("#tab-runs")
     page.wait_for_selector("#charts .chart polyline")

@@ -102,6 +102,7 @@ function draw() {
   }
   ctx.globalAlpha = 1;
   canvas.dataset.ready = pending ? "0" : "1";
+  canvas.dataset.frame = String(Number(canvas.dataset.frame || 0) + 1);  // tests wait for the next drawing
   canvas.dataset.level = String(level);
   canvas.dataset.job = job.id;
   $("zoom-label").textContent = `${(s * 100).toFixed(s < 0.1 ? 1 : 0)} %, level ${level} of ${view.levels - 1}, ` +
