@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_device", "checkpoint_inputs", "model_options", "parse_option", "parse_shape"]
+__all__ = ["check_device", "checkpoint_inputs", "instances_flag", "model_options", "parse_option", "parse_shape"]
 
 
 def checkpoint_inputs(path: str | Path) -> list[Path]:
@@ -84,3 +84,10 @@ def check_device(text: str, flag: str = "--device") -> str:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"`{flag}` {text}: MPS is not available here")
     return text
+
+
+def instances_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--instances [components|watershed]` (watershed when given bare), as predict and serve take it."""
+    parser.add_argument(
+        "--instances", nargs="?", const="watershed", default=None, choices=("components", "watershed"), help=help
+    )

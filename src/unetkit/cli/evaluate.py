@@ -77,21 +77,6 @@ def _pair(pred: Path, gt: Path) -> tuple[list[str], dict[str, Path], dict[str, P
     return sorted(gts), preds, gts
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    from unetkit.data.io import read_image
-
-    mask = read_image(path)
-    if mask.ndim == 3:
-        if mask.shape[-1] in (2, 4):
-            mask = mask[..., :-1]  # drop alpha
-        if not np.all(mask == mask[..., :1]):
-            raise ValueError(f"{path}: mask must be grey (one channel or equal channels), got shape {mask.shape}")
-        mask = mask[..., 0]
-    if not np.issubdtype(mask.dtype, np.integer) and not np.array_equal(mask, np.round(mask)):
-        raise ValueError(f"{path}: mask must hold integer labels, got {mask.dtype} with fractional values")
-    return mask.astype(np.int64)
-
-
 def _read_fov(path: Path) -> np.ndarray:
     from unetkit.data.io import read_image
 
@@ -123,11 +108,6 @@ def _counterparts(folder: Path, stems: list[str], suffix: str, what: str) -> dic
     if missing:
         raise ValueError(f"{folder}: {len(missing)} {what} file(s) missing: {_listing(missing)}")
     return {s: found[s + suffix] for s in stems}
-
-
-def _binary_side(masks: list[np.ndarray]) -> bool:
-    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
-    return bool(np.isin(values, (0, 255)).all() and values.max(initial=0) == 255)
 
 
 def _fmt(value: Any) -> str:
@@ -169,6 +149,7 @@ def _csv_text(result: dict[str, Any]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from unetkit.metrics import evaluate_dataset
+    from unetkit.metrics.masks import binary_side, read_mask
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
     stems, pred_files, gt_files = _pair(pred_root, gt_root)
@@ -176,14 +157,14 @@ def _run(args: argparse.Namespace) -> int:
     read = [pred_root, gt_root, *pred_files.values(), *gt_files.values()]
     read += [Path(folder) for folder in (args.fov, args.probs) if folder is not None]
     check_outputs(files=outputs, inputs=read)
-    preds = [_read_mask(pred_files[s]) for s in stems]
-    gts = [_read_mask(gt_files[s]) for s in stems]
+    preds = [read_mask(pred_files[s]) for s in stems]
+    gts = [read_mask(gt_files[s]) for s in stems]
     bad = [f"{pred_files[s]} {p.shape} vs {gt_files[s]} {g.shape}" for s, p, g in zip(stems, preds, gts, strict=True)]
     bad = [b for b, p, g in zip(bad, preds, gts, strict=True) if p.shape != g.shape]
     if bad:
         raise ValueError(f"{len(bad)} prediction(s) differ in size from their ground truth: {_listing(bad, 5)}")
     for masks in (preds, gts):
-        if _binary_side(masks):
+        if binary_side(masks):
             masks[:] = [(m > 0).astype(np.int64) for m in masks]
     fovs = None
     if args.fov is not None:
