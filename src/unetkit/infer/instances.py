@@ -14,6 +14,13 @@ Two methods:
   thin background borders that the weight map trains for.
 
 Objects smaller than `min_size` pixels are merged into a touching object or, when isolated, removed.
+
+Every step sees one connected component of the foreground at a time: the distance transform and the
+watershed stay inside the foreground, and a marker must stand more than `h` above the level of the
+background (a maximum that does not is never a marker, wherever the image's other objects are; a component
+without a marker gets one at its highest pixel). So the objects of a component do not depend on the rest
+of the image, and `unetkit.infer.instances_tiled` computes them block by block with the same result.
+Objects are numbered in the raster order of their first pixel.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 __all__ = ["INSTANCE_METHODS", "foreground_probability", "instances_from_probs"]
 
 INSTANCE_METHODS = ("components", "watershed")
+MARKER_TOLERANCE = 1e-5  # relative: markers must exceed `h` by more than the float32 rounding of h_maxima
 
 
 def foreground_probability(probs: np.ndarray) -> np.ndarray:
@@ -62,9 +70,10 @@ def _check(method: str, threshold: float, min_size: int, h: float, smoothing: fl
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..N in increasing order of their old values, as int32."""
-    present = np.unique(labels)
-    present = present[present > 0]
+    """Labels renumbered 1..N in the raster order of their first pixel, as int32."""
+    present, first = np.unique(labels, return_index=True)
+    keep = present > 0
+    present = present[keep][np.argsort(first[keep])]
     lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int32)
     lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
     return lut[labels]
@@ -114,14 +123,14 @@ def instances_from_probs(
         return _sequential(labels)
 
     from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     distance = ndimage.distance_transform_edt(mask).astype(np.float32)
     if smoothing > 0:
         distance = ndimage.gaussian_filter(distance, smoothing) * mask
     if sharpen > 0:
         distance = distance * fg**sharpen
-    peaks = h_maxima(distance, h).astype(bool) & mask
+    # a maximum within `h` of the background level is no marker, whatever the rest of the image holds
+    peaks = h_maxima(distance, h).astype(bool) & mask & (distance - h > MARKER_TOLERANCE * distance)
     markers, _ = ndimage.label(peaks)
     # a component too shallow to hold an h-maximum still is one object: its own marker at its maximum
     components, n = ndimage.label(mask)
@@ -130,11 +139,36 @@ def instances_from_probs(
         tops = ndimage.maximum_position(distance, components, unmarked)
         for offset, (y, x) in enumerate(tops, start=int(markers.max()) + 1):
             markers[y, x] = offset
-    labels = watershed(-distance, markers, mask=mask)  # flood from the markers, within the foreground
+    boxes = ndimage.find_objects(components)
+    labels = _flood(-distance, markers, components, boxes)  # from the markers, within the foreground
     if min_size > 0:
         sizes = np.bincount(labels.ravel())
         kept = np.where((sizes < min_size)[labels], 0, labels)
         # flooding again from the kept objects gives small fragments to a touching object; isolated
         # small objects are reached by no marker and stay background
-        labels = watershed(-distance, kept, mask=mask)
+        labels = _flood(-distance, kept, components, boxes)
     return _sequential(labels)
+
+
+def _flood(image: np.ndarray, markers: np.ndarray, components: np.ndarray, boxes: list) -> np.ndarray:
+    """`skimage.segmentation.watershed(image, markers, mask=components > 0)`, one component at a time.
+
+    The watershed breaks ties between pixels of equal value by the state of its whole priority queue, so
+    one call over many components lets each depend on the others; one call per component (and none for a
+    component of one marker, which is that marker's object) makes each component's objects its own.
+    """
+    from skimage.segmentation import watershed
+
+    labels = np.zeros(markers.shape, dtype=np.int32)
+    for index, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
+        inside = components[box] == index
+        seeds = np.unique(markers[box][inside])
+        seeds = seeds[seeds > 0]
+        if seeds.size == 1:
+            labels[box][inside] = seeds[0]
+        elif seeds.size > 1:
+            flooded = watershed(image[box], np.where(inside, markers[box], 0), mask=inside)
+            labels[box][inside] = flooded[inside]
+    return labels
