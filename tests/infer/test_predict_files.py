@@ -107,7 +107,7 @@ def test_bad_input_one_line_and_no_partial_output(tmp_path, checkpoint, capsys, 
 
 
 def test_a_failure_midway_leaves_no_partial_files(tmp_path, checkpoint, monkeypatch, capsys):
-    from unetkit.infer import predictor as predict_module
+    from unetkit.infer import files as predict_module
 
     images = _images(tmp_path / "in", size=(200, 200))
     calls = {"n": 0}

@@ -90,7 +90,8 @@ class ImageSource:
             block = block[:, rows - y0]
         if cols.size != x1 - x0 or not np.array_equal(cols, np.arange(x0, x1)):
             block = block[:, :, cols - x0]
-        return torch.from_numpy(np.ascontiguousarray(block))
+        block = np.ascontiguousarray(block)
+        return torch.from_numpy(block if block.flags.writeable else block.copy())
 
     def close(self) -> None:
         """Release the file."""

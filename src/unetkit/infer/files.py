@@ -1,0 +1,270 @@
+"""`predict_file`: one image file (or zarr store) in, masks, probabilities, overlays and instance labels out,
+with memory that does not grow with the image.
+
+The input is read band by band (`unetkit.infer.readers`; a reader thread reads the next band while the
+current one runs), every output is written band by band (`unetkit.infer.writers`, in a writer thread), and
+instance labels are computed block by block from a temporary file of foreground probabilities
+(`unetkit.infer.instances_tiled`). What stays in memory is the model, one band of input in the file's own
+dtype, the band's weighted sums and, for instances, one block of the watershed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unetkit._fs import fsync_dir, public_mode, write_error
+from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
+from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, RawPlane, tiled_instances
+from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar
+from unetkit.infer.readers import ImageSource, open_source
+from unetkit.infer.tiling import run_tiled
+from unetkit.infer.writers import LARGE_PIXELS, BackgroundSink, open_writer
+
+__all__ = ["MASK_FORMATS", "OVERLAY_SAMPLE_PIXELS", "output_names", "predict_file"]
+
+logger = logging.getLogger(__name__)
+
+MASK_FORMATS = ("auto", "png", "tif", "zarr")
+OVERLAY_SAMPLE_PIXELS = 4 * 2**20  # overlay contrast from the 1st-99th percentiles of at most this many pixels
+OVERLAY_ALPHA = 0.45  # as unetkit.train.report.overlay
+
+
+def _formats(height: int, width: int, mask_format: str) -> dict[str, str]:
+    """File format of each output: the mask's by `mask_format`, side outputs TIFF (or zarr with zarr masks)."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"`mask_format` must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+    large = height * width > LARGE_PIXELS
+    mask = mask_format if mask_format != "auto" else ("tif" if large else "png")
+    side = "zarr" if mask == "zarr" else "tif"
+    return {"mask": mask, "probs": side, "overlay": "tif" if large else "png", "instances": side}
+
+
+def output_names(stem: str, height: int, width: int, mask_format: str = "auto") -> dict[str, str]:
+    """The file names `predict_file` writes for an input of that stem and size."""
+    formats = _formats(height, width, mask_format)
+    suffix = {"mask": "", "probs": "_probs", "overlay": "_overlay", "instances": "_instances"}
+    return {key: f"{stem}{suffix[key]}.{fmt}" for key, fmt in formats.items()}
+
+
+def _display_limits(source: ImageSource) -> tuple[float, float]:
+    """The 1st and 99th percentiles of the (scaled) image, as `unetkit.train.report.display_image` takes
+    them, from every pixel up to `OVERLAY_SAMPLE_PIXELS`, else from a regular grid of that many."""
+    stride = max(1, math.ceil(math.sqrt(source.height * source.width / OVERLAY_SAMPLE_PIXELS)))
+    rows = []
+    for y in range(0, source.height, stride):
+        rows.append(source.region(y, y + 1, 0, source.width)[:3, :, ::stride].astype(np.float32))
+    sample = np.concatenate(rows, axis=1) * source.scale
+    if sample.shape[0] < 3:
+        sample = np.repeat(sample[:1], 3, axis=0)
+    lo, hi = np.percentile(sample, [1, 99])
+    return float(lo), float(hi)
+
+
+def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """`(C, h, W)` scaled image and `(h, W)` classes -> `(3, h, W)` uint8: the prediction in green over the
+    contrast-stretched image, as `unetkit.train.report.overlay` draws it with fixed display limits."""
+    from unetkit.train.report import TP
+
+    lo, hi = limits
+    x = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    rgb = (np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8).astype(np.float32)
+    fg = classes > 0
+    colour = np.asarray(TP, dtype=np.float32)[:, None]
+    rgb[:, fg] = (1 - OVERLAY_ALPHA) * rgb[:, fg] + OVERLAY_ALPHA * colour
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _classes(values: np.ndarray) -> np.ndarray:
+    """`(K, h, W)` probabilities -> `(h, W)` class indices; two classes by one comparison (argmax's ties
+    go to class 0, and so do they here)."""
+    if values.shape[0] == 2:
+        return (values[1] > values[0]).view(np.uint8)
+    return values.argmax(axis=0)
+
+
+class _Outputs:
+    """The writers of one prediction, fed band by band from the writer thread."""
+
+    def __init__(self, predictor: Predictor, source: ImageSource, tmp_dir: Path, formats: dict[str, str], **want: Any):
+        self.source, self.tmp_dir, self.formats, self.want = source, tmp_dir, formats, want
+        self.height, self.width = source.height, source.width
+        label_values = predictor.config.get("mask", {}).get("label_values") or None
+        self.lut = None if label_values is None else np.asarray(label_values, dtype=np.int64)
+        self.mask_dtype = np.uint8 if self.lut is None or self.lut.max() <= 255 else np.uint16
+        self.writers: dict[str, Any] = {}
+        self.image: ImageSource | None = None
+        self.foreground: RawPlane | None = None
+        try:
+            self.writers["mask"] = open_writer(
+                self.file("mask"), formats["mask"], self.height, self.width, 1, self.mask_dtype
+            )
+            if want["overlay"]:
+                self.image = open_source(source.path, source.channels)  # its own file handle, for this thread
+                self.limits = _display_limits(self.image)
+                self.writers["overlay"] = open_writer(
+                    self.file("overlay"), formats["overlay"], self.height, self.width, 3, np.uint8
+                )
+            if want["instances"] is not None:
+                self.foreground = RawPlane(tmp_dir / "foreground.raw", self.height, self.width, np.float32)
+        except BaseException:
+            self.abort()
+            raise
+
+    def file(self, key: str) -> Path:
+        return self.tmp_dir / f"{key}.{self.formats[key]}"
+
+    def __call__(self, y0: int, y1: int, values: torch.Tensor) -> None:
+        probs = values.numpy()  # (K, h, W) float32
+        cls = _classes(probs)
+        labels = self.lut[cls] if self.lut is not None else cls
+        if self.lut is None and probs.shape[0] > np.iinfo(self.mask_dtype).max + 1:
+            raise ValueError(f"{self.source.path}: {probs.shape[0]} classes do not fit an 8-bit mask")
+        self.writers["mask"].write(labels.astype(self.mask_dtype, copy=False))
+        if self.want["probs"]:
+            if "probs" not in self.writers:
+                k = probs.shape[0]
+                self.writers["probs"] = open_writer(
+                    self.file("probs"), self.formats["probs"], self.height, self.width, k, np.float32
+                )
+            self.writers["probs"].write(probs)
+        if self.image is not None:
+            image = self.image.region(y0, y1, 0, self.width).astype(np.float32) * self.image.scale
+            self.writers["overlay"].write(_overlay_band(image, cls, self.limits))
+        if self.foreground is not None:
+            self.foreground.append(foreground_probability(probs))
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        if self.image is not None:
+            self.image.close()
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
+        if self.image is not None:
+            self.image.close()
+        if self.foreground is not None:
+            self.foreground.close()
+
+    def instances(self, method: str, block: int, margin: int) -> None:
+        """Object labels from the foreground file, block by block, into `instances.*`."""
+        assert self.foreground is not None
+        labels = RawPlane(self.tmp_dir / "labels.raw", self.height, self.width, np.int64)
+        try:
+            count, bands = tiled_instances(self.foreground, labels, method=method, block=block, margin=margin)
+            dtype = np.uint16 if count <= np.iinfo(np.uint16).max else np.int32
+            writer = open_writer(self.file("instances"), self.formats["instances"], self.height, self.width, 1, dtype)
+            self.writers["instances"] = writer
+            for band in bands:
+                writer.write(band.astype(dtype))
+            writer.close()
+            logger.info("%s: %d objects", self.source.path, count)
+        finally:
+            labels.close()
+            (self.tmp_dir / "labels.raw").unlink(missing_ok=True)
+            self.foreground.close()
+            (self.tmp_dir / "foreground.raw").unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Move a finished output (a file or a zarr folder) into place."""
+    if tmp.is_dir():
+        if target.exists():
+            old = target.with_name(f".{target.name}.tmp-old")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        public_mode(tmp)
+        os.replace(tmp, target)
+        return
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    public_mode(tmp)
+    os.replace(tmp, target)
+
+
+def predict_file(
+    predictor: Predictor,
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    probs: bool = False,
+    overlay: bool = False,
+    mask_format: str = "auto",
+    instances: str | None = None,
+    progress: bool = False,
+    instance_block: int = DEFAULT_BLOCK,
+    instance_margin: int = DEFAULT_MARGIN,
+) -> dict[str, Path]:
+    """Predict one image file; write `<stem>.png|.tif|.zarr` (labels in the training masks' values),
+    optionally `<stem>_probs.tif|.zarr` (float32 `(K, H, W)`; chunky `(H, W, K)` in tiled TIFF),
+    `<stem>_overlay.png|.tif` and, with `instances` set to a method of
+    `unetkit.infer.instances.instances_from_probs`, `<stem>_instances.tif|.zarr` (object labels, uint16, or
+    int32 beyond 65535 objects, computed block by block: `unetkit.infer.instances_tiled`).
+
+    Formats: `mask_format` `auto` gives PNG up to `LARGE_PIXELS` (64 MP), TIFF above; TIFF outputs above
+    `LARGE_PIXELS` are tiled, zlib-compressed BigTIFF, smaller ones uncompressed; `zarr` writes chunked
+    zarr stores (`pip install unetkit[zarr]`). Everything is written band by band into a temporary folder
+    and moved into place when complete, so a failure leaves nothing behind, and memory does not grow with
+    the image (see the module docstring).
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    if instances is not None and instances not in INSTANCE_METHODS:
+        raise ValueError(f"`instances` must be None or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
+    with open_source(path, predictor.in_channels) as source:
+        formats = _formats(source.height, source.width, mask_format)
+        names = output_names(path.stem, source.height, source.width, mask_format)
+        plan = _make_plan(predictor, source.height, source.width, tile, overlap, blend)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.tmp", dir=out_dir))
+        except OSError as err:
+            raise write_error(err, out_dir) from err
+        try:
+            outputs = _Outputs(
+                predictor, source, tmp_dir, formats, probs=probs, overlay=overlay, instances=instances
+            )  # fmt: skip
+            try:
+                sink = BackgroundSink(outputs)
+                try:
+                    with _tile_bar(plan, progress) as bar:
+                        run_tiled(
+                            predictor, source.read, plan, sink, batch_size=batch_size, device=predictor.device,
+                            progress=bar, scale=source.scale,
+                        )  # fmt: skip
+                except BaseException:
+                    with contextlib.suppress(BaseException):  # the first error is the one to report
+                        sink.close()
+                    raise
+                sink.close()
+                outputs.close()
+                if instances is not None:
+                    outputs.instances(instances, instance_block, instance_margin)
+            except BaseException:
+                outputs.abort()
+                raise
+            asked = {"probs": probs, "overlay": overlay, "instances": instances is not None}
+            wanted = ["mask"] + [key for key, on in asked.items() if on]
+            written = {key: out_dir / names[key] for key in wanted}
+            for key in wanted:
+                _publish(outputs.file(key), written[key])
+            fsync_dir(out_dir)
+        except OSError as err:  # a full disk or a read-only folder: one line naming the output, nothing left behind
+            raise write_error(err, out_dir / names["mask"]) from err
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return written
