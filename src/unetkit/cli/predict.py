@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,23 @@ def collect_inputs(items: list[str]) -> list[Path]:
     """Files, folders (their image files, sorted) and glob patterns -> image paths, checked to exist."""
     from unetkit.data.io import IMAGE_SUFFIXES
 
+    def zarr(p: Path) -> bool:
+        return p.is_dir() and p.suffix.lower() == ".zarr"
+
     found: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if zarr(path):
+            found.append(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or zarr(p))
             if not files:
                 raise FileNotFoundError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             found += files
         elif path.is_file():
             found.append(path)
         elif any(c in item for c in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file() or zarr(Path(p)))
             if not matches:
                 raise FileNotFoundError(f"{item}: pattern matches no files")
             found += matches
@@ -42,7 +48,7 @@ def collect_inputs(items: list[str]) -> list[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unetkit.infer.predictor import Predictor, predict_file
+    from unetkit.infer.predictor import Predictor
     from unetkit.models.checkpoint import load_model
 
     if not 0.0 <= args.overlap < 1.0:
@@ -76,23 +82,51 @@ def _run(args: argparse.Namespace) -> int:
         else:
             model = load_model(checkpoint, map_location=device or "cpu")
     predictor = Predictor(model, device=device, tta=args.tta)
+    return _predict_all(predictor, inputs, args)
+
+
+def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -> int:
+    """The batch: stale temporaries cleared, each input predicted (or skipped), a summary line; with
+    `--skip-errors` a bad file is reported and passed over, and the run exits with status 2 at the end."""
+    from unetkit._fs import WriteError
+    from unetkit.cli.main import _one_line
+    from unetkit.infer.files import existing_outputs, predict_file, remove_dead_temps
+
     out = Path(args.out)
+    remove_dead_temps(out)  # each one logged
+    done, skipped, failed = 0, 0, []
     for i, path in enumerate(inputs, 1):
-        written = predict_file(
-            predictor,
-            path,
-            out,
-            tile=args.tile,
-            overlap=args.overlap,
-            blend=args.blend,
-            batch_size=args.batch_size,
-            probs=args.probs,
-            overlay=args.overlay,
-            mask_format=args.mask_format,
-            instances=args.instances,
-            progress=True,
-        )
+        asked = {"probs": args.probs, "overlay": args.overlay, "instances": args.instances is not None}
+        if args.skip_existing and existing_outputs(out, path.stem, args.mask_format, asked):
+            skipped += 1
+            print(f"[{i}/{len(inputs)}] {path}: outputs exist in {out}, skipped")
+            continue
+        try:
+            written = predict_file(
+                predictor,
+                path,
+                out,
+                tile=args.tile,
+                overlap=args.overlap,
+                blend=args.blend,
+                batch_size=args.batch_size,
+                probs=args.probs,
+                overlay=args.overlay,
+                mask_format=args.mask_format,
+                instances=args.instances,
+                progress=True,
+            )
+        except (ValueError, OSError) as err:  # a bad file; a full disk or a read-only folder stops the batch
+            if not args.skip_errors or isinstance(err, WriteError):
+                raise
+            failed.append(f"{path} ({_one_line(err)})")
+            print(f"[{i}/{len(inputs)}] {path}: failed: {_one_line(err)}", file=sys.stderr)
+            continue
+        done += 1
         print(f"[{i}/{len(inputs)}] {path} -> {', '.join(str(p) for p in written.values())}")
+    print(f"{done} done, {skipped} skipped (outputs existed), {len(failed)} failed")
+    if failed:
+        raise ValueError(f"{len(failed)} of {len(inputs)} input(s) failed: {'; '.join(failed)}")
     return 0
 
 
@@ -108,7 +142,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "checkpoint", help="run directory (uses best/), checkpoint directory, or .onnx / .pt2 file from unetkit export"
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files (or NAME.zarr stores), folders or glob patterns"
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--tile", type=int, default=None, help="tile side (default 512; 388 output for unet_classic)")
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring tiles, in [0, 1)")
@@ -126,7 +162,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--probs", action="store_true", help="also write probabilities as float32 TIFF")
     parser.add_argument("--overlay", action="store_true", help="also write an overlay PNG")
     parser.add_argument(
-        "--mask-format", default="auto", choices=("auto", "png", "tif"), help="auto: PNG, TIFF above 64 MP"
+        "--mask-format",
+        default="auto",
+        choices=("auto", "png", "tif", "zarr"),
+        help="auto: PNG, TIFF above 64 MP (tiled, compressed BigTIFF); zarr: chunked zarr stores (unetkit[zarr])",
+    )
+    parser.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="report a file that cannot be predicted and go on; exit with status 2 at the end, listing them",
+    )
+    parser.add_argument(
+        "--skip-existing", action="store_true", help="skip inputs whose outputs are already in --out (resume a run)"
     )
     parser.add_argument(
         "--instances",

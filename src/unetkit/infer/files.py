@@ -27,10 +27,18 @@ from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
 from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, RawPlane, tiled_instances
 from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar
 from unetkit.infer.readers import ImageSource, open_source
-from unetkit.infer.tiling import run_tiled
-from unetkit.infer.writers import LARGE_PIXELS, BackgroundSink, open_writer
+from unetkit.infer.tiling import TilePlan, run_tiled
+from unetkit.infer.writers import LARGE_PIXELS, QUEUE_BANDS, TIFF_TILE, BackgroundSink, open_writer
 
-__all__ = ["MASK_FORMATS", "OVERLAY_SAMPLE_PIXELS", "output_names", "predict_file"]
+__all__ = [
+    "MASK_FORMATS",
+    "band_bytes",
+    "OVERLAY_SAMPLE_PIXELS",
+    "existing_outputs",
+    "output_names",
+    "predict_file",
+    "remove_dead_temps",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,21 +64,21 @@ def output_names(stem: str, height: int, width: int, mask_format: str = "auto") 
     return {key: f"{stem}{suffix[key]}.{fmt}" for key, fmt in formats.items()}
 
 
-def _display_limits(source: ImageSource) -> tuple[float, float]:
+def _display_limits(source: ImageSource) -> tuple[np.floating, np.floating]:
     """The 1st and 99th percentiles of the (scaled) image, as `unetkit.train.report.display_image` takes
     them, from every pixel up to `OVERLAY_SAMPLE_PIXELS`, else from a regular grid of that many."""
     stride = max(1, math.ceil(math.sqrt(source.height * source.width / OVERLAY_SAMPLE_PIXELS)))
     rows = []
     for y in range(0, source.height, stride):
         rows.append(source.region(y, y + 1, 0, source.width)[:3, :, ::stride].astype(np.float32))
-    sample = np.concatenate(rows, axis=1) * source.scale
+    sample = np.concatenate(rows, axis=1) * np.float32(source.scale)
     if sample.shape[0] < 3:
         sample = np.repeat(sample[:1], 3, axis=0)
-    lo, hi = np.percentile(sample, [1, 99])
-    return float(lo), float(hi)
+    lo, hi = np.percentile(sample, [1, 99])  # float32, as display_image computes them
+    return lo, hi
 
 
-def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[np.floating, np.floating]) -> np.ndarray:
     """`(C, h, W)` scaled image and `(h, W)` classes -> `(3, h, W)` uint8: the prediction in green over the
     contrast-stretched image, as `unetkit.train.report.overlay` draws it with fixed display limits."""
     from unetkit.train.report import TP
@@ -82,6 +90,21 @@ def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[float, f
     colour = np.asarray(TP, dtype=np.float32)[:, None]
     rgb[:, fg] = (1 - OVERLAY_ALPHA) * rgb[:, fg] + OVERLAY_ALPHA * colour
     return rgb.clip(0, 255).astype(np.uint8)
+
+
+def band_bytes(plan: TilePlan, channels: int, itemsize: int, classes: int, outputs: dict[str, bool]) -> int:
+    """An upper bound of the memory `predict_file` holds for one band of tiles, besides the model and one
+    batch of tiles: two bands of input in the file's dtype (one read ahead), the band's weighted sums, the
+    finished rows in flight to the writer thread (`QUEUE_BANDS` waiting, one written, one being made),
+    and the tile row that each tiled-TIFF writer buffers (with as many in flight)."""
+    columns = plan.width + 2 * plan.margin + plan.tile_w
+    inputs = 2 * channels * itemsize * (plan.tile_h + 2 * plan.margin) * columns
+    sums = 4 * (classes + 1) * plan.tile_h * plan.width
+    flight = (QUEUE_BANDS + 2) * 4 * classes * plan.tile_h * plan.width
+    samples = {"mask": 1, "probs": 4 * classes, "overlay": 3, "instances": 4}  # bytes per pixel
+    tiled = plan.height * plan.width > LARGE_PIXELS
+    buffers = sum(n for key, n in samples.items() if outputs.get(key, key == "mask")) * TIFF_TILE * plan.width
+    return inputs + sums + flight + (QUEUE_BANDS + 2) * buffers * tiled
 
 
 def _classes(values: np.ndarray) -> np.ndarray:
@@ -99,8 +122,9 @@ class _Outputs:
         self.source, self.tmp_dir, self.formats, self.want = source, tmp_dir, formats, want
         self.height, self.width = source.height, source.width
         label_values = predictor.config.get("mask", {}).get("label_values") or None
-        self.lut = None if label_values is None else np.asarray(label_values, dtype=np.int64)
-        self.mask_dtype = np.uint8 if self.lut is None or self.lut.max() <= 255 else np.uint16
+        values = None if label_values is None else np.asarray(label_values, dtype=np.int64)
+        self.mask_dtype = np.uint8 if values is None or values.max() <= 255 else np.uint16
+        self.lut = None if values is None else values.astype(self.mask_dtype)
         self.writers: dict[str, Any] = {}
         self.image: ImageSource | None = None
         self.foreground: RawPlane | None = None
@@ -138,7 +162,7 @@ class _Outputs:
                 )
             self.writers["probs"].write(probs)
         if self.image is not None:
-            image = self.image.region(y0, y1, 0, self.width).astype(np.float32) * self.image.scale
+            image = self.image.region(y0, y1, 0, self.width).astype(np.float32) * np.float32(self.image.scale)
             self.writers["overlay"].write(_overlay_band(image, cls, self.limits))
         if self.foreground is not None:
             self.foreground.append(foreground_probability(probs))
@@ -231,7 +255,7 @@ def predict_file(
         plan = _make_plan(predictor, source.height, source.width, tile, overlap, blend)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.tmp", dir=out_dir))
+            tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(path.stem), dir=out_dir))
         except OSError as err:
             raise write_error(err, out_dir) from err
         try:
@@ -268,3 +292,47 @@ def predict_file(
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     return written
+
+
+def existing_outputs(out_dir: Path, stem: str, mask_format: str, asked: dict[str, bool]) -> bool:
+    """Whether `out_dir` holds every output asked for an input of that stem (`--skip-existing`): the mask
+    and each of `probs`, `overlay`, `instances` set in `asked`, in any of the formats they may have."""
+    suffix = {"mask": "", "probs": "_probs", "overlay": "_overlay", "instances": "_instances"}
+    kinds = {"png", "tif", "zarr"} if mask_format == "auto" else {mask_format}
+    formats = {"mask": kinds, "probs": {"tif", "zarr"}, "overlay": {"png", "tif"}, "instances": {"tif", "zarr"}}
+    wanted = ["mask"] + [key for key, on in asked.items() if on]
+    return all(any((out_dir / f"{stem}{suffix[k]}.{fmt}").exists() for fmt in formats[k]) for k in wanted)
+
+
+TEMP_PREFIX = "tmp-"  # temporary folders are `.STEM.tmp-PID-XXXX`: the process that owns them is known
+
+
+def temp_prefix(stem: str) -> str:
+    """The prefix of this process's temporary folders for an input of that stem."""
+    return f".{stem}.{TEMP_PREFIX}{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_dead_temps(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders that killed predictions left in `out_dir` (those whose process is no
+    longer running; others' live ones are kept); returns them, and logs each."""
+    removed: list[Path] = []
+    if not out_dir.is_dir():
+        return removed
+    for entry in sorted(out_dir.glob(f".*.{TEMP_PREFIX}*-*")):
+        owner = entry.name.rsplit(f".{TEMP_PREFIX}", 1)[1].split("-", 1)[0]
+        if not entry.is_dir() or entry.is_symlink() or not owner.isdigit() or _alive(int(owner)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        logger.warning("removed %s, left by a prediction that was killed (process %s)", entry, owner)
+        removed.append(entry)
+    return removed

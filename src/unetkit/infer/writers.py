@@ -44,7 +44,7 @@ LARGE_PIXELS = 64 * 1024 * 1024  # above this, TIFF outputs are tiled, compresse
 TIFF_TILE = 256  # tile side of tiled TIFF and zarr outputs
 PNG_LEVEL = 6  # zlib level of PNG outputs (Pillow's default)
 TIFF_LEVEL = 6  # zlib level of tiled TIFF outputs
-QUEUE_BANDS = 2  # bands waiting for a writer thread: one being written, one ready
+QUEUE_BANDS = 1  # bands waiting for a writer thread (besides the one it writes and the one being made)
 
 
 class _RowWriter:
