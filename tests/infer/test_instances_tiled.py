@@ -27,7 +27,7 @@ def _cells(shape=(260, 330), count=70, seed=1):
 def _tiled(tmp_path, fg, **kwargs):
     foreground = RawPlane(tmp_path / "fg.raw", *fg.shape, np.float32)
     foreground.append(fg)
-    labels = RawPlane(tmp_path / "labels.raw", *fg.shape, np.int64)
+    labels = RawPlane(tmp_path / "labels.raw", *fg.shape, np.int32)
     count, bands = tiled_instances(foreground, labels, **kwargs)
     out = np.concatenate(list(bands))
     foreground.close()

@@ -184,7 +184,7 @@ class _Outputs:
     def instances(self, method: str, block: int, margin: int) -> None:
         """Object labels from the foreground file, block by block, into `instances.*`."""
         assert self.foreground is not None
-        labels = RawPlane(self.tmp_dir / "labels.raw", self.height, self.width, np.int64)
+        labels = RawPlane(self.tmp_dir / "labels.raw", self.height, self.width, np.int32)
         try:
             count, bands = tiled_instances(self.foreground, labels, method=method, block=block, margin=margin)
             dtype = np.uint16 if count <= np.iinfo(np.uint16).max else np.int32

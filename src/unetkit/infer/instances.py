@@ -139,36 +139,31 @@ def instances_from_probs(
         tops = ndimage.maximum_position(distance, components, unmarked)
         for offset, (y, x) in enumerate(tops, start=int(markers.max()) + 1):
             markers[y, x] = offset
-    boxes = ndimage.find_objects(components)
-    labels = _flood(-distance, markers, components, boxes)  # from the markers, within the foreground
+    labels = _flood(-distance, markers, mask)  # from the markers, within the foreground
     if min_size > 0:
         sizes = np.bincount(labels.ravel())
         kept = np.where((sizes < min_size)[labels], 0, labels)
         # flooding again from the kept objects gives small fragments to a touching object; isolated
         # small objects are reached by no marker and stay background
-        labels = _flood(-distance, kept, components, boxes)
+        labels = _flood(-distance, kept, mask)
     return _sequential(labels)
 
 
-def _flood(image: np.ndarray, markers: np.ndarray, components: np.ndarray, boxes: list) -> np.ndarray:
-    """`skimage.segmentation.watershed(image, markers, mask=components > 0)`, one component at a time.
+def _flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`skimage.segmentation.watershed(image, markers, mask=mask)` with every marker pixel taken first, in
+    raster order.
 
-    The watershed breaks ties between pixels of equal value by the state of its whole priority queue, so
-    one call over many components lets each depend on the others; one call per component (and none for a
-    component of one marker, which is that marker's object) makes each component's objects its own.
+    The watershed pops pixels by value, ties broken by the order they were queued; its marker pixels all
+    enter the queue at once, so ties among them would be broken by the state of the whole queue, and each
+    component's objects would depend on the others'. Giving the marker pixels distinct values below every
+    other one, rising in raster order, fixes that order (and the queue order of everything flooded from
+    them) within each component, wherever it lies in the image.
     """
     from skimage.segmentation import watershed
 
-    labels = np.zeros(markers.shape, dtype=np.int32)
-    for index, box in enumerate(boxes, start=1):
-        if box is None:
-            continue
-        inside = components[box] == index
-        seeds = np.unique(markers[box][inside])
-        seeds = seeds[seeds > 0]
-        if seeds.size == 1:
-            labels[box][inside] = seeds[0]
-        elif seeds.size > 1:
-            flooded = watershed(image[box], np.where(inside, markers[box], 0), mask=inside)
-            labels[box][inside] = flooded[inside]
-    return labels
+    seeded = markers > 0
+    priority = image.astype(np.float64)
+    count = int(seeded.sum())
+    if count:
+        priority[seeded] = priority.min() - 1.0 - count + np.arange(count)
+    return watershed(priority, markers, mask=mask).astype(np.int32)

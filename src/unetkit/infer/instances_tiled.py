@@ -15,7 +15,7 @@ block then writes the objects it finds in its own core, and pieces on either sid
 merged when each is the other's longest contact along that border. Such objects are whole and once in the
 usual case, but their inner splits may differ from one pass over the whole image.
 
-Labels go to a temporary raw file (int64, positional reads and writes), the foreground probability comes
+Labels go to a temporary raw file (int32, positional reads and writes), the foreground probability comes
 from one (float32); a last pass numbers the objects 1..N in the raster order of their first pixel, as
 `instances_from_probs` does, and hands the labels on row band by row band.
 """
@@ -59,11 +59,11 @@ class RawPlane:
         size = self.dtype.itemsize
         if x0 == 0 and x1 == self.width:
             self.handle.seek(y0 * self.width * size)
-            self.handle.readinto(memoryview(out).cast("B"))
+            self.handle.readinto(out.data.cast("B"))
             return out
         for i, y in enumerate(range(y0, y1)):
             self.handle.seek((y * self.width + x0) * size)
-            self.handle.readinto(memoryview(out[i]).cast("B"))
+            self.handle.readinto(out[i].data.cast("B"))
         return out
 
     def write(self, y0: int, x0: int, block: np.ndarray) -> None:
@@ -152,7 +152,7 @@ def tiled_instances(
 
     Args:
         foreground: `(H, W)` float32 foreground probabilities.
-        labels: an int64 scratch plane of the same size (zeros).
+        labels: an int32 scratch plane of the same size (zeros).
         method, options: as `instances_from_probs` (`threshold`, `min_size`, `h`, `smoothing`, `sharpen`).
         block: core side of a block.
         margin: context pixels on each side of a core.
@@ -186,7 +186,16 @@ def tiled_instances(
             x0 = np.array([b[1].start for b in boxes]) + ex0
             x1 = np.array([b[1].stop for b in boxes]) + ex0
 
-            def whole_in(ry0: Any, ry1: Any, rx0: Any, rx1: Any, y0=y0, y1=y1, x0=x0, x1=x1) -> np.ndarray:
+            def whole_in(
+                ry0: Any,
+                ry1: Any,
+                rx0: Any,
+                rx1: Any,
+                y0: np.ndarray = y0,
+                y1: np.ndarray = y1,
+                x0: np.ndarray = x0,
+                x1: np.ndarray = x1,
+            ) -> np.ndarray:
                 """Whether each component, with its halo, lies inside the region (image borders excepted)."""
                 return (
                     ((y0 - halo >= ry0) | (ry0 == 0))
