@@ -1,15 +1,15 @@
 """Peak memory of `unetkit predict` as the image grows in height, width or both, for each output.
 
-    python benchmarks/predict_memory.py                         # the README table (1k², 4k², 16k², 1000x16000, 16000x1000)
+    python benchmarks/predict_memory.py        # the README table: 1k², 4k², 16k², 1000x16000, 16000x1000
     python benchmarks/predict_memory.py --sizes 40000x40000 --outputs masks instances --name gigapixel
 
-Each case runs `unetkit predict` in a fresh process and reads its peak resident set (`ru_maxrss` from
-`wait4`: anonymous and file-backed pages alike, the stricter figure) and wall time. Inputs are tiled (256²),
-zlib-compressed TIFFs of a synthetic cell image (bright discs on a dark, noisy background), written tile by
-tile with tifffile so that making them needs no more memory than reading them. The model is a `unet` with
-base_channels 4 and depth 2 trained for 3 epochs on `synthetic:cells` (made on first use, under the work
-folder). Results: `benchmarks/results/predict-memory[-NAME].json|.md`, with the command, the machine and
-its load.
+Each case runs `unetkit predict` in a fresh process and reads its peak resident set (`ru_maxrss` from `wait4`:
+anonymous and file-backed pages alike, the stricter figure) and wall time. Inputs are tiled (256²), zlib-
+compressed TIFFs of a synthetic cell image (bright discs on a dark, noisy background: 16 tiles of cells laid
+out by a hash of the tile position), written tile by tile with tifffile so that making them needs no more
+memory than reading them. The model is a `unet` with base_channels 4 and depth 2 trained for 3 epochs on
+`synthetic:cells` (made on first use, under the work folder). Results: `benchmarks/results/predict-
+memory[-NAME].json|.md`, with the command, the machine and its load.
 """
 
 from __future__ import annotations
@@ -27,33 +27,33 @@ import numpy as np
 
 RESULTS = Path("benchmarks") / "results"
 SIZES = ("1000x1000", "4000x4000", "16000x16000", "1000x16000", "16000x1000")
-OUTPUTS = {"masks": [], "probs": ["--probs"], "overlay": ["--overlay"], "instances": ["--instances"]}
+OUTPUTS = {
+    "masks": [],
+    "probs": ["--probs"],
+    "overlay": ["--overlay"],
+    "instances": ["--instances"],  # the watershed
+    "components": ["--instances", "components"],
+}
 TILE = 256  # TIFF tile side of the inputs
-CELL_GRID = 24  # one cell per grid square, at a random place and size: cells of radius 4-10 px
+CELL_GRID = 24  # cells per tile: 0.8 per CELL_GRID² square, radius 4-10 px
+BANK = 16  # distinct tiles, laid out by a hash of the tile position
 
 
-def _hash(i: np.ndarray, j: np.ndarray, salt: int) -> np.ndarray:
-    """A deterministic pseudo-random value in [0, 1) per grid square (so tiles agree at their borders)."""
-    h = (i.astype(np.uint64) * np.uint64(73856093)) ^ (j.astype(np.uint64) * np.uint64(19349663))
-    h = (h ^ np.uint64(salt * 83492791)) * np.uint64(0x9E3779B97F4A7C15)
-    return ((h >> np.uint64(40)).astype(np.float64)) / float(1 << 24)
-
-
-def cells_tile(y0: int, x0: int, height: int, width: int) -> np.ndarray:
-    """Pixels `[y0, y0 + height) x [x0, x0 + width)` of the synthetic cell image, uint8."""
-    yy, xx = np.mgrid[y0 : y0 + height, x0 : x0 + width]
-    inside = np.zeros((height, width), bool)
-    gi, gj = yy // CELL_GRID, xx // CELL_GRID
-    for di in (-1, 0, 1):
-        for dj in (-1, 0, 1):
-            i, j = gi + di, gj + dj
-            cy = (i + 0.2 + 0.6 * _hash(i, j, 1)) * CELL_GRID
-            cx = (j + 0.2 + 0.6 * _hash(i, j, 2)) * CELL_GRID
-            radius = 4 + 6 * _hash(i, j, 3)
-            present = _hash(i, j, 4) < 0.8
-            inside |= present & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2)
-    noise = (_hash(yy, xx, 5) - 0.5) * 60
-    return np.clip(np.where(inside, 190, 50) + noise, 0, 255).astype(np.uint8)
+def _tile_bank() -> list[np.ndarray]:
+    """`BANK` tiles of cells: bright discs (radius 4-10 px, some touching) on a dark, noisy background,
+    each disc inside its tile, so that tiles can be laid in any order."""
+    bank = []
+    yy, xx = np.mgrid[:TILE, :TILE]
+    for k in range(BANK):
+        rng = np.random.default_rng(k)
+        inside = np.zeros((TILE, TILE), bool)
+        for _ in range(int((TILE / CELL_GRID) ** 2 * 0.8)):
+            r = rng.uniform(4, 10)
+            cy, cx = rng.uniform(r + 1, TILE - r - 1, 2)
+            inside |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        noise = rng.normal(0, 18, (TILE, TILE))
+        bank.append(np.clip(np.where(inside, 190, 50) + noise, 0, 255).astype(np.uint8))
+    return bank
 
 
 def write_cells_tiff(path: Path, height: int, width: int) -> Path:
@@ -63,10 +63,12 @@ def write_cells_tiff(path: Path, height: int, width: int) -> Path:
     if path.is_file():
         return path
 
+    bank = _tile_bank()
+
     def tiles():  # type: ignore[no-untyped-def]
-        for y in range(0, height, TILE):
-            for x in range(0, width, TILE):
-                yield cells_tile(y, x, TILE, TILE)
+        for ty in range(-(-height // TILE)):
+            for tx in range(-(-width // TILE)):
+                yield bank[(ty * 7919 + tx * 104729 + (ty * tx) % 13) % BANK]
 
     tmp = path.with_name(path.name + ".part")
     tifffile.imwrite(
@@ -126,9 +128,9 @@ def main() -> None:
             argv = [sys.executable, "-m", "unetkit", "predict", str(checkpoint), str(image), "--out", str(out),
                     "--engine", args.engine, *OUTPUTS[output], *shlex.split(args.extra)]  # fmt: skip
             load = _load()
-            row = {"size": f"{height}x{width}", "output": output, **measure(argv), "load_before": load,
-                   "load_after": _load(), "input_mib": round(image.stat().st_size / 2**20, 1),
-                   "outputs_mib": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1)}  # fmt: skip
+            row = {"size": f"{height}x{width}", "output": output, **measure(argv), "load_before": load}
+            files = {f.name: f.stat().st_size for f in out.rglob("*") if f.is_file()}
+            row.update(load_after=_load(), input_mib=round(image.stat().st_size / 2**20, 1), outputs=files)
             rows.append(row)
             print(json.dumps(row), flush=True)
             subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -137,8 +139,9 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / ("predict-memory" + (f"-{args.name}" if args.name else ""))
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    lines = [f"# Peak RSS of unetkit predict\n\n`{command}`\n\n{payload['cpu']}, {os.cpu_count()} cores (shared: load "
-             "averages before/after each case in the JSON)\n", "| size | output | peak RSS MiB | s |", "|---|---|---:|---:|"]  # fmt: skip
+    head = f"{payload['cpu']}, {os.cpu_count()} cores (shared: load averages before/after each case in the JSON)"
+    lines = [f"# Peak RSS of unetkit predict\n\n`{command}`\n\n{head}\n", "| size | output | peak RSS MiB | s |"]
+    lines.append("|---|---|---:|---:|")
     lines += [f"| {r['size']} | {r['output']} | {r['peak_rss_mib']} | {r['seconds']} |" for r in rows]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 

@@ -147,25 +147,32 @@ class _Outputs:
     def file(self, key: str) -> Path:
         return self.tmp_dir / f"{key}.{self.formats[key]}"
 
-    def __call__(self, y0: int, y1: int, values: torch.Tensor) -> None:
+    def prepare(self, y0: int, y1: int, values: torch.Tensor) -> tuple[Any, ...]:
+        """In the device loop's thread: what the writers need of a band, smaller than the band's
+        probabilities (classes as uint8, the foreground for instances, the probabilities only if asked)."""
         probs = values.numpy()  # (K, h, W) float32
-        cls = _classes(probs)
-        labels = self.lut[cls] if self.lut is not None else cls
         if self.lut is None and probs.shape[0] > np.iinfo(self.mask_dtype).max + 1:
             raise ValueError(f"{self.source.path}: {probs.shape[0]} classes do not fit an 8-bit mask")
+        cls = _classes(probs).astype(np.uint8 if probs.shape[0] <= 256 else np.int64, copy=False)
+        foreground = foreground_probability(probs) if self.foreground is not None else None
+        return y0, y1, cls, probs if self.want["probs"] else None, foreground
+
+    def write(self, y0: int, y1: int, cls: np.ndarray, probs: np.ndarray | None, foreground: Any) -> None:
+        """In the writer thread: encode and write one band of every output."""
+        labels = self.lut[cls] if self.lut is not None else cls
         self.writers["mask"].write(labels.astype(self.mask_dtype, copy=False))
-        if self.want["probs"]:
+        if probs is not None:
             if "probs" not in self.writers:
-                k = probs.shape[0]
                 self.writers["probs"] = open_writer(
-                    self.file("probs"), self.formats["probs"], self.height, self.width, k, np.float32
+                    self.file("probs"), self.formats["probs"], self.height, self.width, probs.shape[0], np.float32
                 )
             self.writers["probs"].write(probs)
         if self.image is not None:
             image = self.image.region(y0, y1, 0, self.width).astype(np.float32) * np.float32(self.image.scale)
             self.writers["overlay"].write(_overlay_band(image, cls, self.limits))
-        if self.foreground is not None:
-            self.foreground.append(foreground_probability(probs))
+        if foreground is not None:
+            assert self.foreground is not None
+            self.foreground.append(foreground)
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -263,11 +270,15 @@ def predict_file(
                 predictor, source, tmp_dir, formats, probs=probs, overlay=overlay, instances=instances
             )  # fmt: skip
             try:
-                sink = BackgroundSink(outputs)
+                sink = BackgroundSink(outputs.write)
+
+                def prepared(y0: int, y1: int, values: torch.Tensor) -> None:
+                    sink(*outputs.prepare(y0, y1, values))
+
                 try:
                     with _tile_bar(plan, progress) as bar:
                         run_tiled(
-                            predictor, source.read, plan, sink, batch_size=batch_size, device=predictor.device,
+                            predictor, source.read, plan, prepared, batch_size=batch_size, device=predictor.device,
                             progress=bar, scale=source.scale,
                         )  # fmt: skip
                 except BaseException:

@@ -183,6 +183,15 @@ def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
         yield r, y, done_to
 
 
+def _band_weights(weights: torch.Tensor, xs: tuple[int, ...], width: int) -> torch.Tensor:
+    """`(h, width)`: the blend weights of a band of tiles starting at `xs`, summed where tiles overlap."""
+    total = weights.new_zeros(weights.shape[0], width)
+    for x in xs:
+        w = weights[:, : min(weights.shape[1], width - x)]
+        total[:, x : x + w.shape[1]] += w
+    return total
+
+
 def run_tiled(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     reader: Reader,
@@ -248,6 +257,7 @@ def _run_bands(
     norm = torch.zeros(1, th, plan.width, device=device)
     acc_top = 0
     done = 0
+    band_norm: torch.Tensor | None = None  # (th, W): the weights of one band of tiles, summed
     pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
     for r, y, done_to in bands:
         if pool is not None:
@@ -263,8 +273,12 @@ def _run_bands(
         top = y - acc_top
         for i in range(0, len(plan.xs), batch_size):
             xs = plan.xs[i : i + batch_size]
-            tiles = torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs]).float()  # (B, C, th + 2m, tw + 2m)
-            out = predictor(tiles.mul_(scale) if scale != 1.0 else tiles)  # (B, K, th, tw)
+            tiles = torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs])  # (B, C, th + 2m, tw + 2m)
+            if scale != 1.0 and not tiles.is_floating_point():
+                tiles = tiles * scale  # integers to float32, scaled, in one pass
+            else:
+                tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+            out = predictor(tiles)  # (B, K, th, tw)
             if out.shape[-2:] != (th, tw):
                 raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
             if acc is None:
@@ -279,17 +293,18 @@ def _run_bands(
                     norm[:, y0 - acc_top : y1 - acc_top, x0:x1] = 1.0
                 else:
                     acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
-                    norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
             done += len(xs)
             if progress is not None:
                 progress(done)
         assert acc is not None
+        if plan.blend != "center":  # every band has the same tiles across: its weights, summed once
+            if band_norm is None or band_norm.shape[0] != band_h:
+                band_norm = _band_weights(weights[:band_h], plan.xs, plan.width)
+            norm[:, top : top + band_h] += band_norm
         finished = done_to - acc_top
         if finished > 0:
             sink(acc_top, done_to, (acc[:, :finished] / norm[:, :finished]).cpu())
-            left = th - finished  # rows already summed for the next band: move them to the top
-            acc[:, :left] = acc[:, finished:].clone()
-            norm[:, :left] = norm[:, finished:].clone()
-            acc[:, left:] = 0
-            norm[:, left:] = 0
+            # rows already summed for the next band move to the top of fresh buffers
+            acc = torch.cat([acc[:, finished:], acc.new_zeros(acc.shape[0], finished, plan.width)], dim=1)
+            norm = torch.cat([norm[:, finished:], norm.new_zeros(1, finished, plan.width)], dim=1)
             acc_top = done_to

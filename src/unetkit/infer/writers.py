@@ -42,7 +42,7 @@ __all__ = [
 
 LARGE_PIXELS = 64 * 1024 * 1024  # above this, TIFF outputs are tiled, compressed BigTIFF
 TIFF_TILE = 256  # tile side of tiled TIFF and zarr outputs
-PNG_LEVEL = 6  # zlib level of PNG outputs (Pillow's default)
+PNG_LEVEL = 1  # zlib level of PNG outputs: fastest; masks compress well at any level
 TIFF_LEVEL = 6  # zlib level of tiled TIFF outputs
 QUEUE_BANDS = 1  # bands waiting for a writer thread (besides the one it writes and the one being made)
 
@@ -281,13 +281,13 @@ def open_writer(path: Path, fmt: str, height: int, width: int, samples: int, dty
 
 
 class BackgroundSink:
-    """Runs `consume(y0, y1, values)` in a writer thread; `__call__` queues a band (blocking while
+    """Runs `consume(*item)` in a writer thread; `__call__(*item)` queues a band's item (blocking while
     `QUEUE_BANDS` wait), `close()` waits for the last one. An error in the thread is raised by the
     next `__call__` or by `close()`."""
 
-    def __init__(self, consume: Callable[[int, int, Any], None]) -> None:
+    def __init__(self, consume: Callable[..., None]) -> None:
         self.consume = consume
-        self.bands: queue.Queue[tuple[int, int, Any] | None] = queue.Queue(maxsize=QUEUE_BANDS)
+        self.bands: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=QUEUE_BANDS)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="unetkit-band-writer", daemon=True)
         self.thread.start()
@@ -303,7 +303,7 @@ class BackgroundSink:
                 except BaseException as err:  # handed to the device loop's thread
                     self.error = err
 
-    def _put(self, item: tuple[int, int, Any] | None) -> None:
+    def _put(self, item: tuple[Any, ...] | None) -> None:
         while True:
             if self.error is not None and item is not None:
                 raise self.error
@@ -313,8 +313,8 @@ class BackgroundSink:
             except queue.Full:
                 continue
 
-    def __call__(self, y0: int, y1: int, values: Any) -> None:
-        self._put((y0, y1, values))
+    def __call__(self, *item: Any) -> None:
+        self._put(item)
 
     def close(self) -> None:
         """Wait for the queued bands; raise the thread's error, if any."""
