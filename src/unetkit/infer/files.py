@@ -24,7 +24,7 @@ import torch
 
 from unetkit._fs import fsync_dir, public_mode, write_error
 from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
-from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, RawPlane, tiled_instances
+from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, STRIP_ROWS, RawPlane, tiled_instances
 from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar
 from unetkit.infer.readers import ImageSource, open_source
 from unetkit.infer.tiling import TilePlan, run_tiled
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 MASK_FORMATS = ("auto", "png", "tif", "zarr")
 OVERLAY_SAMPLE_PIXELS = 4 * 2**20  # overlay contrast from the 1st-99th percentiles of at most this many pixels
 OVERLAY_ALPHA = 0.45  # as unetkit.train.report.overlay
+WATERSHED_BYTES_PER_PIXEL = 120  # distance, h-maxima reconstruction, watershed queue and labels, per block pixel
 
 
 def _formats(height: int, width: int, mask_format: str) -> dict[str, str]:
@@ -93,18 +94,32 @@ def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[np.float
 
 
 def band_bytes(plan: TilePlan, channels: int, itemsize: int, classes: int, outputs: dict[str, bool]) -> int:
-    """An upper bound of the memory `predict_file` holds for one band of tiles, besides the model and one
-    batch of tiles: two bands of input in the file's dtype (one read ahead), the band's weighted sums, the
-    finished rows in flight to the writer thread (`QUEUE_BANDS` waiting, one written, one being made),
-    and the tile row that each tiled-TIFF writer buffers (with as many in flight)."""
-    columns = plan.width + 2 * plan.margin + plan.tile_w
-    inputs = 2 * channels * itemsize * (plan.tile_h + 2 * plan.margin) * columns
-    sums = 4 * (classes + 1) * plan.tile_h * plan.width
-    flight = (QUEUE_BANDS + 2) * 4 * classes * plan.tile_h * plan.width
-    samples = {"mask": 1, "probs": 4 * classes, "overlay": 3, "instances": 4}  # bytes per pixel
+    """An upper bound of the memory `predict_file` holds besides the model and one batch of tiles.
+
+    While tiles run: the input band, the one read ahead and the decoded TIFF segments they share (three
+    bands of `tile + 2 margin + 2 TIFF_TILE` rows, in the file's dtype), the band's weighted sums and their
+    weights (`K + 1` float32 planes), its finished rows (`K` planes), what the writer thread gets of them
+    (classes, and the foreground for instances, the probabilities for `probs`, `QUEUE_BANDS` waiting, one
+    written, one being made) and the tile row each tiled-TIFF writer buffers (as many in flight). Then, for
+    instances: one block of the watershed and one strip of the numbering pass. Every term is a number of
+    image columns times a constant: nothing grows with the image's height.
+    """
+    rows, width = plan.tile_h, plan.width
+    columns = width + 2 * plan.margin + plan.tile_w
+    inputs = 3 * channels * itemsize * (rows + 2 * plan.margin + 2 * TIFF_TILE) * columns
+    sums = 4 * (2 * classes + 1) * rows * width
+    handed = 1 + 4 * outputs.get("instances", False) + 4 * classes * outputs.get("probs", False)
+    handed += 3 * outputs.get("overlay", False)
+    flight = (QUEUE_BANDS + 2) * handed * rows * width
+    per_pixel = {"mask": 1, "probs": 4 * classes, "overlay": 3}  # bytes per pixel of each tiled output
     tiled = plan.height * plan.width > LARGE_PIXELS
-    buffers = sum(n for key, n in samples.items() if outputs.get(key, key == "mask")) * TIFF_TILE * plan.width
-    return inputs + sums + flight + (QUEUE_BANDS + 2) * buffers * tiled
+    buffers = sum(n for key, n in per_pixel.items() if outputs.get(key, key == "mask")) * TIFF_TILE * width
+    predicting = inputs + sums + flight + (QUEUE_BANDS + 2) * buffers * tiled
+    if not outputs.get("instances", False):
+        return predicting
+    side = DEFAULT_BLOCK + 2 * DEFAULT_MARGIN
+    numbering = (4 + 3 * 8) * STRIP_ROWS * width + (QUEUE_BANDS + 2) * 4 * TIFF_TILE * width
+    return max(predicting, WATERSHED_BYTES_PER_PIXEL * side * side + numbering)
 
 
 def _classes(values: np.ndarray) -> np.ndarray:

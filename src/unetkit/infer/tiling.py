@@ -183,15 +183,6 @@ def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
         yield r, y, done_to
 
 
-def _band_weights(weights: torch.Tensor, xs: tuple[int, ...], width: int) -> torch.Tensor:
-    """`(h, width)`: the blend weights of a band of tiles starting at `xs`, summed where tiles overlap."""
-    total = weights.new_zeros(weights.shape[0], width)
-    for x in xs:
-        w = weights[:, : min(weights.shape[1], width - x)]
-        total[:, x : x + w.shape[1]] += w
-    return total
-
-
 def run_tiled(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     reader: Reader,
@@ -257,7 +248,6 @@ def _run_bands(
     norm = torch.zeros(1, th, plan.width, device=device)
     acc_top = 0
     done = 0
-    band_norm: torch.Tensor | None = None  # (th, W): the weights of one band of tiles, summed
     pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
     for r, y, done_to in bands:
         if pool is not None:
@@ -293,18 +283,17 @@ def _run_bands(
                     norm[:, y0 - acc_top : y1 - acc_top, x0:x1] = 1.0
                 else:
                     acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
+                    norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
             done += len(xs)
             if progress is not None:
                 progress(done)
         assert acc is not None
-        if plan.blend != "center":  # every band has the same tiles across: its weights, summed once
-            if band_norm is None or band_norm.shape[0] != band_h:
-                band_norm = _band_weights(weights[:band_h], plan.xs, plan.width)
-            norm[:, top : top + band_h] += band_norm
         finished = done_to - acc_top
         if finished > 0:
             sink(acc_top, done_to, (acc[:, :finished] / norm[:, :finished]).cpu())
-            # rows already summed for the next band move to the top of fresh buffers
-            acc = torch.cat([acc[:, finished:], acc.new_zeros(acc.shape[0], finished, plan.width)], dim=1)
-            norm = torch.cat([norm[:, finished:], norm.new_zeros(1, finished, plan.width)], dim=1)
+            left = th - finished  # rows already summed for the next band: move them to the top, in place
+            acc[:, :left] = acc[:, finished:].clone()
+            norm[:, :left] = norm[:, finished:].clone()
+            acc[:, left:] = 0
+            norm[:, left:] = 0
             acc_top = done_to
