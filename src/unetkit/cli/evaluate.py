@@ -60,7 +60,7 @@ def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = Fa
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         if instances and file.stem.endswith(_INSTANCES):
-            found[file.stem[: -len(_INSTANCES)] + _INSTANCES] = file
+            found[file.stem] = file  # takes its mask's place below
             continue
         if skip_extras and file.stem.endswith(_EXTRA_SUFFIXES):
             continue

@@ -79,6 +79,20 @@ class _RowWriter:
         """Stop without finishing (the caller removes the file)."""
 
 
+def _hand_over(handoff: queue.Queue, item: Any, failed: Callable[[], BaseException | None]) -> None:
+    """Put `item` on a consumer thread's queue, waiting while it is full; raise the consumer's error if it
+    failed (and so stopped taking items)."""
+    while True:
+        error = failed()
+        if error is not None:
+            raise error
+        try:
+            handoff.put(item, timeout=0.5)
+            return
+        except queue.Full:
+            continue
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -190,14 +204,7 @@ class TiledTiffWriter(_RowWriter):
             self.error = err
 
     def _put(self, rows: np.ndarray | None) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.tile_rows.put(rows, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        _hand_over(self.tile_rows, rows, lambda: self.error)
 
     def _write(self, band: np.ndarray) -> None:
         chunky = np.moveaxis(band, 0, -1)  # (h, W, S)
@@ -303,22 +310,12 @@ class BackgroundSink:
                 except BaseException as err:  # handed to the device loop's thread
                     self.error = err
 
-    def _put(self, item: tuple[Any, ...] | None) -> None:
-        while True:
-            if self.error is not None and item is not None:
-                raise self.error
-            try:
-                self.bands.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
     def __call__(self, *item: Any) -> None:
-        self._put(item)
+        _hand_over(self.bands, item, lambda: self.error)
 
     def close(self) -> None:
         """Wait for the queued bands; raise the thread's error, if any."""
-        self._put(None)
+        _hand_over(self.bands, None, lambda: None)  # a failed thread still drains its queue until this
         self.thread.join()
         if self.error is not None:
             raise self.error
