@@ -170,7 +170,7 @@ class _Outputs:
             raise ValueError(f"{self.source.path}: {probs.shape[0]} classes do not fit an 8-bit mask")
         cls = _classes(probs).astype(np.uint8 if probs.shape[0] <= 256 else np.int64, copy=False)
         foreground = foreground_probability(probs) if self.foreground is not None else None
-        return y0, y1, cls, probs if self.want["probs"] else None, foreground
+        return y0, y1, cls, probs.copy() if self.want["probs"] else None, foreground  # `values` is reused
 
     def write(self, y0: int, y1: int, cls: np.ndarray, probs: np.ndarray | None, foreground: Any) -> None:
         """In the writer thread: encode and write one band of every output."""

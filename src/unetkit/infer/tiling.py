@@ -170,7 +170,8 @@ Reader = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 """`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`,
 in any dtype (tiles are converted to float32 and multiplied by `scale` batch by batch)."""
 Sink = Callable[[int, int, torch.Tensor], None]
-"""`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`."""
+"""`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`; on the CPU
+`values` is a buffer the next band reuses: a sink that keeps it beyond its return copies it."""
 
 
 def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
@@ -245,6 +246,7 @@ def _run_bands(
     row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
     # rolling buffers on `device`, one band (th rows) high: rows `acc_top ..` of the weighted sums
     acc: torch.Tensor | None = None  # (K, th, W)
+    rows_out: torch.Tensor | None = None  # (K, th, W): finished rows, handed to the sink
     norm = torch.zeros(1, th, plan.width, device=device)
     acc_top = 0
     done = 0
@@ -290,7 +292,10 @@ def _run_bands(
         assert acc is not None
         finished = done_to - acc_top
         if finished > 0:
-            sink(acc_top, done_to, (acc[:, :finished] / norm[:, :finished]).cpu())
+            if rows_out is None:
+                rows_out = torch.empty_like(acc)  # one buffer for every band's finished rows
+            values = torch.div(acc[:, :finished], norm[:, :finished], out=rows_out[:, :finished])
+            sink(acc_top, done_to, values.cpu())
             left = th - finished  # rows already summed for the next band: move them to the top, in place
             acc[:, :left] = acc[:, finished:].clone()
             norm[:, :left] = norm[:, finished:].clone()
