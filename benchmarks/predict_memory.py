@@ -92,14 +92,19 @@ def tiny_checkpoint(work: Path) -> Path:
 
 
 def measure(argv: list[str]) -> dict[str, float]:
-    """Run `argv`; its peak RSS (MiB) and wall time (s)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    err = process.stderr.read().decode() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{shlex.join(argv)} failed: {err.strip().splitlines()[-1:]}")
+    """Run `argv`; its peak RSS (MiB) and wall time (s). Its stderr (progress bars) goes to a file: a pipe
+    read only at the end would fill and stop it."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            last = err.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"{shlex.join(argv)} failed: {last}")
     return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1)}
 
 

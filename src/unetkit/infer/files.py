@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 MASK_FORMATS = ("auto", "png", "tif", "zarr")
 OVERLAY_SAMPLE_PIXELS = 4 * 2**20  # overlay contrast from the 1st-99th percentiles of at most this many pixels
 OVERLAY_ALPHA = 0.45  # as unetkit.train.report.overlay
+OVERLAY_CHUNK = 1024  # columns of the overlay drawn at a time
 WATERSHED_BYTES_PER_PIXEL = 120  # distance, h-maxima reconstruction, watershed queue and labels, per block pixel
 
 
@@ -182,9 +183,13 @@ class _Outputs:
                     self.file("probs"), self.formats["probs"], self.height, self.width, probs.shape[0], np.float32
                 )
             self.writers["probs"].write(probs)
-        if self.image is not None:
-            image = self.image.region(y0, y1, 0, self.width).astype(np.float32) * np.float32(self.image.scale)
-            self.writers["overlay"].write(_overlay_band(image, cls, self.limits))
+        if self.image is not None:  # drawn in column chunks: its float temporaries stay small
+            rgb = np.empty((3, y1 - y0, self.width), dtype=np.uint8)
+            for x0 in range(0, self.width, OVERLAY_CHUNK):
+                x1 = min(self.width, x0 + OVERLAY_CHUNK)
+                image = self.image.region(y0, y1, x0, x1).astype(np.float32) * np.float32(self.image.scale)
+                rgb[:, :, x0:x1] = _overlay_band(image, cls[:, x0:x1], self.limits)
+            self.writers["overlay"].write(rgb)
         if foreground is not None:
             assert self.foreground is not None
             self.foreground.append(foreground)
