@@ -79,7 +79,8 @@ def test_png_over_the_whole_read_limit_is_refused_with_advice(tmp_path, monkeypa
     path = tmp_path / "big.png"
     Image.fromarray(RGB).save(path)
     monkeypatch.setattr(readers, "WHOLE_READ_PIXELS", 1000)
-    with pytest.raises(DataError, match=r"big\.png: 457x301 PNG is decoded whole .* convert it to a tiled TIFF"):
+    expected = r"big\.png: a 301x457 \(HxW\) PNG is decoded whole .* convert it to a tiled TIFF"
+    with pytest.raises(DataError, match=expected):
         open_source(path)
     monkeypatch.setattr(readers, "WHOLE_READ_PIXELS", 10**9)
     with open_source(path) as source:

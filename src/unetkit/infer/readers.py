@@ -278,9 +278,9 @@ def _whole(path: Path, expected: int | None) -> ArraySource:
             width = height = 0
         if width * height > WHOLE_READ_PIXELS:
             raise DataError(
-                f"{path}: {width}x{height} {fmt} is decoded whole and is larger than {WHOLE_READ_PIXELS} pixels; "
-                "convert it to a tiled TIFF (e.g. tifffile.imwrite(name, image, tile=(256, 256), "
-                "compression='zlib'), or vips tiffsave --tile), which is read region by region"
+                f"{path}: a {height}x{width} (HxW) {fmt} is decoded whole and is larger than "
+                f"{WHOLE_READ_PIXELS} pixels; convert it to a tiled TIFF (e.g. tifffile.imwrite(name, image, "
+                "tile=(256, 256), compression='zlib'), or vips tiffsave --tile), which is read region by region"
             )
     return ArraySource(path, read_image(path), expected)
 
