@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit._fs import atomic_write_bytes
+from unetkit._fs import atomic_write_bytes, check_outputs
 
 __all__ = ["add_parser", "collect_masks"]
 
@@ -180,6 +180,10 @@ def _run(args: argparse.Namespace) -> int:
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
     stems, pred_files, gt_files = _pair(pred_root, gt_root, args.instances)
+    outputs = {flag: path for flag, path in (("--json", args.json), ("--csv", args.csv)) if path is not None}
+    read = [pred_root, gt_root, *pred_files.values(), *gt_files.values()]
+    read += [Path(folder) for folder in (args.fov, args.probs) if folder is not None]
+    check_outputs(files=outputs, inputs=read)
     preds = [_read_mask(pred_files[s]) for s in stems]
     gts = [_read_mask(gt_files[s]) for s in stems]
     bad = [f"{pred_files[s]} {p.shape} vs {gt_files[s]} {g.shape}" for s, p, g in zip(stems, preds, gts, strict=True)]

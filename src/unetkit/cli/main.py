@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from unetkit._options import close_matches
+from unetkit._options import close_matches, shorten
 from unetkit.cli import bench, data, demo, evaluate, export, models, predict, sample, summary, train
 from unetkit.version import __version__
 
@@ -127,4 +127,4 @@ def _one_line(err: BaseException) -> str:
             text += f" (and {err.filename2})"
     else:
         text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return shorten(text.splitlines()[0]) if text else type(err).__name__

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unetkit.cli._common import check_device
+from unetkit._fs import check_outputs
+from unetkit.cli._common import check_device, checkpoint_inputs
 
 __all__ = ["add_parser", "collect_inputs"]
 
@@ -78,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NotADirectoryError(f"{args.out}: is a file; `--out` must be a folder")
     inputs = collect_inputs(args.inputs)
+    folders = [Path(p) for p in args.inputs if Path(p).is_dir()]
+    check_outputs(folders={"--out": args.out}, inputs=[*inputs, *folders, *checkpoint_inputs(args.checkpoint)])
     _return_freed_memory()
     device = None if args.device == "auto" else check_device(args.device)
     checkpoint = Path(args.checkpoint)
