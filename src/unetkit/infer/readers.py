@@ -209,6 +209,12 @@ class TiffSource(ImageSource):
             ):
                 raise ValueError(f"{len(self.pages)} pages that are not channels of one image")
             channels = sum(p.samples for p in self.pages)
+            from unetkit.data.io import _TIFF_RATIO, check_decode_size
+
+            check_decode_size(  # a header that claims more than the file holds: refused before any read
+                path, first.height, first.width, bits_per_pixel=8 * channels * first.dtype.itemsize,
+                file_bytes=path.stat().st_size, max_ratio=_TIFF_RATIO.get(int(first.key.compression)), whole=False,
+            )  # fmt: skip
             self._setup(path, channels, first.height, first.width, first.dtype.newbyteorder("="), expected)
         except BaseException:
             self.tif.close()
