@@ -22,7 +22,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def one_line(err: BaseException) -> str:
-    """The first line of the message (at most `MAX_LINE` characters); an `OSError` from the system as `FILE: reason` without `[Errno N]`."""
+    """The first line of the message, cut at `MAX_LINE` characters; an `OSError` from the system as
+    `FILE: reason` without `[Errno N]`."""
     if isinstance(err, OSError) and type(err).__str__ is OSError.__str__ and err.strerror:
         text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
         if err.filename2 is not None:

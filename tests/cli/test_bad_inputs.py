@@ -108,7 +108,7 @@ def _disk_full_training(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[lis
 
 
 def _disk_full_predict(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Path]:
-    fail_fsync_on(monkeypatch, r"^\.mask\.")  # the mask, at its temporary name
+    fail_fsync_on(monkeypatch, r"^\.?mask\.")  # the mask, at its temporary name
     image = _image_case(tmp, "img.png", png_bytes(np.zeros((20, 20), np.uint8)))
     return _predict(tmp, image)
 

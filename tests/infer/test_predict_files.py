@@ -107,7 +107,7 @@ def test_bad_input_one_line_and_no_partial_output(tmp_path, checkpoint, capsys, 
 
 
 def test_a_failure_midway_leaves_no_partial_files(tmp_path, checkpoint, monkeypatch, capsys):
-    from unetkit.infer import predictor as predict_module
+    from unetkit.infer import files as predict_module
 
     images = _images(tmp_path / "in", size=(200, 200))
     calls = {"n": 0}
@@ -135,29 +135,36 @@ MEMORY_SCRIPT = textwrap.dedent(
     from unetkit import load_model
     from unetkit.infer import Predictor, predict_file
     predictor = Predictor(load_model(sys.argv[1]))
-    predict_file(predictor, sys.argv[2], sys.argv[3], tile=128, mask_format="tif", batch_size=4)
+    predict_file(predictor, sys.argv[2], sys.argv[3], tile=128, mask_format="tif", batch_size=4, probs=True)
     print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
     """
 )
 
 
 def test_process_memory_stays_flat_as_the_image_grows(tmp_path, checkpoint):
-    """A 9x larger image (uncompressed TIFF in, TIFF mask out) costs almost no more peak memory: the image
-    is read and the mask written one band of tiles at a time."""
+    """A 9x larger image, taller or wider (tiled, compressed TIFF in; TIFF mask and probabilities out),
+    costs almost no more peak memory: the image is read and the outputs written one band at a time."""
     peaks = {}
-    for side in (512, 1536):
-        image = tmp_path / f"big{side}.tif"
-        tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (side, side), dtype=np.uint8))
+    for shape in ((512, 512), (1536, 1536), (256, 9216)):
+        image = tmp_path / f"big{shape[0]}x{shape[1]}.tif"
+        pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+        tifffile.imwrite(image, pixels, tile=(256, 256), compression="zlib")
         run = subprocess.run(
-            [sys.executable, "-c", MEMORY_SCRIPT, str(checkpoint), str(image), str(tmp_path / f"out{side}")],
+            [sys.executable, "-c", MEMORY_SCRIPT, str(checkpoint), str(image), str(tmp_path / image.stem)],
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert run.returncode == 0, run.stderr
-        peaks[side] = json.loads(run.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
-        assert tifffile.imread(tmp_path / f"out{side}" / f"big{side}.tif").shape == (side, side)
-    growth = peaks[1536] - peaks[512]
+        peaks[shape] = json.loads(run.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
+        assert tifffile.imread(tmp_path / image.stem / f"{image.stem}.tif").shape == shape
+        assert tifffile.imread(tmp_path / image.stem / f"{image.stem}_probs.tif").shape == (2, *shape)
+    from unetkit.infer.files import band_bytes
+    from unetkit.infer.tiling import plan_tiles
+
     whole_probs_mb = 2 * 1536 * 1536 * 4 / 2**20  # what holding the (K, H, W) float32 output would cost: 18 MB
-    print(f"peak RSS: {peaks}, growth {growth:.1f} MB (whole probability volume: {whole_probs_mb:.0f} MB)")
-    assert growth < 0.5 * whole_probs_mb
+    assert peaks[(1536, 1536)] - peaks[(512, 512)] < 0.25 * whole_probs_mb  # taller: flat
+    bound = band_bytes(plan_tiles(256, 9216, tile=128, overlap=0.25), 1, 1, 2, {"probs": True}) / 2**20
+    growth = peaks[(256, 9216)] - peaks[(512, 512)]
+    print(f"peak RSS {peaks}; 256x9216 grows {growth:.1f} MB, within one band's bound {bound:.1f} MB")
+    assert growth < bound  # wider: one band's buffers, far below the whole probabilities (18 MB at 1536²)

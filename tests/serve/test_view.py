@@ -10,7 +10,7 @@ import tifffile
 from unetkit.infer.predictor import Predictor, predict_file
 from unetkit.metrics.masks import read_mask
 from unetkit.models.checkpoint import load_model
-from unetkit.serve._infer import ImageSource
+from unetkit.serve._infer import open_source
 from unetkit.serve.view import build_view, class_map
 from unetkit.train.report import display_image
 
@@ -32,9 +32,10 @@ def test_level_zero_is_the_predicted_files(runs_root, tmp_path):
     assert view.layers == ["image", "classes", "probs", "instances", "truth"]
     assert calls[-1][0] == calls[-1][1] == len(calls)
     level = {name: np.load(tmp_path / "view" / f"{name}-0.npy") for name in view.layers}
-    scaled = ImageSource(image, None).whole()  # (1, H, W) float32, as the predictor reads it: pixels / 65535
-    np.testing.assert_allclose(scaled[0], pixels / 65535.0, rtol=1e-6)
-    np.testing.assert_array_equal(level["image"], display_image(scaled))
+    with open_source(image, None) as source:  # the predictor's reader: the file's own values, (1, H, W)
+        raw = source.region(0, 157, 0, 301)
+    np.testing.assert_array_equal(raw[0], pixels)
+    np.testing.assert_array_equal(level["image"], display_image(raw))
     np.testing.assert_array_equal(level["classes"], read_mask(written["mask"]))
     probs = tifffile.imread(written["probs"])
     np.testing.assert_array_equal(level["probs"][..., 0], np.rint(probs[1] * 255).astype(np.uint8))

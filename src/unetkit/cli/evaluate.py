@@ -1,7 +1,8 @@
 """`unetkit evaluate PRED GT`: score predicted masks against ground truth, as papers report it.
 
 PRED and GT are folders (or single files) of masks matched by file stem; in PRED, the extra outputs of
-`unetkit predict` (`<stem>_overlay.png`, `<stem>_probs.tif`) are skipped. Mask values: a side whose values
+`unetkit predict` (`<stem>_overlay.png`, `<stem>_probs.tif`, `<stem>_instances.tif`) are skipped, except that
+with `--instances` a `<stem>_instances.*` file stands for `<stem>`'s prediction. Mask values: a side whose values
 are all in {0, 255} is read as binary (255 -> 1); otherwise values are class indices (or instance labels
 with `--instances`).
 """
@@ -21,7 +22,8 @@ from unetkit._fs import atomic_write_bytes, check_outputs
 
 __all__ = ["add_parser", "collect_masks"]
 
-_EXTRA_SUFFIXES = ("_overlay", "_probs")  # stems of predict's side outputs, skipped in PRED
+_EXTRA_SUFFIXES = ("_overlay", "_probs", "_instances")  # stems of predict's side outputs, skipped in PRED
+_INSTANCES = "_instances"  # with --instances, `<stem>_instances.tif` (from predict --instances) is the prediction
 _MAX_ROWS = 20  # per-image rows printed up to this many images
 _COLUMNS = (
     ("accuracy", "Acc"),
@@ -44,8 +46,9 @@ def _listing(items: list[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def collect_masks(path: Path, *, skip_extras: bool = False) -> dict[str, Path]:
-    """A file or a folder's image files -> `{stem: path}`; two files with one stem are an error."""
+def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = False) -> dict[str, Path]:
+    """A file or a folder's image files -> `{stem: path}`; two files with one stem are an error. With
+    `instances`, `<stem>_instances.*` files replace `<stem>`'s mask."""
     from unetkit.data.io import IMAGE_SUFFIXES
 
     if path.is_file():
@@ -56,18 +59,23 @@ def collect_masks(path: Path, *, skip_extras: bool = False) -> dict[str, Path]:
     for file in sorted(path.iterdir()):
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
             continue
+        if instances and file.stem.endswith(_INSTANCES):
+            found[file.stem] = file  # takes its mask's place below
+            continue
         if skip_extras and file.stem.endswith(_EXTRA_SUFFIXES):
             continue
         if file.stem in found:
             raise ValueError(f"{found[file.stem]} and {file}: two masks named {file.stem!r} in one folder")
         found[file.stem] = file
+    for stem in [s for s in found if instances and s.endswith(_INSTANCES)]:
+        found[stem[: -len(_INSTANCES)]] = found.pop(stem)
     if not found:
         raise FileNotFoundError(f"{path}: folder holds no mask files ({', '.join(IMAGE_SUFFIXES)})")
     return found
 
 
-def _pair(pred: Path, gt: Path) -> tuple[list[str], dict[str, Path], dict[str, Path]]:
-    preds, gts = collect_masks(pred, skip_extras=True), collect_masks(gt)
+def _pair(pred: Path, gt: Path, instances: bool = False) -> tuple[list[str], dict[str, Path], dict[str, Path]]:
+    preds, gts = collect_masks(pred, skip_extras=True, instances=instances), collect_masks(gt)
     if pred.is_file() and gt.is_file():  # two single files pair whatever their names
         return [gt.stem], {gt.stem: pred}, gts
     missing = [f"{gts[s]} (no prediction in {pred})" for s in sorted(set(gts) - set(preds))]
@@ -152,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.metrics.masks import binary_side, read_mask
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
-    stems, pred_files, gt_files = _pair(pred_root, gt_root)
+    stems, pred_files, gt_files = _pair(pred_root, gt_root, args.instances)
     outputs = {flag: path for flag, path in (("--json", args.json), ("--csv", args.csv)) if path is not None}
     read = [pred_root, gt_root, *pred_files.values(), *gt_files.values()]
     read += [Path(folder) for folder in (args.fov, args.probs) if folder is not None]

@@ -114,6 +114,7 @@ def check_decode_size(
     max_ratio: int | None = MAX_COMPRESSION_RATIO,
     compressed: bool = True,
     advice: str = "raise it with UNETKIT_MAX_PIXELS",
+    whole: bool = True,
 ) -> None:
     """Refuse, from its header and before decoding, an image that is too large or claims more than its file holds.
 
@@ -126,12 +127,14 @@ def check_decode_size(
             for a compression without a bound).
         compressed: decoded whole into memory (`MAX_PIXELS`), or uncompressed (`pixel_limit(False)`).
         advice: what the error suggests for an image over the limit.
+        whole: the image is to be decoded whole; False (read region by region) checks only what the file
+            can hold, not the pixel limit.
 
     Raises:
         DataError: over `pixel_limit(compressed)`, or more pixel bytes than `max_ratio * file_bytes`.
     """
     limit = pixel_limit(compressed)
-    if height * width > limit:
+    if whole and height * width > limit:
         raise DataError(f"{path}: {width}x{height} is larger than the pixel limit {limit} ({advice})")
     claimed = height * width * bits_per_pixel / 8
     if max_ratio is not None and claimed > max_ratio * file_bytes:

@@ -1,5 +1,6 @@
 """Prediction on images of any size: tile planning, batched tiles, blending and stitching
-(`tiling`), and predictions on arrays and files (`predict`)."""
+(`tiling`), predictions on arrays (`predictor`) and on files (`files`: region readers in `readers`, band
+writers in `writers`, instance labels block by block in `instances_tiled`)."""
 
 from unetkit.infer.predictor import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_file, predict_labels
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_starts, plan_tiles, run_tiled

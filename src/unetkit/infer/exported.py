@@ -129,12 +129,27 @@ class _ExportedPredictor:
         pad = None
         if self._margin == 0 and self.sides.step > 0:  # the padding the model does inside, done outside
             x, pad = pad_to_multiple(x, self.sides.step)
+            x, pad = _pad_to_minimum(x, pad, self.sides.minimum)  # below the traced minimum: pad on
         for side, n in (("height", x.shape[-2]), ("width", x.shape[-1])):
             if not self.sides.is_legal(n):
                 rule = f"{self.sides.minimum} + k * {self.sides.step}" if self.sides.step else str(self.sides.minimum)
                 raise ValueError(f"{self.path}: input {side} {n} is not legal for this export (must be {rule})")
         out = self._run(x.contiguous())
         return (unpad(out, pad) if pad is not None else out).to(device)
+
+
+def _pad_to_minimum(
+    x: torch.Tensor, pad: tuple[int, int, int, int], minimum: int
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad `(B, C, H, W)` further, split evenly and mirrored as `pad_to_multiple` does, until both sides are
+    at least `minimum`; returns the tensor and the total padding `(left, right, top, bottom)` for `unpad`."""
+    extra_h, extra_w = max(0, minimum - x.shape[-2]), max(0, minimum - x.shape[-1])
+    if not extra_h and not extra_w:
+        return x, pad
+    more = (extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2)
+    mode = "reflect" if max(more[:2]) < x.shape[-1] and max(more[2:]) < x.shape[-2] else "replicate"
+    x = torch.nn.functional.pad(x, more, mode=mode)
+    return x, (pad[0] + more[0], pad[1] + more[1], pad[2] + more[2], pad[3] + more[3])
 
 
 class OnnxPredictor(_ExportedPredictor):

@@ -14,6 +14,13 @@ Two methods:
   thin background borders that the weight map trains for.
 
 Objects smaller than `min_size` pixels are merged into a touching object or, when isolated, removed.
+
+Every step sees one connected component of the foreground at a time: the distance transform and the
+watershed stay inside the foreground, and a marker must stand more than `h` above the level of the
+background (a maximum that does not is never a marker, wherever the image's other objects are; a component
+without a marker gets one at its highest pixel). So the objects of a component do not depend on the rest
+of the image, and `unetkit.infer.instances_tiled` computes them block by block with the same result.
+Objects are numbered in the raster order of their first pixel.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 __all__ = ["INSTANCE_METHODS", "foreground_probability", "instances_from_probs"]
 
 INSTANCE_METHODS = ("components", "watershed")
+MARKER_TOLERANCE = 1e-5  # relative: markers must exceed `h` by more than the float32 rounding of h_maxima
 
 
 def foreground_probability(probs: np.ndarray) -> np.ndarray:
@@ -62,9 +70,10 @@ def _check(method: str, threshold: float, min_size: int, h: float, smoothing: fl
 
 
 def _sequential(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 1..N in increasing order of their old values, as int32."""
-    present = np.unique(labels)
-    present = present[present > 0]
+    """Labels renumbered 1..N in the raster order of their first pixel, as int32."""
+    present, first = np.unique(labels, return_index=True)
+    keep = present > 0
+    present = present[keep][np.argsort(first[keep])]
     lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.int32)
     lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
     return lut[labels]
@@ -114,14 +123,14 @@ def instances_from_probs(
         return _sequential(labels)
 
     from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     distance = ndimage.distance_transform_edt(mask).astype(np.float32)
     if smoothing > 0:
         distance = ndimage.gaussian_filter(distance, smoothing) * mask
     if sharpen > 0:
         distance = distance * fg**sharpen
-    peaks = h_maxima(distance, h).astype(bool) & mask
+    # a maximum within `h` of the background level is no marker, whatever the rest of the image holds
+    peaks = h_maxima(distance, h).astype(bool) & mask & (distance - h > MARKER_TOLERANCE * distance)
     markers, _ = ndimage.label(peaks)
     # a component too shallow to hold an h-maximum still is one object: its own marker at its maximum
     components, n = ndimage.label(mask)
@@ -130,11 +139,31 @@ def instances_from_probs(
         tops = ndimage.maximum_position(distance, components, unmarked)
         for offset, (y, x) in enumerate(tops, start=int(markers.max()) + 1):
             markers[y, x] = offset
-    labels = watershed(-distance, markers, mask=mask)  # flood from the markers, within the foreground
+    labels = _flood(-distance, markers, mask)  # from the markers, within the foreground
     if min_size > 0:
         sizes = np.bincount(labels.ravel())
         kept = np.where((sizes < min_size)[labels], 0, labels)
         # flooding again from the kept objects gives small fragments to a touching object; isolated
         # small objects are reached by no marker and stay background
-        labels = watershed(-distance, kept, mask=mask)
+        labels = _flood(-distance, kept, mask)
     return _sequential(labels)
+
+
+def _flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`skimage.segmentation.watershed(image, markers, mask=mask)` with every marker pixel taken first, in
+    raster order.
+
+    The watershed pops pixels by value, ties broken by the order they were queued; its marker pixels all
+    enter the queue at once, so ties among them would be broken by the state of the whole queue, and each
+    component's objects would depend on the others'. Giving the marker pixels distinct values below every
+    other one, rising in raster order, fixes that order (and the queue order of everything flooded from
+    them) within each component, wherever it lies in the image.
+    """
+    from skimage.segmentation import watershed
+
+    seeded = markers > 0
+    priority = image.astype(np.float64)
+    count = int(seeded.sum())
+    if count:
+        priority[seeded] = priority.min() - 1.0 - count + np.arange(count)
+    return watershed(priority, markers, mask=mask).astype(np.int32)

@@ -5,20 +5,14 @@ out, through the tiling engine; and the file-to-file form behind `unetkit predic
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from unetkit._fs import fsync_dir, preallocate, public_mode, write_error
-from unetkit.data.errors import DataError
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin
 
@@ -29,7 +23,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TILE = 512  # input side for padded models; the paper's 388 output side for unpadded ones
 DEFAULT_CLASSIC_TILE = 388
 DEFAULT_OVERLAP = 0.25
-LARGE_PIXELS = 64 * 1024 * 1024  # above this, masks are written as tiled-by-rows TIFF, never held whole
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -274,208 +267,6 @@ class _tile_bar:
             self.bar.close()
 
 
-# --- files -----------------------------------------------------------------------------------------
+# --- files: unetkit.infer.files (imported last: it builds on this module) --------------------------
 
-
-class _ImageSource:
-    """An input image read whole, or, for large uncompressed TIFFs, band by band from the file."""
-
-    def __init__(self, path: Path, channels: int | None) -> None:
-        self.path = path
-        self.array: np.ndarray | None = None
-        self.memmap: np.ndarray | None = None
-        if path.suffix.lower() in (".tif", ".tiff"):
-            self.memmap = _tiff_memmap(path)
-        if self.memmap is None:
-            from unetkit.data.io import read_image
-
-            self.array = read_image(path)
-        source = self.memmap if self.memmap is not None else self.array
-        assert source is not None
-        shape = source.shape
-        if len(shape) == 2:
-            self.channels_last, self.channels, self.height, self.width = True, 1, shape[0], shape[1]
-        elif len(shape) == 3 and self.array is None and shape[0] <= 16 < shape[-1]:  # planar TIFF (C, H, W)
-            self.channels_last, self.channels, self.height, self.width = False, shape[0], shape[1], shape[2]
-        elif len(shape) == 3:  # read_image gives (H, W, C)
-            self.channels_last, self.channels, self.height, self.width = True, shape[2], shape[0], shape[1]
-        else:
-            raise DataError(f"{path}: expected a 2-D image, got shape {shape}")
-        self.drop_alpha = self.channels == 4 and channels == 3 and self.channels_last  # RGBA -> RGB, as in training
-        if self.drop_alpha:
-            self.channels = 3
-        if channels is not None and self.channels != channels:
-            raise DataError(f"{path}: image has {self.channels} channels, the model expects {channels}")
-        from unetkit.data.folder import intensity_scale
-
-        self.scale = intensity_scale(source.dtype)
-        if self.height == 0 or self.width == 0:
-            raise DataError(f"{path}: empty image ({self.height}x{self.width})")
-
-    def read(self, rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
-        source = self.memmap if self.memmap is not None else self.array
-        assert source is not None
-        lo, hi = int(rows.min()), int(rows.max()) + 1
-        if self.channels_last:
-            block = np.asarray(source[lo:hi] if source.ndim == 3 else source[lo:hi, :, None])
-            block = block[rows - lo][:, cols]
-            if self.drop_alpha:
-                block = block[..., :3]
-            out = torch.from_numpy(np.ascontiguousarray(np.moveaxis(block, -1, 0)))
-        else:
-            block = np.asarray(source[:, lo:hi])[:, rows - lo][:, :, cols]
-            out = torch.from_numpy(np.ascontiguousarray(block))
-        out = out.float()
-        if self.scale != 1.0:
-            out = out * self.scale
-        if not torch.isfinite(out).all():
-            raise DataError(f"{self.path}: contains NaN or infinite pixel values")
-        return out
-
-    def whole(self) -> np.ndarray:
-        """`(C, H, W)` float32 (for overlays of images that fit in memory)."""
-        rows, cols = np.arange(self.height), np.arange(self.width)
-        return self.read(rows, cols).numpy()
-
-
-def _tiff_memmap(path: Path) -> np.ndarray | None:
-    """A read-only memory map of an uncompressed, contiguous single-series TIFF; None otherwise."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if len(tif.series) != 1 or len(tif.series[0].pages) != 1:
-                return None
-            page = tif.pages[0]
-            if page.compression != 1 or not page.is_contiguous or page.dtype is None:
-                return None
-        return tifffile.memmap(path, mode="r")
-    except Exception:  # anything unusual: let the whole-image reader report it
-        return None
-
-
-def predict_file(
-    predictor: Predictor,
-    path: str | Path,
-    out_dir: str | Path,
-    *,
-    tile: int | None = None,
-    overlap: float = DEFAULT_OVERLAP,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    probs: bool = False,
-    overlay: bool = False,
-    mask_format: str = "auto",
-    instances: str | None = None,
-    progress: bool | Callable[[int, int], None] = False,
-) -> dict[str, Path]:
-    """Predict one image file; write `<stem>.png|.tif` (labels in the training masks' values),
-    optionally `<stem>_probs.tif` (float32, `(K, H, W)`), `<stem>_overlay.png` and, with `instances` set
-    to a method of `unetkit.infer.instances.instances_from_probs`, `<stem>_instances.tif` (object labels,
-    uint16, or int32 beyond 65535 objects; the foreground probability is then held whole in memory).
-
-    Outputs are streamed row band by row band into temporary files and renamed into place only when
-    complete, so a failure leaves nothing behind; large images are never held whole in memory when
-    they come as uncompressed TIFF and the mask is written as TIFF. `progress`: a bar over tiles, or a
-    callable given `(tiles done, tiles in all)` after each batch.
-    """
-    import tifffile
-
-    path, out_dir = Path(path), Path(out_dir)
-    if mask_format not in ("auto", "png", "tif"):
-        raise ValueError(f"`mask_format` must be auto, png or tif, got {mask_format!r}")
-    from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability, instances_from_probs
-
-    if instances is not None and instances not in INSTANCE_METHODS:
-        raise ValueError(f"`instances` must be None or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
-    source = _ImageSource(path, predictor.in_channels)
-    height, width = source.height, source.width
-    plan = _make_plan(predictor, height, width, tile, overlap, blend)
-    label_values = predictor.config.get("mask", {}).get("label_values") or None
-    fmt = mask_format if mask_format != "auto" else ("tif" if height * width > LARGE_PIXELS else "png")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.tmp", dir=out_dir))
-    except OSError as err:
-        raise write_error(err, out_dir) from err
-    written: dict[str, Path] = {}
-    try:
-        lut: np.ndarray | None = None
-        labels_dtype: type = np.uint8
-        if label_values is not None:
-            lut = np.asarray(label_values, dtype=np.int64)
-            labels_dtype = np.uint8 if lut.max() <= 255 else np.uint16
-        mask_tmp = tmp_dir / f"mask.{fmt}"
-        labels_mm: np.memmap | None = None
-        labels_mem: np.ndarray | None = None
-        if fmt == "tif":
-            labels_mm = tifffile.memmap(mask_tmp, shape=(height, width), dtype=labels_dtype)
-            preallocate(mask_tmp, mask_tmp.stat().st_size)  # a full disk fails now, not as SIGBUS mid-write
-        else:
-            labels_mem = np.empty((height, width), dtype=labels_dtype)
-        probs_mm: np.memmap | None = None
-        foreground = np.empty((height, width), dtype=np.float32) if instances is not None else None
-
-        def sink(y0: int, y1: int, values: torch.Tensor) -> None:
-            nonlocal probs_mm
-            cls = values.argmax(dim=0).numpy()
-            lab = lut[cls] if lut is not None else cls
-            if lut is None and lab.max() > np.iinfo(labels_dtype).max:
-                raise ValueError(f"{path}: {values.shape[0]} classes do not fit an 8-bit mask")
-            target = labels_mm if labels_mm is not None else labels_mem
-            assert target is not None
-            target[y0:y1] = lab.astype(labels_dtype)
-            if probs:
-                if probs_mm is None:
-                    probs_mm = tifffile.memmap(
-                        tmp_dir / "probs.tif", shape=(values.shape[0], height, width), dtype=np.float32
-                    )
-                    preallocate(tmp_dir / "probs.tif", (tmp_dir / "probs.tif").stat().st_size)
-                probs_mm[:, y0:y1] = values.numpy()
-            if foreground is not None:
-                foreground[y0:y1] = foreground_probability(values.numpy())
-
-        with _tile_bar(plan, progress) as bar:
-            run_tiled(predictor, source.read, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar)
-        if labels_mm is not None:
-            labels_mm.flush()
-            del labels_mm
-        else:
-            from unetkit.data.io import write_image
-
-            assert labels_mem is not None
-            write_image(mask_tmp, labels_mem)
-        final = out_dir / f"{path.stem}.{fmt}"
-        written["mask"] = final
-        if probs:
-            assert probs_mm is not None
-            probs_mm.flush()
-            del probs_mm
-            written["probs"] = out_dir / f"{path.stem}_probs.tif"
-        if overlay:
-            from unetkit.train import report
-
-            mask = tifffile.imread(mask_tmp) if fmt == "tif" else labels_mem
-            assert mask is not None
-            classes = np.searchsorted(lut, mask) if lut is not None else mask
-            report.save_png(report.overlay(source.whole(), classes), tmp_dir / "overlay.png")
-            written["overlay"] = out_dir / f"{path.stem}_overlay.png"
-        if foreground is not None:
-            assert instances is not None
-            objects = instances_from_probs(foreground, instances)
-            objects_dtype = np.uint16 if objects.max(initial=0) <= np.iinfo(np.uint16).max else np.int32
-            tifffile.imwrite(tmp_dir / "instances.tif", objects.astype(objects_dtype), compression="zlib")
-            written["instances"] = out_dir / f"{path.stem}_instances.tif"
-        names = {"mask": f"mask.{fmt}", "probs": "probs.tif", "overlay": "overlay.png", "instances": "instances.tif"}
-        for key, target in written.items():
-            name = names[key]
-            with open(tmp_dir / name, "rb") as handle:
-                os.fsync(handle.fileno())
-            public_mode(tmp_dir / name)
-            os.replace(tmp_dir / name, target)
-        fsync_dir(out_dir)
-    except OSError as err:  # a full disk or a read-only folder: one line naming the output, nothing left behind
-        raise write_error(err, out_dir / f"{path.stem}.{fmt}") from err
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return written
+from unetkit.infer.files import predict_file  # noqa: E402

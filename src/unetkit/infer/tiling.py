@@ -14,8 +14,10 @@ Two strategies, chosen by the predictor's context margin:
 
 Tile starts are planned so that the last tile ends on the image edge. Memory stays bounded: the image
 is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
-full output needs to be in memory; the device holds one band of input, one batch of tiles and the band's
-weighted sums (K x tile rows x W), and only finished rows come back to the host.
+full output needs to be in memory; the device holds one band of input in the file's own dtype (C x
+(tile + 2 margin) rows x W), one batch of tiles in float32 and the band's weighted sums ((K + 1) x tile
+rows x W), and only finished rows come back to the host. The next band is read in a reader thread while
+the current one runs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,9 +167,11 @@ def _owned(starts: tuple[int, ...], tile: int, size: int) -> list[tuple[int, int
 
 
 Reader = Callable[[np.ndarray, np.ndarray], torch.Tensor]
-"""`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`."""
+"""`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`,
+in any dtype (tiles are converted to float32 and multiplied by `scale` batch by batch)."""
 Sink = Callable[[int, int, torch.Tensor], None]
-"""`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`."""
+"""`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`; on the CPU
+`values` is a buffer the next band reuses: a sink that keeps it beyond its return copies it."""
 
 
 def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
@@ -188,6 +193,8 @@ def run_tiled(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
+    scale: float = 1.0,
+    prefetch: bool = True,
 ) -> None:
     """Run `predictor` over the tiles of `plan` and hand finished rows to `sink`, top to bottom.
 
@@ -199,30 +206,71 @@ def run_tiled(
         batch_size: tiles per predictor call.
         device: where the tiles are sent.
         progress: called with the number of tiles done after each batch.
+        scale: input tiles are multiplied by this after their conversion to float32 (e.g. 1/255 for
+            uint8 pixels read as they are stored).
+        prefetch: read the next band in a thread while the current one runs.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    bands = list(_bands(plan))
+    m = plan.margin
+    cols = reflect_indices(-m, max(plan.xs) + plan.tile_w + m, plan.width)  # every column a tile reads
+
+    def read(r: int) -> torch.Tensor:
+        y = bands[r][1]
+        return reader(reflect_indices(y - m, y + plan.tile_h + m, plan.height), cols)
+
+    if not prefetch or len(bands) == 1:
+        _run_bands(predictor, read, plan, bands, sink, batch_size, device, progress, scale, None)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="unetkit-band-reader") as pool:
+        _run_bands(predictor, read, plan, bands, sink, batch_size, device, progress, scale, pool)
+
+
+def _run_bands(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    read: Callable[[int], torch.Tensor],
+    plan: TilePlan,
+    bands: list[tuple[int, int, int]],
+    sink: Sink,
+    batch_size: int,
+    device: torch.device | str,
+    progress: Callable[[int], None] | None,
+    scale: float,
+    pool: ThreadPoolExecutor | None,
+) -> None:
     device = torch.device(device)
     m, th, tw = plan.margin, plan.tile_h, plan.tile_w
     weights = blend_weights(plan).to(device)
     col_owned = _owned(plan.xs, tw, plan.width) if plan.blend == "center" else None
     row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
-    cols = reflect_indices(-m, max(plan.xs) + tw + m, plan.width)  # every column a tile reads
     # rolling buffers on `device`, one band (th rows) high: rows `acc_top ..` of the weighted sums
     acc: torch.Tensor | None = None  # (K, th, W)
+    rows_out: torch.Tensor | None = None  # (K, th, W): finished rows, handed to the sink
     norm = torch.zeros(1, th, plan.width, device=device)
     acc_top = 0
     done = 0
-    for r, y, done_to in _bands(plan):
-        rows = reflect_indices(y - m, y + th + m, plan.height)
-        band = reader(rows, cols).to(device=device, dtype=torch.float32)  # (C, th + 2m, columns), one copy a band
+    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
+    for r, y, done_to in bands:
+        if pool is not None:
+            assert pending is not None
+            raw = pending.result()
+            pending = pool.submit(read, r + 1) if r + 1 < len(bands) else None
+        else:
+            raw = read(r)
+        band = raw.to(device=device)  # (C, th + 2m, columns) in the file's dtype
         band_h = min(th, plan.height - y)
         if r == 0:
             acc_top = y
         top = y - acc_top
         for i in range(0, len(plan.xs), batch_size):
             xs = plan.xs[i : i + batch_size]
-            out = predictor(torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs]))  # (B, K, th, tw)
+            tiles = torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs])  # (B, C, th + 2m, tw + 2m)
+            if scale != 1.0 and not tiles.is_floating_point():
+                tiles = tiles * scale  # integers to float32, scaled, in one pass
+            else:
+                tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+            out = predictor(tiles)  # (B, K, th, tw)
             if out.shape[-2:] != (th, tw):
                 raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
             if acc is None:
@@ -244,8 +292,11 @@ def run_tiled(
         assert acc is not None
         finished = done_to - acc_top
         if finished > 0:
-            sink(acc_top, done_to, (acc[:, :finished] / norm[:, :finished]).cpu())
-            left = th - finished  # rows already summed for the next band: move them to the top
+            if rows_out is None:
+                rows_out = torch.empty_like(acc)  # one buffer for every band's finished rows
+            values = torch.div(acc[:, :finished], norm[:, :finished], out=rows_out[:, :finished])
+            sink(acc_top, done_to, values.cpu())
+            left = th - finished  # rows already summed for the next band: move them to the top, in place
             acc[:, :left] = acc[:, finished:].clone()
             norm[:, :left] = norm[:, finished:].clone()
             acc[:, left:] = 0

@@ -1,9 +1,9 @@
 """What the page shows of one prediction, built from the files `unetkit predict` wrote: the pyramids of the
 display image, the class map, the foreground probabilities, the instance labels and the ground truth.
 
-Everything is read and written in bands of rows: an uncompressed TIFF input or mask is read through a
-memory map, other files are decoded once (as `unetkit predict` decodes them); no float copy of a large
-image is made whole, and the probabilities are read from their file band by band.
+Everything is read and written in bands of rows, by the region readers of `unetkit predict`
+(`unetkit.infer.readers`: tiled, striped and uncompressed TIFF by region, PNG decoded once); no float copy of a
+large image is made whole.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.serve._infer import ImageSource, tiff_memmap
+from unetkit.serve._infer import open_source
 from unetkit.serve.pyramid import TILE, LayerWriter, level_count, row_bands
 
 __all__ = ["DISPLAY_PERCENTILES", "View", "build_view", "class_map", "display_limits"]
@@ -82,40 +82,15 @@ def class_map(label_values: list[int] | None, num_classes: int) -> np.ndarray | 
     return table
 
 
-def _mask_array(path: Path) -> np.ndarray:
-    """A mask file as `(H, W)` integers: a memory map of an uncompressed TIFF, else decoded whole."""
-    if path.suffix.lower() in (".tif", ".tiff"):
-        mapped = tiff_memmap(path)
-        if mapped is not None:
-            return mapped
-    from unetkit.data.io import read_image
-
-    return read_image(path)
-
-
-def _probs_bands(path: Path, num_classes: int, height: int, width: int) -> Callable[[int, int], np.ndarray]:
-    """A reader of `(rows, W, K - 1)` foreground probabilities from `<stem>_probs.tif` (float32, `(K, H, W)`):
-    plain reads at the series' offset when its data are contiguous, else one decode."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        offset, shape, dtype = series.dataoffset, tuple(series.shape), np.dtype(series.dtype)
-    if shape != (num_classes, height, width):
-        raise ValueError(f"{path.name}: probabilities of shape {shape}, expected {(num_classes, height, width)}")
-    if offset is None or dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
-        whole = tifffile.imread(path)
-        return lambda y0, y1: np.moveaxis(whole[1:, y0:y1], 0, -1)
-
-    def read(y0: int, y1: int) -> np.ndarray:
-        out = np.empty((y1 - y0, width, num_classes - 1), dtype=np.float32)
-        with open(path, "rb") as handle:
-            for k in range(1, num_classes):
-                handle.seek(offset + (k * height + y0) * width * dtype.itemsize)
-                out[..., k - 1] = np.fromfile(handle, dtype=dtype, count=(y1 - y0) * width).reshape(y1 - y0, width)
-        return out
-
-    return read
+def _open_output(path: Path, height: int, width: int, channels: int) -> Any:
+    """An output of `predict_file` (mask, probabilities, instances), read band by band by the prediction's own
+    region readers (`unetkit.infer.readers`), checked against the image's size."""
+    source = open_source(path, None)
+    if (source.height, source.width, source.channels) != (height, width, channels):
+        shape = (source.channels, source.height, source.width)
+        source.close()
+        raise ValueError(f"{path.name}: of shape {shape} (CxHxW), expected {(channels, height, width)}")
+    return source
 
 
 def build_view(
@@ -139,7 +114,7 @@ def build_view(
         truth: the ground truth as class indices `(H, W)`, when given.
         progress: called with `(bands done, bands in all)`.
     """
-    source = ImageSource(image, None)
+    source = open_source(image, None)
     height, width = source.height, source.width
     view = View(folder, height, width, level_count(height, width), num_classes)
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,41 +135,39 @@ def build_view(
         writer.write(_stretch(source.read(np.arange(y0, y1), cols).numpy(), lo, hi))
         step()
     writer.close()
-    del source
+    source.close()
     view.layers.append("image")
 
     table = class_map(label_values, num_classes)
-    mask = _mask_array(written["mask"])
-    if mask.shape != (height, width):
-        raise ValueError(f"{written['mask'].name}: mask of shape {mask.shape}, expected {(height, width)}")
+    mask = _open_output(written["mask"], height, width, 1)
     class_type = np.uint16 if num_classes > 256 else np.uint8
     writer = LayerWriter(folder, "classes", height, width, view.levels, class_type, reduce="nearest")
     for y0, y1 in bands:
-        band = np.asarray(mask[y0:y1])
+        band = mask.region(y0, y1, 0, width)[0]
         writer.write(table[band] if table is not None else band.astype(class_type))
         step()
     writer.close()
-    del mask
+    mask.close()
     view.layers.append("classes")
 
-    read_probs = _probs_bands(written["probs"], num_classes, height, width)
+    probs = _open_output(written["probs"], height, width, num_classes)
     writer = LayerWriter(folder, "probs", height, width, view.levels, np.uint8, channels=num_classes - 1)
     for y0, y1 in bands:
-        writer.write(np.rint(read_probs(y0, y1) * 255).astype(np.uint8))
+        foreground = np.moveaxis(probs.region(y0, y1, 0, width)[1:], 0, -1)  # (rows, W, K - 1)
+        writer.write(np.rint(foreground * 255).astype(np.uint8))
         step()
     writer.close()
+    probs.close()
     view.layers.append("probs")
 
     if "instances" in written:
-        import tifffile
-
-        objects = tifffile.imread(written["instances"])
+        objects = _open_output(written["instances"], height, width, 1)
         writer = LayerWriter(folder, "instances", height, width, view.levels, np.int32, reduce="nearest")
         for y0, y1 in bands:
-            writer.write(objects[y0:y1].astype(np.int32))
+            writer.write(objects.region(y0, y1, 0, width)[0].astype(np.int32))
             step()
         writer.close()
-        del objects
+        objects.close()
         view.layers.append("instances")
 
     if truth is not None:
