@@ -1,5 +1,7 @@
-"""From a `TrainConfig` to tensors ready for training: load a folder or synthetic set, normalise with
-training-set statistics, compute weight maps, and draw random patches reproducibly from a seed.
+"""From a `TrainConfig` to tensors ready for training: load a folder or synthetic set, fit the intensity
+normalisation (`unetkit.data.normalize`) on its training split and apply it to every image before
+augmentation, compute weight maps, and draw random patches reproducibly from a seed. Ignored mask
+pixels and the field of view arrive as `valid`, which every loss, metric and the sampler honour.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unetkit.data.normalize import Normalization
 from unetkit.data.types import MaskInfo, SegmentationSet
 
 if TYPE_CHECKING:
@@ -45,8 +48,7 @@ class PreparedData:
     val: SegmentationSet
     mask: MaskInfo
     in_channels: int
-    mean: list[float]
-    std: list[float]
+    normalization: Normalization
 
 
 def prepare_data(
@@ -59,9 +61,14 @@ def prepare_data(
     synthetic_val: int,
     synthetic_size: int,
     separate_touching: bool = False,
+    ignore_index: int | None = None,
+    normalize: str = "auto",
 ) -> PreparedData:
-    """Load `data` (a folder, or `synthetic:NAME`) and compute normalisation statistics on its training split."""
-    from unetkit.data.folder import channel_stats, load_folder
+    """Load `data` (a folder, or `synthetic:NAME`) and fit the intensity normalisation on its training split
+    (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is `image` for the synthetic sets and the
+    fingerprint's choice for folders)."""
+    from unetkit.data.folder import load_folder
+    from unetkit.data.normalize import fit_normalization
     from unetkit.data.synthetic import make_synthetic
 
     if data.startswith(SYNTHETIC_PREFIX):
@@ -70,14 +77,26 @@ def prepare_data(
         train = full.subset(list(range(synthetic_train)))
         val = full.subset(list(range(synthetic_train, synthetic_train + synthetic_val)))
     else:
-        splits, mask = load_folder(data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed)
+        splits, mask = load_folder(
+            data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index
+        )
         train, val = splits["train"], splits["val"]
     if len(train) == 0:
         raise ValueError(f"{data}: no training images")
     if separate_touching:
         train, val = _separate(train, data), _separate(val, data)
-    mean, std = channel_stats(train.images)
-    return PreparedData(train, val, mask, int(train.images[0].shape[0]), mean, std)
+    synthetic = data.startswith(SYNTHETIC_PREFIX)
+    dtypes = train.extra.get("dtypes") if not synthetic else None
+    foreground = [
+        (t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)
+    ]
+    normalization = fit_normalization(
+        train.images,
+        scheme="image" if synthetic and normalize == "auto" else normalize,
+        dtypes=dtypes if isinstance(dtypes, list) else None,
+        foreground=foreground,
+    )
+    return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization)
 
 
 def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
@@ -139,17 +158,14 @@ def _separate(data: SegmentationSet, source: str) -> SegmentationSet:
 
 def to_tensors(
     data: SegmentationSet,
-    mean: list[float],
-    std: list[float],
+    normalization: Normalization,
     device: torch.device,
     *,
     weight_map: dict[str, float] | None = None,
 ) -> TensorSet:
-    """Normalise `data` and move it to `device`; with `weight_map` (`w0`, `sigma`) compute the U-Net
-    paper's border weight map from the instance labels."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    images = [((torch.from_numpy(np.ascontiguousarray(x)).float() - m) / s).to(device) for x in data.images]
+    """Normalise `data` (each whole image, as prediction does) and move it to `device`; with `weight_map`
+    (`w0`, `sigma`) compute the U-Net paper's border weight map from the instance labels."""
+    images = [torch.from_numpy(normalization.apply(x)).to(device) for x in data.images]
     targets = [torch.from_numpy(np.ascontiguousarray(t)).long().to(device) for t in data.targets]
     if data.fov is not None:
         valid = [torch.from_numpy(np.ascontiguousarray(f)).bool().to(device) for f in data.fov]

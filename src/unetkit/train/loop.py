@@ -142,13 +142,15 @@ class _Trainer:
             synthetic_val=config.synthetic_val,
             synthetic_size=config.synthetic_size,
             separate_touching=config.separate_touching,
+            ignore_index=config.ignore_index,
+            normalize=config.normalize,
         )
         self.prepared = prepared
         binary = prepared.mask.num_classes == 2
         out_channels = config.out_channels or (1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes)
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
-        self.train_set = to_tensors(prepared.train, prepared.mean, prepared.std, self.device, weight_map=wmap)
-        self.val_set = to_tensors(prepared.val, prepared.mean, prepared.std, self.device)
+        self.train_set = to_tensors(prepared.train, prepared.normalization, self.device, weight_map=wmap)
+        self.val_set = to_tensors(prepared.val, prepared.normalization, self.device)
         check_fit(config, prepared, out_channels, _out_key(config.model))
         torch.manual_seed(config.seed)
         options = {"in_channels": prepared.in_channels, _out_key(config.model): out_channels, **config.model_options}
@@ -220,8 +222,13 @@ class _Trainer:
         mask = self.prepared.mask
         return {
             "task": "segmentation",
-            "preprocess": {"scale": "integer images / dtype max", "mean": self.prepared.mean, "std": self.prepared.std},
-            "mask": {"mode": mask.mode, "num_classes": mask.num_classes, "label_values": mask.label_values},
+            "preprocess": self.prepared.normalization.to_dict(),
+            "mask": {
+                "mode": mask.mode,
+                "num_classes": mask.num_classes,
+                "label_values": mask.label_values,
+                "ignore_index": mask.ignore_index,
+            },
             "output": "sigmoid" if self.out_channels == 1 else "softmax",
             "epoch": epoch,
             "metrics": metrics,
