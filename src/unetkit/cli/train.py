@@ -38,6 +38,11 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--seed": ("seed", int, "random seed"),
     "--early-stopping": ("early_stopping", int, "patience in epochs (0 = off)"),
+    "--mask-mode": ("mask_mode", str, "auto (decided from the masks, reason logged), binary, classes or instances"),
+    "--ignore-index": ("ignore_index", int, "mask value no loss, metric or prediction uses, e.g. 255 (VOC borders)"),
+    "--normalize": ("normalize", str, "auto (the data set's fingerprint decides), image, dataset or none"),
+    "--plan": ("plan", str, "auto (default: a folder's unset settings from its fingerprint and the device) or off"),
+    "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
 }
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")

@@ -224,24 +224,37 @@ class PatchSampler:
     """Draw batches of random patches; every draw comes from a `torch.Generator`, so an epoch is
     reproduced exactly from its seed (resume needs no sampler state).
 
-    Images smaller than the patch are mirror-padded and the padding is marked invalid. For unpadded
+    Images smaller than the patch are mirror-padded and the padding is marked invalid. With
+    `foreground_oversample` p, each patch is, with probability p, centred on a random valid foreground
+    pixel (nnU-Net's foreground oversampling, 1/3 there), so rare classes are seen; ignored pixels
+    (`valid` False) are never such a centre and travel with their patch as invalid. For unpadded
     models (`margin > 0`) every image is first mirror-padded by the model's context margin, with the
     padding marked invalid, so that the output tiles (the input patch less the margin on each side)
     cover the whole image, borders included, as in the paper's overlap-tile strategy (Fig. 2).
     """
 
-    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0) -> None:
+    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0, foreground_oversample: float = 0.0) -> None:
         """
         Args:
             data: the training tensors.
             patch_size: input patch side; `0` uses whole images (which must then share one size).
             margin: context pixels an unpadded model loses on each side (0 for padded models).
+            foreground_oversample: share of patches centred on a valid foreground pixel, in [0, 1].
         """
         if len(data) == 0:
             raise ValueError("no training images to sample from")
+        if not 0.0 <= foreground_oversample <= 1.0:
+            raise ValueError(f"`foreground_oversample` must be in [0, 1], got {foreground_oversample}")
         if margin:
             data = _pad_margin(data, margin)
         self.data = data
+        self.oversample = float(foreground_oversample)
+        # flat indices of valid foreground pixels per image, for oversampled patch centres
+        self.foreground = (
+            [torch.nonzero(((t > 0) & v).flatten().cpu()).flatten() for t, v in zip(data.targets, data.valid, strict=True)]
+            if self.oversample > 0
+            else []
+        )
         if patch_size == 0:
             sizes = {tuple(x.shape[-2:]) for x in data.images}
             if len(sizes) > 1:
@@ -276,6 +289,13 @@ class PatchSampler:
             height, width = self.data.images[i].shape[-2:]
             top = int(torch.randint(max(height, h) - h + 1, (1,), generator=generator))
             left = int(torch.randint(max(width, w) - w + 1, (1,), generator=generator))
+            if self.oversample > 0:  # drawn for every patch, so the stream does not depend on the data
+                pick, where = torch.rand(2, generator=generator).tolist()
+                pixels = self.foreground[i]
+                if pick < self.oversample and pixels.numel():
+                    y, x = divmod(int(pixels[min(int(where * pixels.numel()), pixels.numel() - 1)]), int(width))
+                    top = min(max(y - h // 2, 0), max(height - h, 0))
+                    left = min(max(x - w // 2, 0), max(width - w, 0))
             if mine is not None and n not in mine:
                 continue
             image = _pad_to(self.data.images[i], h, w, mode="reflect")

@@ -168,7 +168,7 @@ class _Trainer:
             patch = int(self.model.valid_input_size(patch))  # type: ignore[operator]
         elif margin:
             raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
-        self.sampler = PatchSampler(self.train_set, patch, margin)
+        self.sampler = PatchSampler(self.train_set, patch, margin, config.foreground_oversample)
         self.steps = steps_for_epoch(config.steps_per_epoch, len(self.train_set), config.batch_size)
         pos_weight = config.pos_weight
         if pos_weight == "auto":
