@@ -48,6 +48,22 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")
 
 
+def given_fields(args: argparse.Namespace) -> set[str]:
+    """The config fields the user set: flags, switches, `--set`, `-m`, and the keys of `--config`'s YAML."""
+    from unetkit.train.config import parse_yaml
+
+    given = {name for flag, (name, _, _) in FLAGS.items() if getattr(args, flag.lstrip("-").replace("-", "_")) is not None}
+    given |= {flag for flag in SWITCHES if getattr(args, flag)} | {key for key, _ in args.set}
+    given |= {"model_options"} if args.model_option else set()
+    given |= {"compile"} if args.compile is not None else set()
+    if args.config:
+        from pathlib import Path
+
+        values = parse_yaml(Path(args.config).read_bytes(), source=args.config) or {}
+        given |= set(values) if isinstance(values, dict) else set()
+    return given
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults < `--config` YAML < flags < `--set` overrides."""
     overrides: dict[str, Any] = {}
@@ -87,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.train.loop import TrainingDiverged, train
 
     config = None
+    given: set[str] | None = None
     if args.resume:  # the run's saved config; only --epochs may change (an exact continuation)
         given = [flag for flag in FLAGS if flag != "--epochs" and getattr(args, flag[2:].replace("-", "_")) is not None]
         given += [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(args, name)]
@@ -101,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
             config = TrainConfig(epochs=args.epochs)
     else:
         config = config_from_args(args)
+        given = given_fields(args)
     if args.devices is not None and args.devices < 1:
         raise ValueError(f"`--devices` must be >= 1, got {args.devices}")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
@@ -120,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     if not main:  # rank 0 alone reports
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        result = train(config, resume=args.resume, progress=True)
+        result = train(config, resume=args.resume, progress=True, given=given)
     except TrainingDiverged as err:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)

@@ -46,7 +46,7 @@ MAX_STAT_PIXELS = 1 << 20  # per-image statistics on a strided subsample above t
 DATASET_SAMPLES = 100_000  # foreground values taken per image for the data set's statistics
 STD_FLOOR = 1e-8
 # `choose_scheme`: per-image percentiles that vary less than this share of the median range mean absolute units
-CONSISTENT_RANGE = 0.1
+CONSISTENT_RANGE = 0.2
 
 
 def stat_stride(height: int, width: int) -> int:

@@ -80,6 +80,12 @@ class TrainConfig:
             `1h`, or seconds; empty = the plan's default (`unetkit.train.plan.DEFAULT_BUDGET`).
         foreground_oversample: share of the patches centred on a random valid foreground pixel (the rest
             uniformly placed), as nnU-Net does with 0.33; `0` = uniform patches only.
+        head_init: `prior`: the output head's bias is set so that the untrained network predicts the
+            training masks' class shares (`unetkit.train.head_init`); `default`: the layer's own init.
+        bn_average_epochs: during the first N epochs BatchNorm's running statistics are the plain
+            average of the batches seen (`momentum=None`), then the usual moving average (0.1). With
+            few steps an epoch the moving average still holds mostly its initial (0, 1), so validation
+            in eval mode saw shifted features: with a sigmoid head "everything foreground" (README, "BCE").
         tune_instances: after training, fit the instance post-processing (watershed `h`, `min_size`)
             on the validation split and store it in the checkpoints (`predict --instances` uses it);
             needs instance masks.
@@ -90,7 +96,8 @@ class TrainConfig:
         scheduler: `cosine`, `constant` or `poly` (power 0.9, as in nnU-Net), after warm-up.
         warmup_epochs: linear warm-up from 0, in epochs (fractions allowed).
         grad_clip: max gradient norm; `0` disables clipping.
-        loss: `auto` (BCE for one output channel, CE otherwise), `bce`, `ce`, `dice`, `dice_bce`,
+        loss: `auto` (CE on a softmax output, two channels for binary masks; BCE only when
+            `out_channels` is 1), `bce`, `ce`, `dice`, `dice_bce`,
             `dice_ce` or `weighted_ce`; for the image-to-image tasks `auto` (= `mse`), `mse` or `l1`.
         pos_weight: BCE positive-class weight; `"auto"` computes negatives / positives on the
             training masks; `None` = 1.
@@ -157,6 +164,8 @@ class TrainConfig:
     time_budget: str = ""
     foreground_oversample: float = 0.0
     tune_instances: bool = False
+    head_init: str = "default"
+    bn_average_epochs: int = 1
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -203,7 +212,8 @@ class TrainConfig:
         positive = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
         for name in positive:
             _check_int(name, getattr(self, name), 1)
-        counts = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels")
+        counts = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels",
+                  "bn_average_epochs")  # fmt: skip
         for name in (*counts, "seed", "log_every"):
             _check_int(name, getattr(self, name), 0)
         if self.seed >= 2**63:
@@ -269,6 +279,7 @@ class TrainConfig:
         self.ignore_index = check_ignore_index(self.ignore_index)
         self.normalize = look_up_option("normalize", self.normalize, NORMALIZATIONS)
         self.plan = look_up_option("plan", self.plan, ("auto", "off"))
+        self.head_init = look_up_option("head_init", self.head_init, ("prior", "default"))
         if not isinstance(self.time_budget, str):
             if isinstance(self.time_budget, bool) or not isinstance(self.time_budget, (int, float)):
                 raise ValueError(f"`time_budget` must be a duration such as 10m, 90s or 1h, got {self.time_budget!r}")
