@@ -40,7 +40,7 @@ __all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instance
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BUDGET = "5m"
+DEFAULT_BUDGET = "3m"
 PATCH_CAP = {"cpu": 128, "cuda": 384}
 WIDTH = {"cpu": 16, "cuda": 32}
 BATCH = {"cpu": 8, "cuda": 16}
@@ -72,7 +72,8 @@ class Plan:
     measured: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        return [f"plan: {key} = {self.settings[key]!r} ({self.reasons.get(key, '')})" for key in self.settings]
+        lines = [f"plan: {key} = {self.settings[key]!r} ({self.reasons.get(key, '')})" for key in self.settings]
+        return lines + [f"plan: {key}: {why}" for key, why in self.reasons.items() if key not in self.settings]
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "reasons": self.reasons, "measured": self.measured,
@@ -173,8 +174,10 @@ def make_plan(
     planned = dataclasses.replace(config, **settings)
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
-    if not ({"epochs", "steps_per_epoch"} & given):
-        seconds = _trial_seconds(planned, channels, max(classes, 2), device) if measure else 0.05
+    if not measure:
+        reasons["epochs"] = "not planned: no timed trial (--no-timing)"
+    elif not ({"epochs", "steps_per_epoch"} & given):
+        seconds = _trial_seconds(planned, channels, max(classes, 2), device)
         if measure and device.type == "cpu" and "threads" not in given and torch.get_num_threads() > 1:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # a loaded machine runs one thread faster than several competing ones
@@ -187,7 +190,7 @@ def make_plan(
                 reasons["threads"] = f"1 thread {single * 1000:.0f} ms vs {threads} threads {seconds * 1000:.0f} ms a step"
                 seconds = single
                 torch.set_num_threads(1)
-        while measure and "patch_size" not in given and planned.patch_size > MIN_PATCH and (
+        while "patch_size" not in given and planned.patch_size > MIN_PATCH and (
             budget * BUDGET_USE / seconds < MIN_STEPS
         ):
             smaller = max(MIN_PATCH, planned.patch_size * 3 // 4 // 2**depth * 2**depth)
