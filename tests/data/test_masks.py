@@ -57,7 +57,7 @@ def test_ignore_index_pixels_are_invalid_and_no_class(tmp_path):
     assert splits["train"].fov is not None
     np.testing.assert_array_equal(splits["train"].fov[0][1], [True, False, False, True])  # ... and invalid
     assert splits["train"].fov[1].sum() == 15
-    without, info = load_folder(tmp_path, val_fraction=0)
+    _, info = load_folder(tmp_path, val_fraction=0)
     assert info.label_values == [0, 1, 8, 15, 255]  # without ignore_index the border is a class of its own
 
 

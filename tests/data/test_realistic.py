@@ -21,7 +21,11 @@ def test_files_are_stored_the_way_real_sets_come(sets):
     nuclei = tifffile.imread(next((sets["nuclei"] / "images").iterdir()))
     labels = tifffile.imread(next((sets["nuclei"] / "masks").iterdir()))
     assert nuclei.dtype == np.uint16 and nuclei.max() < 1000  # low range: < 1.5% of 65535
-    assert labels.dtype == np.uint16 and labels.max() >= 10 and np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    assert (
+        labels.dtype == np.uint16
+        and labels.max() >= 10
+        and np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    )
     photo = next((sets["voc"] / "images").iterdir())
     mask = Image.open(next((sets["voc"] / "masks").iterdir()))
     assert photo.suffix == ".jpg" and mask.mode == "P" and set(np.unique(np.asarray(mask))) <= {0, 1, 8, 15, 255}

@@ -22,7 +22,9 @@ def voc_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("voc")
     data = write_realistic("voc", root / "data", n=8)
     run = root / "run"
-    assert main(["train", "--data", str(data), "--out", str(run), "--ignore-index", "255", "--time-budget", BUDGET]) == 0
+    assert (
+        main(["train", "--data", str(data), "--out", str(run), "--ignore-index", "255", "--time-budget", BUDGET]) == 0
+    )
     return data, run
 
 

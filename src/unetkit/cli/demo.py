@@ -117,7 +117,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     model = load_model(run)  # best/ of the run
     print(f"2/3 predicting {s.test_images} held-out images with the best checkpoint (epoch {result.best_epoch})")
     start = time.perf_counter()
-    rows, overlays = [], []
+    rows: list[dict[str, Any]] = []
+    overlays = []
     totals = torch.zeros(4, dtype=torch.float64)
     for i in range(len(test)):
         labels = torch.from_numpy(predict(model, test.images[i]).argmax(axis=0))

@@ -131,7 +131,7 @@ def _mask_info(args: argparse.Namespace, preds: list[np.ndarray], gts: list[np.n
         if not isinstance(mask.get("label_values"), list) or mask.get("mode") not in ("binary", "classes", "instances"):
             raise ValueError(f"{args.checkpoint}: the checkpoint holds no mask label values")
         ignore = ignore if ignore is not None else mask.get("ignore_index")
-        mode = "classes" if mask["mode"] == "classes" else "binary"
+        mode = mask["mode"]  # instance labels: foreground = id > 0
         info = MaskInfo(mode, len(mask["label_values"]) if mode == "classes" else 2, mask["label_values"], ignore)
         return info, f"the label values of {args.checkpoint}"
     if args.label_values is not None:
@@ -242,8 +242,9 @@ def _run(args: argparse.Namespace) -> int:
         num_classes = info.num_classes
     else:  # instance labels; a side of 0/255 masks is foreground > 0 (its objects: connected components)
         if args.ignore_index is not None:
-            valids = [g != args.ignore_index for g in gts]
-            gts = [np.where(v, g, 0) for v, g in zip(valids, gts, strict=True)]
+            kept = [g != args.ignore_index for g in gts]
+            gts = [np.where(v, g, 0) for v, g in zip(kept, gts, strict=True)]
+            valids = list(kept)
         for masks in (preds, gts):
             values = np.unique(np.concatenate([np.unique(m) for m in masks]))
             if np.isin(values, (0, 255)).all():
@@ -251,8 +252,9 @@ def _run(args: argparse.Namespace) -> int:
     fovs: list[np.ndarray | None] | None = None
     if args.fov is not None:
         fov_files = _counterparts(Path(args.fov), stems, "", "field-of-view")
-        fovs = [_read_fov(fov_files[s]) for s in stems]
-        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, fovs, gts, strict=True) if f.shape != g.shape]
+        read = [_read_fov(fov_files[s]) for s in stems]
+        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, read, gts, strict=True) if f.shape != g.shape]
+        fovs = list(read)
         if bad:
             raise ValueError(f"{len(bad)} field-of-view file(s) differ in size from their masks: {_listing(bad, 5)}")
     if any(v is not None for v in valids):

@@ -52,7 +52,9 @@ def given_fields(args: argparse.Namespace) -> set[str]:
     """The config fields the user set: flags, switches, `--set`, `-m`, and the keys of `--config`'s YAML."""
     from unetkit.train.config import parse_yaml
 
-    given = {name for flag, (name, _, _) in FLAGS.items() if getattr(args, flag.lstrip("-").replace("-", "_")) is not None}
+    given = {
+        name for flag, (name, _, _) in FLAGS.items() if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
+    }
     given |= {flag for flag in SWITCHES if getattr(args, flag)} | {key for key, _ in args.set}
     given |= {"model_options"} if args.model_option else set()
     given |= {"compile"} if args.compile is not None else set()
@@ -103,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.train.loop import TrainingDiverged, train
 
     config = None
-    given: set[str] | None = None
+    user_set: set[str] | None = None  # the fields the user gave, which the plan keeps
     if args.resume:  # the run's saved config; only --epochs may change (an exact continuation)
         given = [flag for flag in FLAGS if flag != "--epochs" and getattr(args, flag[2:].replace("-", "_")) is not None]
         given += [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(args, name)]
@@ -118,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
             config = TrainConfig(epochs=args.epochs)
     else:
         config = config_from_args(args)
-        given = given_fields(args)
+        user_set = given_fields(args)
     if args.devices is not None and args.devices < 1:
         raise ValueError(f"`--devices` must be >= 1, got {args.devices}")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
@@ -138,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     if not main:  # rank 0 alone reports
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        result = train(config, resume=args.resume, progress=True, given=given)
+        result = train(config, resume=args.resume, progress=True, given=user_set)
     except TrainingDiverged as err:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)

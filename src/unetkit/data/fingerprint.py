@@ -50,10 +50,10 @@ class Fingerprint:
 
     def table(self) -> str:
         """The fingerprint as an aligned text table."""
+        sides = zip(self.sizes["height"], self.sizes["width"], strict=True)
         rows = [
             ("images", ", ".join(f"{n} {split}" for split, n in self.counts.items())),
-            ("size (HxW)", " / ".join(f"{h}x{w}" for h, w in zip(self.sizes["height"], self.sizes["width"], strict=True))
-             + "  (min / median / max)"),
+            ("size (HxW)", " / ".join(f"{h}x{w}" for h, w in sides) + "  (min / median / max)"),
             ("dtypes", ", ".join(f"{k} ({v})" for k, v in self.dtypes.items())),
             ("channels", str(self.channels)),
         ]  # fmt: skip
@@ -67,7 +67,9 @@ class Fingerprint:
             rows.append((f"ignored (value {self.mask['ignore_index']})", f"{self.mask['ignored_share']:.2%} of pixels"))
         if self.objects:
             objects = self.objects
-            rows.append(("objects per image", "{} / {:g} / {}".format(*objects["per_image"]) + "  (min / median / max)"))
+            rows.append(
+                ("objects per image", "{} / {:g} / {}".format(*objects["per_image"]) + "  (min / median / max)")
+            )
             rows.append(("object size (px)", "{:g} / {:g} / {:g}".format(*objects["size"]) + "  (5% / median / 95%)"))
             rows.append(("objects touching another", f"{objects['touching']:.0%} ({objects['kind']})"))
         for item in self.outliers:
@@ -95,7 +97,8 @@ def _objects(data: SegmentationSet, info: MaskInfo) -> dict[str, Any]:
     """Object counts and sizes: instance ids, or connected components of each image's foreground."""
     from skimage.measure import label
 
-    counts, sizes = [], []
+    counts: list[int] = []
+    sizes: list[int] = []
     touching = total = 0
     for i, target in enumerate(data.targets):
         labels = data.instances[i] if data.instances is not None else label(target > 0, connectivity=2)
@@ -135,22 +138,16 @@ def fingerprint_sets(
     names = [n for s in every for n in s.names]
     targets = [t for s in every for t in s.targets]
     valids = [v for s in every for v in (s.fov if s.fov is not None else [None] * len(s))]
-    dtypes = [d for s in every for d in s.extra.get("dtypes", ["float32"] * len(s))]  # type: ignore[union-attr]
+    dtypes: list[str] = [str(d) for s in every for d in _dtypes(s)]
     channels = int(images[0].shape[0])
     heights = np.array([x.shape[-2] for x in images])
     widths = np.array([x.shape[-1] for x in images])
     samples = [x[:, :: stat_stride(*x.shape[-2:]), :: stat_stride(*x.shape[-2:])].reshape(channels, -1) for x in images]
     pooled = np.concatenate(samples, axis=1)
-    intensity = {
-        f"p{p:g}": [float(v) for v in np.percentile(pooled, p, axis=1)] for p in INTENSITY_PERCENTILES
-    }
+    intensity = {f"p{p:g}": [float(v) for v in np.percentile(pooled, p, axis=1)] for p in INTENSITY_PERCENTILES}
     train = splits["train"]
-    foreground = [
-        (t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)
-    ]
-    norm = fit_normalization(
-        train.images, scheme=normalize, dtypes=train.extra.get("dtypes"), foreground=foreground  # type: ignore[arg-type]
-    )
+    foreground = [(t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)]
+    norm = fit_normalization(train.images, scheme=normalize, dtypes=_dtypes(train), foreground=list(foreground))
     k = info.num_classes
     freq = np.zeros(k, dtype=np.int64)
     ignored = total = 0
@@ -198,8 +195,16 @@ def fingerprint_sets(
     )
 
 
+def _dtypes(data: SegmentationSet) -> list[str]:
+    """The image files' dtypes (`load_folder` records them), float32 where unknown."""
+    found = data.extra.get("dtypes")
+    return [str(d) for d in found] if isinstance(found, list) else ["float32"] * len(data)
+
+
 def _merged(sets: list[SegmentationSet]) -> SegmentationSet:
-    instances = [x for s in sets for x in s.instances] if all(s.instances is not None for s in sets) else None
+    instances = None
+    if all(s.instances is not None for s in sets):
+        instances = [x for s in sets for x in (s.instances or [])]
     return SegmentationSet(
         images=[x for s in sets for x in s.images],
         targets=[t for s in sets for t in s.targets],
@@ -227,4 +232,3 @@ def fingerprint_folder(
     splits, info = load_folder(root, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed,
                                ignore_index=ignore_index)  # fmt: skip
     return fingerprint_sets(root, splits, info, normalize=normalize), splits, info
-

@@ -278,7 +278,9 @@ def _build_set(samples: list[_Sample], info: MaskInfo) -> SegmentationSet:
         target, valid = class_targets(sample.mask, info, sample.files.mask)
         targets.append(target)
         if info.mode == "instances":
-            ids = sample.mask if info.ignore_index is None else np.where(sample.mask == info.ignore_index, 0, sample.mask)
+            ids = (
+                sample.mask if info.ignore_index is None else np.where(sample.mask == info.ignore_index, 0, sample.mask)
+            )
             instances.append(ids.astype(np.int32))
         if sample.fov is not None:
             valid = sample.fov if valid is None else sample.fov & valid

@@ -256,9 +256,9 @@ def resolve_mask_mode(
                 _listing(seen_1),
                 _listing(seen_255),
             )
-        values = [0, 255] if seen_255 else [0, 1]
-        reason = f"binary: every mask holds values within {{{values[0]}, {values[1]}}}"
-        return _info("binary", values, ignore_index, reason, mask_mode, root)
+        binary_values = [0, 255] if seen_255 else [0, 1]
+        reason = f"binary: every mask holds values within {{{binary_values[0]}, {binary_values[1]}}}"
+        return _info("binary", binary_values, ignore_index, reason, mask_mode, root)
     union = np.unique(np.concatenate([e.values for e in evidence]))
     like, figures = _instance_like(evidence) if mask_mode == "auto" else (False, {})
     wide = any(d not in ("uint8", "int8", "palette", "bool") for d in dtypes)
@@ -290,7 +290,10 @@ def resolve_mask_mode(
         reason = f"classes, as asked (mask_mode 'classes'): {len(label_values)} values {{{_listing(label_values)}}}"
     elif like:
         _warn_ambiguous(
-            evidence, f"classes ({len(label_values)} values)", "instance labels (each id one connected blob)", "instances"
+            evidence,
+            f"classes ({len(label_values)} values)",
+            "instance labels (each id one connected blob)",
+            "instances",
         )
     return _info("classes", label_values, ignore_index, reason, mask_mode, root)
 

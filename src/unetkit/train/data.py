@@ -87,9 +87,7 @@ def prepare_data(
         train, val = _separate(train, data), _separate(val, data)
     synthetic = data.startswith(SYNTHETIC_PREFIX)
     dtypes = train.extra.get("dtypes") if not synthetic else None
-    foreground = [
-        (t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)
-    ]
+    foreground = [(t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)]
     normalization = fit_normalization(
         train.images,
         scheme="image" if synthetic and normalize == "auto" else normalize,
@@ -251,7 +249,10 @@ class PatchSampler:
         self.oversample = float(foreground_oversample)
         # flat indices of valid foreground pixels per image, for oversampled patch centres
         self.foreground = (
-            [torch.nonzero(((t > 0) & v).flatten().cpu()).flatten() for t, v in zip(data.targets, data.valid, strict=True)]
+            [
+                torch.nonzero(((t > 0) & v).flatten().cpu()).flatten()
+                for t, v in zip(data.targets, data.valid, strict=True)
+            ]
             if self.oversample > 0
             else []
         )

@@ -568,7 +568,7 @@ def train(
             with stop.installed() if stop is not None else nullcontext():
                 result = trainer.fit()
             if config.tune_instances and world.is_main:
-                _store_instance_tuning(trainer, run)  # type: ignore[arg-type]
+                _store_instance_tuning(trainer, run)
             return result
         except TrainingDiverged as err:
             last = run / "last"
