@@ -180,7 +180,7 @@ def make_plan(
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
     if not measure:
-        reasons["epochs"] = "not planned: no timed trial (--no-timing)"
+        reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
     elif not ({"epochs", "steps_per_epoch"} & given):
         seconds = _trial_seconds(planned, channels, max(classes, 2), device)
         if measure and device.type == "cpu" and "threads" not in given and torch.get_num_threads() > 1:
@@ -253,7 +253,10 @@ def resolve_plan(config: TrainConfig, given: set[str] | None = None) -> tuple[Tr
         seed=config.seed,
         normalize=config.normalize,
     )
-    planned, plan = make_plan(config, fingerprint.to_dict(), given=given)
+    import os
+
+    several = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1  # every process must plan alike: no timed trial
+    planned, plan = make_plan(config, fingerprint.to_dict(), given=given, measure=not several)
     for line in plan.lines():
         logger.info("%s", line)
     return planned, plan
