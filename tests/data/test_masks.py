@@ -58,7 +58,10 @@ def test_ignore_index_pixels_are_invalid_and_no_class(tmp_path):
     np.testing.assert_array_equal(splits["train"].fov[0][1], [True, False, False, True])  # ... and invalid
     assert splits["train"].fov[1].sum() == 15
     _, info = load_folder(tmp_path, val_fraction=0)
-    assert info.label_values == [0, 1, 8, 15, 255]  # without ignore_index the border is a class of its own
+    assert (info.label_values, info.ignore_index) == ([0, 1, 8, 15], 255)  # auto: VOC's void border, ignored
+    assert "PASCAL VOC's void border" in info.reason
+    _, info = load_folder(tmp_path, val_fraction=0, mask_mode="classes")
+    assert info.label_values == [0, 1, 8, 15, 255]  # asked for classes: the border is a class of its own
 
 
 def test_auto_recognises_instance_label_images_and_says_why(tmp_path, caplog):

@@ -42,7 +42,7 @@ def test_files_are_stored_the_way_real_sets_come(sets):
     ("name", "flags", "mode", "normalisation"),
     [
         ("nuclei", [], "instance labels", "image"),
-        ("voc", ["--ignore-index", "255"], "classes: 4 values {0, 1, 8, 15} (palette PNG indices)", "image"),
+        ("voc", [], "classes: 4 values {0, 1, 8, 15} (palette PNG indices)", "image"),  # 255: VOC's void, ignored
         ("bit12", [], "binary", "image"),
         ("ct", [], "classes: 3 values {0, 1, 2}", "dataset"),
     ],
@@ -62,4 +62,4 @@ def test_inspect_prints_the_mask_mode_and_the_plan(sets, tmp_path, capsys, name,
         assert payload["fingerprint"]["objects"]["touching"] > 0.5
     if name == "voc":
         assert payload["fingerprint"]["mask"]["ignore_index"] == 255 and "ignored (value 255)" in text
-        assert plan["out_channels"] == 4
+        assert plan["out_channels"] == 4 and plan["ignore_index"] == 255  # the plan carries the ignore value

@@ -17,7 +17,8 @@ why, and which setting overrides it:
   (`MANY_IDS`) or the masks are stored wider than 8 bits (uint16 / int32 label images, as nuclei sets
   such as the 2018 Data Science Bowl ship them); also when there are more distinct values than
   `MAX_CLASS_VALUES`;
-- classes otherwise (palette PNGs are class maps).
+- classes otherwise (palette PNGs are class maps). In palette masks with at most 21 other values, 255 is
+  PASCAL VOC's void border and is ignored unless `ignore_index` or `mask_mode: classes` says otherwise.
 
 A mask that fits both readings (a few ids, each one blob) gets a warning that names the file and both
 readings.
@@ -61,6 +62,8 @@ MANY_IDS = 10  # ids in one mask from which 8-bit masks are taken as instance la
 SINGLE_BLOB_SHARE = 0.9  # share of ids that must be one connected blob
 CONSECUTIVE_SHARE = 0.8  # share of masks whose ids are about 1..N (largest id <= 2 N + 1)
 OBJECT_AREA_SHARE = 0.1  # the median object covers at most this share of its image
+VOC_VOID = 255  # palette masks with this value and at most VOC_MAX_CLASSES others: VOC's void border, ignored
+VOC_MAX_CLASSES = 21
 LISTED = 5
 
 
@@ -260,6 +263,12 @@ def resolve_mask_mode(
         reason = f"binary: every mask holds values within {{{binary_values[0]}, {binary_values[1]}}}"
         return _info("binary", binary_values, ignore_index, reason, mask_mode, root)
     union = np.unique(np.concatenate([e.values for e in evidence]))
+    void = ""
+    if mask_mode == "auto" and ignore_index is None and dtypes == ["palette"] and VOC_VOID in union:
+        others = union[union != VOC_VOID]
+        if others.size <= VOC_MAX_CLASSES and others.max(initial=0) < VOC_VOID:  # PASCAL VOC's convention
+            ignore_index, union = VOC_VOID, others
+            void = "void"
     like, figures = _instance_like(evidence) if mask_mode == "auto" else (False, {})
     wide = any(d not in ("uint8", "int8", "palette", "bool") for d in dtypes)
     palette = dtypes == ["palette"]
@@ -286,6 +295,8 @@ def resolve_mask_mode(
         label_values = sorted({label_values[0], 0 if label_values[0] != 0 else 1})
     source = "palette PNG indices" if palette else "grey values"
     reason = f"classes: {len(label_values)} values {{{_listing(label_values)}}} ({source}) across {len(evidence)} masks"
+    if void:
+        reason += f" ({VOC_VOID}: PASCAL VOC's void border)"
     if mask_mode == "classes":
         reason = f"classes, as asked (mask_mode 'classes'): {len(label_values)} values {{{_listing(label_values)}}}"
     elif like:

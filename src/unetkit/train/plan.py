@@ -176,6 +176,8 @@ def make_plan(
     choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
     choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
     choose("mask_mode", mask["mode"], mask.get("reason", ""))
+    if mask.get("ignore_index") is not None:  # e.g. VOC's void border, recognised in palette masks
+        choose("ignore_index", mask["ignore_index"], "the masks' ignore value (no loss, metric or prediction)")
     planned = dataclasses.replace(config, **settings)
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
