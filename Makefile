@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.unetkit-dev
 
-.PHONY: demo test lint bench bench-tiling clean
+.PHONY: demo test lint bench bench-tiling browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/unetkit demo --out results
 
-test: $(STAMP)
+# Debian's Chromium for the page's browser tests (tests/serve): apt-get install when it is missing (as root),
+# nothing where it is installed; elsewhere those tests skip and say why.
+browser:
+	@.ci/install-browser
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

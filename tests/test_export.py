@@ -24,6 +24,7 @@ from unetkit.export import (
     load_exported,
 )
 from unetkit.infer import Predictor
+from unetkit.models import get_model_entry
 
 PREPROCESS = {"preprocess": {"mean": [0.5], "std": [0.25], "scale": 1.0}}
 MASK = {"mask": {"mode": "binary", "num_classes": 2, "label_values": [0, 255]}}
@@ -249,6 +250,8 @@ def test_load_exported_errors_name_the_file(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_every_zoo_model_exports_to_onnx_and_torch(tmp_path, name):
+    if len(get_model_entry(name).example_shape) == 3:
+        pytest.skip("export takes 2D models; 3D export comes with 3D prediction (issue 19, phase 2)")
     options = {
         "unet": {"base_channels": 4},
         "unet_classic": {"base_channels": 4},

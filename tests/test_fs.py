@@ -91,3 +91,40 @@ def test_replace_dir_keeps_a_copy_when_an_earlier_replace_was_cut(tmp_path, monk
     assert all(state for state in seen), seen  # at every rename, a checkpoint existed under one of its names
     assert (tmp_path / "last" / "model.safetensors").read_text() == "epoch 2"
     assert not old.exists()
+
+
+# --- check_outputs: no output over an input ------------------------------------------------------------
+
+
+def test_check_outputs_sees_the_same_file_through_a_hard_link_and_a_symbolic_link(tmp_path):
+    from unetkit._fs import OutputOverInput, check_outputs
+
+    (tmp_path / "gt").mkdir()
+    mask = tmp_path / "gt" / "a.png"
+    mask.write_bytes(b"mask")
+    os.link(mask, tmp_path / "hard.png")
+    (tmp_path / "soft.png").symlink_to(mask)
+    for other in ("hard.png", "soft.png"):
+        with pytest.raises(OutputOverInput, match=rf"`--json` .*{other} is one of the inputs \(.*gt/a\.png\)"):
+            check_outputs(files={"--json": tmp_path / other}, inputs=[mask])
+    assert mask.read_bytes() == b"mask"
+
+
+def test_check_outputs_allows_new_files_beside_inputs_and_folders_that_hold_none(tmp_path):
+    from unetkit._fs import check_outputs
+
+    (tmp_path / "in").mkdir()
+    image = tmp_path / "in" / "img.png"
+    image.write_bytes(b"x")
+    check_outputs(files={"--json": tmp_path / "in" / "new.json"}, inputs=[image, tmp_path / "in"])
+    check_outputs(folders={"--out": tmp_path / "in" / "masks"}, inputs=[image, tmp_path / "in"])  # below, not over
+    check_outputs(folders={"--out": tmp_path / "run"}, trees=[tmp_path / "data"])  # neither exists yet
+
+
+def test_check_outputs_refuses_a_tree_reached_through_a_link(tmp_path):
+    from unetkit._fs import OutputOverInput, check_outputs
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "data", target_is_directory=True)
+    with pytest.raises(OutputOverInput, match=r"`--out` .*alias/run is inside the input .*data"):
+        check_outputs(folders={"--out": tmp_path / "alias" / "run"}, trees=[tmp_path / "data"])

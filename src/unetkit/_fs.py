@@ -8,6 +8,10 @@ fsynced, so the rename itself survives a power cut), or removed on failure.
 
 A write that fails because of the machine, not the program (a full disk, a quota, a read-only or
 unwritable folder) raises `WriteError`: an `OSError` whose one-line message names the file.
+
+`check_outputs` is the one rule every writing command applies before it writes: no output may be one of
+its inputs, a folder that outputs are written into by name may not hold an input file, and nothing may be
+written inside (or replace a folder holding) an input that is read as a whole tree.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
     "WRITE_ERRNOS",
+    "OutputOverInput",
     "WriteError",
     "atomic_file",
     "atomic_write_bytes",
+    "check_outputs",
     "check_writable",
     "fsync_dir",
     "preallocate",
@@ -188,3 +194,73 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+class OutputOverInput(ValueError):
+    """An output of a command would write over one of its inputs."""
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """One file or folder: the same resolved path, or the same inode (hard links, case-insensitive or
+    bind-mounted file systems)."""
+    if _real(a) == _real(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or lies below it (through links too)."""
+    return any(_same(p, folder) for p in (_real(path), *_real(path).parents) if p.exists()) or _real(
+        path
+    ).is_relative_to(_real(folder))
+
+
+def check_outputs(
+    *,
+    files: Mapping[str, str | Path] | None = None,
+    folders: Mapping[str, str | Path] | None = None,
+    inputs: Sequence[str | Path] = (),
+    trees: Sequence[str | Path] = (),
+) -> None:
+    """Refuse, before anything is written, outputs that would write over the command's inputs.
+
+    Args:
+        files: output files by the flag that names them (`{"--json": path}`).
+        folders: output folders that files are written into by name (`{"--out": path}`).
+        inputs: files and folders the command reads.
+        trees: folders read as a whole (a data set, a run): nothing may be written inside them, and no output
+            folder may contain them.
+
+    Raises:
+        OutputOverInput: naming the flag, the output and the input: an output that is an input (or another
+            output), an output folder that holds an input file (its files are written by name) or is the
+            folder of one, an output inside a tree, or an output folder holding a tree.
+    """
+    outputs = [(flag, Path(p), False) for flag, p in (files or {}).items()]
+    outputs += [(flag, Path(p), True) for flag, p in (folders or {}).items()]
+    sources = [Path(p) for p in (*inputs, *trees)]
+    for i, (flag, out, is_folder) in enumerate(outputs):
+        for other_flag, other, _ in outputs[:i]:
+            if _same(out, other):
+                raise OutputOverInput(f"`{flag}` {out} is also `{other_flag}`; give each output its own path")
+        for source in sources:
+            if _same(out, source):
+                alias = f" ({source})" if str(source) != str(out) else ""
+                raise OutputOverInput(f"`{flag}` {out} is one of the inputs{alias}; refusing to write over it")
+        for source in sources:
+            if is_folder and not source.is_dir() and (_same(out, source.parent) or _same(out, _real(source).parent)):
+                raise OutputOverInput(
+                    f"`{flag}` {out} holds the input {source}; writing there could replace it; choose another folder"
+                )
+        for tree in map(Path, trees):
+            if _within(out, tree):
+                raise OutputOverInput(f"`{flag}` {out} is inside the input {tree}; choose a folder outside it")
+            if is_folder and _within(tree, out):
+                raise OutputOverInput(f"`{flag}` {out} contains the input {tree}; choose a folder outside it")

@@ -31,6 +31,7 @@ __all__ = [
     "folder",
     "png_0x0",
     "png_bytes",
+    "png_made",
     "read_only",
     "tree",
     "unreadable",
@@ -66,14 +67,19 @@ def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def png_0x0() -> bytes:
-    """A PNG whose header says 0 x 0 pixels (valid signature and CRCs)."""
+def png_made(width: int, height: int, idat: bytes, *, colour_type: int = 0, interlace: int = 0) -> bytes:
+    """A PNG of 8-bit samples with any header size and any IDAT content (valid signature and CRCs)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", 0, 0, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_0x0() -> bytes:
+    """A PNG whose header says 0 x 0 pixels (valid signature and CRCs)."""
+    return png_made(0, 0, zlib.compress(b""))
 
 
 def unreadable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,13 +15,14 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
+from tests.cli.catalogue import Case, check_case, missing_from_docs
+from tests.cli.catalogue import lines_of as _lines
 from tests.cli.faults import (
     checkpoint,
     fail_fsync_on,
@@ -38,7 +39,6 @@ from unetkit.data import io as data_io
 from unetkit.data import write_image
 from unetkit.models.checkpoint import FORMAT_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["-m", "base_channels=4", "-m", "depth=2", "--patch-size", "32", "--batch-size", "2"]
 TINY_RUN = [
     "--data", "synthetic:cells", "--epochs", "1", "--deterministic", *SMALL, "--set", "synthetic_train=4",
@@ -47,15 +47,6 @@ TINY_RUN = [
 
 
 # --- the catalogue -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    """One bad input: `build(tmp, monkeypatch)` returns the argv and the output that must stay as it was."""
-
-    id: str
-    expected: str  # a regular expression the one-line message must match
-    build: Callable[[Path, pytest.MonkeyPatch], tuple[list[str], Path]]
 
 
 def _predict(tmp: Path, image: Path, *extra: str) -> tuple[list[str], Path]:
@@ -390,34 +381,15 @@ CASES = [
 ]
 
 
-def _lines(err: str) -> list[str]:
-    """stderr without progress-bar redraws: the text after the last carriage return of each line."""
-    return [line.split("\r")[-1] for line in err.split("\n") if line.split("\r")[-1].strip()]
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder either
-    argv, output = case.build(tmp_path, monkeypatch)
-    before = tree(output)
-    capsys.readouterr()
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = _lines(err)
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("unetkit "), err
-    assert "Traceback" not in err
-    assert re.search(case.expected, lines[0]), lines[0]
-    assert tree(output) == before, "the output changed"
-    leftovers = [p for p in tmp_path.rglob(".*") if "tmp" in p.name or p.name.endswith(".old")]
-    assert not leftovers, leftovers
+    check_case(case, tmp_path, monkeypatch, capsys)
 
 
 def test_the_catalogue_has_25_cases_each_in_the_docs():
     assert len(CASES) >= 25
     assert len({c.id for c in CASES}) == len(CASES)
-    table = (ROOT / "docs" / "errors.md").read_text()
-    missing = [c.id for c in CASES if f"`{c.id}`" not in table]
+    missing = missing_from_docs(CASES)
     assert not missing, f"docs/errors.md lacks {missing}"
 
 

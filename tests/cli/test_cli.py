@@ -69,7 +69,7 @@ def test_console_script_exit_status_and_debug_traceback():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "unetkit summary: error: unknown model 'nope'; did you mean 'unet'? (available: "
-        "basic_unet, ddpm_unet, sa_unet, unet, unet_classic, unet_dense_bottleneck)"
+        "basic_unet, ddpm_unet, sa_unet, unet, unet_classic, unet_classic_3d, unet_dense_bottleneck)"
     ]
     debug = subprocess.run(
         [sys.executable, "-m", "unetkit", "--debug", "summary", "nope"], capture_output=True, text=True, timeout=120

@@ -22,3 +22,13 @@ def test_each_sample_is_gated_by_its_own_statistics():
     x2 = x.clone()
     x2[1:] = torch.randn_like(x2[1:])
     torch.testing.assert_close(layer(x2)[0], batched[0])
+
+
+def test_3d_parameters_shape_and_gate():
+    layer = SpatialAttention(spatial_dims=3)
+    assert sum(p.numel() for p in layer.parameters()) == 2 * 7**3 + 1
+    x = torch.randn(2, 4, 5, 6, 7)
+    y = layer(x)
+    assert y.shape == x.shape
+    gate = torch.sigmoid(layer.conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+    torch.testing.assert_close(y, x * gate)

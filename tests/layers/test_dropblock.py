@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unetkit.layers import DropBlock2d, drop_block_gamma
+from unetkit.layers import DropBlock2d, DropBlock3d, drop_block_gamma, make_dropblock
 
 
 def _opening(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,3 +79,64 @@ def test_bfloat16_keeps_dtype():
 def test_bad_arguments_raise(block_size, keep_prob):
     with pytest.raises(ValueError, match=r"block_size|keep_prob"):
         DropBlock2d(block_size, keep_prob)
+
+
+def _opening_3d(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Morphological opening by a size^3 cube (outside the volume counts as not dropped)."""
+    p = size // 2
+    eroded = -F.max_pool3d(F.pad(-mask, (p,) * 6, value=0.0), size, stride=1)
+    return F.max_pool3d(F.pad(eroded, (p,) * 6, value=0.0), size, stride=1)
+
+
+def test_gamma_in_3d_matches_eq1_with_cubes():
+    # (1 - 0.9) / 3^3 * (16 * 20 * 24) / (14 * 18 * 22) by hand; per-axis blocks multiply their sides
+    assert drop_block_gamma(0.9, 3, 16, 20, 24) == pytest.approx(0.1 / 27 * 7680 / 5544)
+    assert drop_block_gamma(0.8, (1, 3, 5), 8, 16, 16) == pytest.approx(0.2 / 15 * 2048 / (8 * 14 * 12))
+    assert drop_block_gamma(0.9, 7, 64, 64) == drop_block_gamma(0.9, (7, 7), 64, 64)
+
+
+@pytest.mark.parametrize("block_size", [3, 5])
+def test_3d_drop_fraction_close_to_one_minus_keep_prob(block_size):
+    torch.manual_seed(4321)
+    layer = DropBlock3d(block_size=block_size, keep_prob=0.9).train()
+    y = layer(torch.ones(4, 8, 24, 24, 24))
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.015, dropped
+
+
+@pytest.mark.parametrize("block_size", [3, 5])
+def test_3d_dropped_regions_are_whole_cubes(block_size):
+    torch.manual_seed(7)
+    layer = DropBlock3d(block_size=block_size, keep_prob=0.8).train()
+    mask = (layer(torch.ones(2, 4, 20, 20, 20)) == 0).float()
+    assert mask.sum() > 0
+    assert torch.equal(_opening_3d(mask, block_size), mask)
+    x = torch.ones(3, 2, 16, 16, 16)
+    torch.testing.assert_close(layer(x).flatten(1).sum(1), x.flatten(1).sum(1))  # mass kept per sample
+
+
+def test_3d_per_axis_blocks_are_boxes_of_that_shape():
+    torch.manual_seed(3)
+    layer = DropBlock3d(block_size=(1, 5, 5), keep_prob=0.8).train()
+    mask = (layer(torch.ones(2, 3, 6, 20, 20)) == 0).float()
+    assert mask.sum() > 0
+    # every dropped voxel lies in a 1x5x5 box: each slice of the mask is a union of 5x5 squares
+    flat = mask.reshape(-1, 1, 20, 20)
+    assert torch.equal(_opening(flat, 5), flat)
+
+
+def test_3d_eval_and_keep_prob_one_are_identity_and_rank_is_checked():
+    x = torch.randn(2, 3, 4, 5, 6)
+    assert DropBlock3d(3, 0.9).eval()(x) is x
+    assert DropBlock3d(3, 1.0).train()(x) is x
+    with pytest.raises(ValueError, match=r"DropBlock3d expects 3 spatial axes"):
+        DropBlock3d(3, 0.9).train()(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"`block_size` must be an integer >= 1 or 3 of them"):
+        DropBlock3d((3, 3), 0.9)
+    small = DropBlock3d(7, 0.9).train()(torch.ones(2, 2, 2, 9, 9))  # the cube clips to the smallest side
+    assert small.shape == (2, 2, 2, 9, 9) and torch.isfinite(small).all()
+
+
+def test_make_dropblock_picks_the_class_by_spatial_dims():
+    assert type(make_dropblock(3, 0.9, spatial_dims=2)) is DropBlock2d
+    assert type(make_dropblock(3, 0.9, spatial_dims=3)) is DropBlock3d

@@ -8,6 +8,8 @@ import unetkit
 from unetkit.models import get_model_entry
 
 MODELS = unetkit.list_models()
+# narrower widths where the defaults would make the tests below slow on two CPU cores (3D: at least 92^3 voxels)
+SMALL = {"unet_classic_3d": {"base_channels": 2}}
 
 # shared/DESIGN.md: the seed figures each model must reproduce at default settings
 REFERENCE_PARAMS = {
@@ -17,6 +19,7 @@ REFERENCE_PARAMS = {
     ("sa_unet", ()): 483_252,
     ("basic_unet", ()): 309_057,
     ("unet_dense_bottleneck", ()): 234_977,
+    ("unet_classic_3d", ()): 19_069_955,  # Çiçek et al. 2016, Sec. 3
 }
 
 
@@ -24,17 +27,27 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _create(name: str, **options: object) -> nn.Module:
+    return unetkit.create_model(name, **{**SMALL.get(name, {}), **options})
+
+
+def _dims(model: nn.Module) -> int:
+    return getattr(model, "spatial_dims", 2)
+
+
 def _accepts_any_size(model: nn.Module) -> bool:
     return all(model.output_size(n) == n for n in range(1, 40))
 
 
-def _test_sizes(model: nn.Module) -> list[tuple[int, int]]:
+def _test_sizes(model: nn.Module) -> list[tuple[int, ...]]:
+    dims = _dims(model)
     if _accepts_any_size(model):
-        return [(1, 1), (7, 13), (33, 17)]  # tiny and odd
+        return [(1, 1), (7, 13), (33, 17)] if dims == 2 else [(1, 1, 1), (5, 7, 3)]  # tiny and odd
     smallest = model.valid_input_size(1)
     if model.output_size(smallest) == smallest and hasattr(model, "image_size"):
         return [(smallest, smallest)]  # fixed-size model (dense bottleneck)
-    return [(smallest, smallest), (smallest, model.valid_input_size(smallest + 1))]  # non-square
+    next_legal = model.valid_input_size(smallest + 1)
+    return [(smallest,) * dims, (*(smallest,) * (dims - 1), next_legal)]  # cube / square, then not
 
 
 def _unzero(model: nn.Module) -> nn.Module:
@@ -56,7 +69,11 @@ def _small_side(model: nn.Module, n: int = 24) -> int:
     """A small legal input side: `n` for any-size models, else the nearest legal one."""
     if hasattr(model, "image_size"):
         return model.image_size
-    return model.valid_input_size(n)
+    return model.valid_input_size(n if _dims(model) == 2 else min(n, 12))
+
+
+def _small_shape(model: nn.Module, n: int = 24) -> tuple[int, ...]:
+    return (_small_side(model, n),) * _dims(model)
 
 
 @pytest.mark.parametrize(("name", "options"), list(REFERENCE_PARAMS))
@@ -68,45 +85,47 @@ def test_parameter_counts_match_the_design(name, options):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_on_odd_and_tiny_inputs(name):
-    model = unetkit.create_model(name).train()
+    model = _create(name).train()
     assert isinstance(model.downsample_factor, int) and model.downsample_factor >= 1
-    for h, w in _test_sizes(model):
-        x = torch.randn(2, model.in_channels, h, w)
+    for shape in _test_sizes(model):
+        x = torch.randn(2, model.in_channels, *shape)
         y = model(x)
-        assert y.shape == (2, model.out_channels, _out_side(model, h), _out_side(model, w)), (h, w)
+        assert y.shape == (2, model.out_channels, *(_out_side(model, n) for n in shape)), shape
         assert torch.isfinite(y).all()
         model.zero_grad(set_to_none=True)
         y.square().mean().backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
-        assert not missing, f"no finite gradient for {missing[:5]} at {h}x{w}"
+        assert not missing, f"no finite gradient for {missing[:5]} at {shape}"
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_returns_logits_not_probabilities(name):
-    model = _unzero(unetkit.create_model(name)).eval()
+    model = _unzero(_create(name)).eval()
     last = list(model.modules())[-1]
     assert not isinstance(last, (nn.Sigmoid, nn.Softmax))
-    side = _small_side(model, get_model_entry(name).example_size // 4)
+    shape = _small_shape(model, get_model_entry(name).example_size // 4)
     with torch.no_grad():
-        y = model(10 * torch.randn(1, model.in_channels, side, side))
+        y = model(10 * torch.randn(1, model.in_channels, *shape))
     assert y.min() < 0 or y.max() > 1  # unbounded outputs
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_in_channels_and_classes_are_configurable(name):
-    out_key = "num_classes" if "num_classes" in unetkit.create_model(name).model_config else "out_channels"
-    model = unetkit.create_model(name, in_channels=5, **{out_key: 3}).eval()
-    side = _small_side(model, 16)
+    out_key = "num_classes" if "num_classes" in _create(name).model_config else "out_channels"
+    model = _create(name, in_channels=5, **{out_key: 3}).eval()
+    shape = _small_shape(model, 16)
     with torch.no_grad():
-        y = model(torch.randn(1, 5, side, side))
+        y = model(torch.randn(1, 5, *shape))
     assert y.shape[1] == 3
     with pytest.raises(ValueError, match="expected input of shape"):
-        model(torch.randn(1, 4, side, side))
+        model(torch.randn(1, 4, *shape))
+    with pytest.raises(ValueError, match="expected input of shape"):
+        model(torch.randn(1, 5, *shape, 4))  # one spatial axis too many
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_model_config_rebuilds_the_same_model(name):
-    model = unetkit.create_model(name)
+    model = _create(name)
     again = unetkit.create_model(name, **model.model_config)
     again.load_state_dict(model.state_dict())
     assert model.model_name == name and _count(again) == _count(model)
@@ -116,12 +135,11 @@ def test_model_config_rebuilds_the_same_model(name):
 def test_grad_checkpointing_parity(name):
     """Same outputs, gradients and BatchNorm statistics; fewer saved activations."""
     torch.manual_seed(0)
-    plain = unetkit.create_model(name).train()
-    ckpt = unetkit.create_model(name).train()
+    plain = _create(name).train()
+    ckpt = _create(name).train()
     ckpt.load_state_dict(plain.state_dict())
     ckpt.set_grad_checkpointing(True)
-    side = _small_side(plain)
-    x = torch.randn(2, plain.in_channels, side, side)
+    x = torch.randn(2, plain.in_channels, *_small_shape(plain))
 
     def run(model: nn.Module) -> tuple[torch.Tensor, int]:
         saved = [0]
@@ -233,7 +251,7 @@ def test_none_options_keep_defaults_and_registry_rejects_duplicates():
             register_model(example_size=8)(lambda: None)
     finally:
         _REGISTRY.pop("<lambda>", None)  # later tests list every model
-    assert unetkit.list_models("unet*") == ["unet", "unet_classic", "unet_dense_bottleneck"]
+    assert unetkit.list_models("unet*") == ["unet", "unet_classic", "unet_classic_3d", "unet_dense_bottleneck"]
 
 
 TIME_MODELS = [

@@ -6,7 +6,6 @@ are real (subprocesses), started with a free port and a time limit."""
 from __future__ import annotations
 
 import csv
-import re
 import shutil
 import subprocess
 import sys
@@ -144,11 +143,9 @@ def test_devices_reports_a_failed_process_in_one_line(tmp_path: Path) -> None:
         [sys.executable, "-m", "unetkit", "train", "--data", str(missing), "--out", str(run), "--devices", "2"]
     )
     assert result.returncode == 2  # the processes' own status: bad input
-    assert f"unetkit train: error: {missing}" in result.stderr  # each process's one-line error
-    last = result.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"unetkit train: error: process of rank [01] failed \(exit status 2\); its error is above", last
-    )
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"unetkit train: error: {missing}: no such folder"], result.stderr  # one line, once
+    assert "torch.distributed" not in result.stderr  # none of the elastic launcher's log lines
     assert not run.exists()
 
 

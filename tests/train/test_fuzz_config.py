@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from unetkit._options import quote
 from unetkit.cli._common import parse_option
 from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
@@ -48,7 +49,8 @@ small_options = st.dictionaries(st.sampled_from(OPTION_NAMES), OPTION_VALUES, ma
 
 
 def _names_a_key(message: str, mapping: dict[str, Any]) -> bool:
-    return any(str(key) in message or repr(key) in message for key in mapping) or "model" in message
+    named = (str(key) in message or repr(key) in message or quote(key) in message for key in mapping)
+    return any(named) or "model" in message
 
 
 def _check_mapping(mapping: dict[Any, Any]) -> None:

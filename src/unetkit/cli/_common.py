@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import argparse
 import ast
+from pathlib import Path
 from typing import Any
 
-__all__ = ["check_device", "model_options", "parse_option", "parse_shape"]
+__all__ = ["check_device", "checkpoint_inputs", "instances_flag", "model_options", "parse_option", "parse_shape"]
+
+
+def checkpoint_inputs(path: str | Path) -> list[Path]:
+    """What a command reads of a checkpoint argument, for `unetkit._fs.check_outputs`: the argument itself
+    and, for a run or checkpoint directory, the checkpoint folder it resolves to and that folder's files."""
+    from unetkit.models.checkpoint import resolve_checkpoint
+
+    path = Path(path)
+    found = [path]
+    if path.is_dir():
+        try:
+            folder = resolve_checkpoint(path)
+        except ValueError:  # not a checkpoint: loading it later says so
+            return found
+        found += [folder, *(p for p in folder.iterdir() if p.is_file())]
+    return found
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """`"1x1x572x572"` -> `(1, 1, 572, 572)`."""
+    """`"1x1x572x572"` -> `(1, 1, 572, 572)`; a volume `"1x3x132x132x116"` (BxCxDxHxW) too."""
     try:
         shape = tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected BxCxHxW with positive integers, e.g. 1x1x572x572, got {text!r}")
+    if len(shape) not in (4, 5) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected BxCxHxW (or BxCxDxHxW for volumes) with positive integers, e.g. 1x1x572x572, got {text!r}"
+        )
     return shape
 
 
@@ -65,3 +84,10 @@ def check_device(text: str, flag: str = "--device") -> str:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"`{flag}` {text}: MPS is not available here")
     return text
+
+
+def instances_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--instances [components|watershed]` (watershed when given bare), as predict and serve take it."""
+    parser.add_argument(
+        "--instances", nargs="?", const="watershed", default=None, choices=("components", "watershed"), help=help
+    )

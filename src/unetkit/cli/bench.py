@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unetkit._fs import check_outputs
+
 __all__ = ["add_parser"]
 
 MODELS = ("unet", "unet_classic", "sa_unet", "monai_unet", "monai_basicunet", "smp_unet_resnet34")
@@ -30,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{flag} must be >= 1, got {value}")
     out = args.out or Path("benchmarks") / "results" / f"bench-{device.type}{'-quick' * args.quick}.json"
+    check_outputs(files={"--out": out, "--out's .md": out.with_suffix(".md")})
     out.parent.mkdir(parents=True, exist_ok=True)
     report = run_bench(
         device,

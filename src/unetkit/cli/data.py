@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from unetkit._fs import public_mode
+from unetkit._fs import check_outputs, public_mode
 
 __all__ = ["add_parser"]
 
@@ -17,6 +17,7 @@ __all__ = ["add_parser"]
 def _from_one(args: argparse.Namespace) -> int:
     from unetkit.data.from_one import make_dataset_from_one
 
+    check_outputs(folders={"--out": args.out}, inputs=[args.image, args.mask])
     out = make_dataset_from_one(args.image, args.mask, args.out, n=args.n, seed=args.seed, size=args.size)
     print(f"wrote {args.n} image/mask pairs to {out}/images and {out}/masks")
     return 0

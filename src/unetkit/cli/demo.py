@@ -208,9 +208,8 @@ def run_zoo_tour(out: Path, seed: int = 0) -> list[dict[str, object]]:
     for row in zoo_table():
         name = str(row["name"])
         model = create_model(name).eval()
-        size = get_model_entry(name).example_size
         channels: int = model.in_channels  # type: ignore[assignment]
-        x = torch.randn(1, channels, size, size)
+        x = torch.randn(1, channels, *get_model_entry(name).example_shape)  # (H, W) or, for 3D models, (D, H, W)
         with torch.inference_mode():
             start = time.perf_counter()
             y = model(x)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit._fs import atomic_write_bytes
+from unetkit._fs import atomic_write_bytes, check_outputs
 
 __all__ = ["add_parser", "collect_masks"]
 
@@ -219,12 +219,15 @@ def _csv_text(result: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from unetkit.data.masks import read_mask
     from unetkit.metrics import evaluate_dataset
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
     stems, pred_files, gt_files = _pair(pred_root, gt_root)
-    from unetkit.data.masks import read_mask
-
+    outputs = {flag: path for flag, path in (("--json", args.json), ("--csv", args.csv)) if path is not None}
+    read = [pred_root, gt_root, *pred_files.values(), *gt_files.values()]
+    read += [Path(folder) for folder in (args.fov, args.probs) if folder is not None]
+    check_outputs(files=outputs, inputs=read)
     preds = [read_mask(pred_files[s]) for s in stems]
     gts = [read_mask(gt_files[s]) for s in stems]
     bad = [f"{pred_files[s]} {p.shape} vs {gt_files[s]} {g.shape}" for s, p, g in zip(stems, preds, gts, strict=True)]
@@ -252,9 +255,9 @@ def _run(args: argparse.Namespace) -> int:
     fovs: list[np.ndarray | None] | None = None
     if args.fov is not None:
         fov_files = _counterparts(Path(args.fov), stems, "", "field-of-view")
-        read = [_read_fov(fov_files[s]) for s in stems]
-        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, read, gts, strict=True) if f.shape != g.shape]
-        fovs = list(read)
+        fov_read = [_read_fov(fov_files[s]) for s in stems]
+        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, fov_read, gts, strict=True) if f.shape != g.shape]
+        fovs = list(fov_read)
         if bad:
             raise ValueError(f"{len(bad)} field-of-view file(s) differ in size from their masks: {_listing(bad, 5)}")
     if any(v is not None for v in valids):

@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unetkit._fs import check_outputs
+from unetkit.cli._common import checkpoint_inputs
+
 if TYPE_CHECKING:
     from unetkit.export import ExportReport
 
@@ -42,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"`--out` must end in {FORMATS[fmt]} for --format {fmt}, got {args.out}")
     if args.opset is not None and args.opset < 1:
         raise ValueError(f"`--opset` must be a positive integer, got {args.opset}")
+    check_outputs(files={"--out": args.out}, inputs=checkpoint_inputs(args.checkpoint))
     report = export_model(
         args.checkpoint, args.out, format=fmt, opset=args.opset, check=not args.no_check, example_size=args.example_size
     )

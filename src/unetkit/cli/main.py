@@ -13,26 +13,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from unetkit._errors import USER_ERRORS
+from unetkit._errors import one_line as _one_line
 from unetkit._options import close_matches
-from unetkit.cli import bench, data, demo, evaluate, export, models, predict, sample, summary, train
+from unetkit.cli import bench, data, demo, evaluate, export, models, predict, sample, serve, summary, train
 from unetkit.version import __version__
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
 
-# the exceptions that mean bad input, not a bug: reported in one line, exit status 2
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    TypeError,
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-    OSError,  # the machine: a full disk, a quota, a read-only folder (`unetkit._fs.WriteError` names the file)
-    ImportError,  # a missing optional dependency: the message says what to install
-)
-
-_COMMANDS = (models, summary, train, predict, evaluate, export, sample, data, demo, bench)
+_COMMANDS = (models, summary, train, predict, evaluate, export, sample, data, demo, bench, serve)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,14 +106,3 @@ def _close_progress_bars() -> None:
     if tqdm_std is not None:
         for bar in list(getattr(tqdm_std.tqdm, "_instances", ())):
             bar.close()
-
-
-def _one_line(err: BaseException) -> str:
-    """The first line of the message; an `OSError` from the system as `FILE: reason` without `[Errno N]`."""
-    if isinstance(err, OSError) and type(err).__str__ is OSError.__str__ and err.strerror:
-        text = f"{err.filename}: {err.strerror}" if err.filename is not None else err.strerror
-        if err.filename2 is not None:
-            text += f" (and {err.filename2})"
-    else:
-        text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

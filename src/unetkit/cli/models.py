@@ -23,10 +23,8 @@ def zoo_table(pattern: str | None = None) -> list[dict[str, Any]]:
         with torch.device("meta"):
             model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
-        size = entry.example_size
-        rows.append(
-            dict(name=name, params=params, input=f"{model.in_channels}x{size}x{size}", description=entry.description)
-        )
+        shape = "x".join(str(n) for n in (model.in_channels, *entry.example_shape))
+        rows.append(dict(name=name, params=params, input=shape, description=entry.description))
     return rows
 
 
@@ -35,9 +33,10 @@ def _run(args: argparse.Namespace) -> int:
     if not rows:
         raise ValueError(f"no model matches {args.pattern!r} (available: {', '.join(list_models())})")
     name_w = max(len("model"), *(len(r["name"]) for r in rows))
-    print(f"{'model':<{name_w}}  {'params':>12}  {'input':>10}  description")
+    input_w = max(len("input"), *(len(r["input"]) for r in rows))
+    print(f"{'model':<{name_w}}  {'params':>12}  {'input':>{input_w}}  description")
     for r in rows:
-        print(f"{r['name']:<{name_w}}  {r['params']:>12,}  {r['input']:>10}  {r['description']}")
+        print(f"{r['name']:<{name_w}}  {r['params']:>12,}  {r['input']:>{input_w}}  {r['description']}")
     return 0
 
 

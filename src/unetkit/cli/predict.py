@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import glob
 from pathlib import Path
-from typing import Any
 
-from unetkit.cli._common import check_device
+from unetkit._fs import check_outputs
+from unetkit.cli._common import check_device, checkpoint_inputs, instances_flag
 
 __all__ = ["add_parser", "collect_inputs"]
 
@@ -42,8 +42,8 @@ def collect_inputs(items: list[str]) -> list[Path]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from unetkit.infer.engine import image_pixels, load_for_prediction
     from unetkit.infer.predictor import Predictor, predict_file
-    from unetkit.models.checkpoint import load_model
 
     if not 0.0 <= args.overlap < 1.0:
         raise ValueError(f"`--overlap` must be in [0, 1), got {args.overlap}")
@@ -54,27 +54,11 @@ def _run(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise NotADirectoryError(f"{args.out}: is a file; `--out` must be a folder")
     inputs = collect_inputs(args.inputs)
+    folders = [Path(p) for p in args.inputs if Path(p).is_dir()]
+    check_outputs(folders={"--out": args.out}, inputs=[*inputs, *folders, *checkpoint_inputs(args.checkpoint)])
     device = None if args.device == "auto" else check_device(args.device)
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_file() and checkpoint.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
-        from unetkit.export import load_exported
-
-        model: Any = load_exported(checkpoint)
-    else:
-        import torch
-
-        from unetkit.infer.engine import cached_onnx, choose_engine, image_pixels
-        from unetkit.models.checkpoint import read_checkpoint_config
-
-        task = read_checkpoint_config(checkpoint).get("task", "segmentation")
-        if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
-            raise ValueError(f"{checkpoint}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        engine = choose_engine(args.engine, target, checkpoint, image_pixels(inputs) if args.engine == "auto" else 0)
-        if engine == "onnxruntime":
-            model = cached_onnx(checkpoint)
-        else:
-            model = load_model(checkpoint, map_location=device or "cpu")
+    pixels = image_pixels(inputs) if args.engine == "auto" else 0
+    model = load_for_prediction(args.checkpoint, device=device, engine=args.engine, pixels=pixels)
     predictor = Predictor(model, device=device, tta=args.tta)
     out = Path(args.out)
     for i, path in enumerate(inputs, 1):
@@ -128,13 +112,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mask-format", default="auto", choices=("auto", "png", "tif"), help="auto: PNG, TIFF above 64 MP"
     )
-    parser.add_argument(
-        "--instances",
-        nargs="?",
-        const="watershed",
-        default=None,
-        choices=("components", "watershed"),
-        help="also write object labels as <stem>_instances.tif: connected components, or touching objects "
+    instances_flag(
+        parser,
+        "also write object labels as <stem>_instances.tif: connected components, or touching objects "
         "separated by a distance-transform watershed (the method when the flag is given bare)",
     )
     parser.set_defaults(func=_run)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unetkit._fs import check_outputs
+from unetkit.cli._common import checkpoint_inputs
+
 __all__ = ["add_parser"]
 
 
@@ -26,6 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}")
+    written = {"--out": out, **({"--trajectory": args.trajectory} if args.trajectory else {})}
+    check_outputs(files=written, inputs=checkpoint_inputs(args.checkpoint))
     device = torch.device(
         "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     )

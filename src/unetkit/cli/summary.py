@@ -12,11 +12,13 @@ __all__ = ["add_parser"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    model = create_model(args.model, **dict(args.options))
+    import torch
+
+    with torch.device("meta"):  # shapes only: no memory for the weights (any -o base_channels) or the pass
+        model = create_model(args.model, **dict(args.options))
     shape = args.input
     if shape is None:
-        size = get_model_entry(args.model).example_size
-        shape = (1, model.in_channels, size, size)
+        shape = (1, model.in_channels, *get_model_entry(args.model).example_shape)
     print(summarize(model, shape, training=not args.eval, model_name=args.model))
     return 0
 
@@ -35,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=parse_shape,
         default=None,
         metavar="BxCxHxW",
-        help="input shape, e.g. 1x1x572x572 (default: the model's example size)",
+        help="input shape, e.g. 1x1x572x572, or BxCxDxHxW for a 3D model, e.g. 1x3x132x132x116 "
+        "(default: the model's example size)",
     )
     parser.add_argument("--eval", action="store_true", help="summarise in eval mode")
     model_options(parser)

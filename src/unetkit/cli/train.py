@@ -1,18 +1,27 @@
 """`unetkit train`: every TrainConfig field from `--config FILE.yaml`, common ones as flags, the rest by `--set`.
 
 `--devices N` starts N processes through PyTorch's elastic launcher, each running this same command without
-`--devices`, exactly as `torchrun --standalone --nproc-per-node N -m unetkit train ...` would.
+`--devices`, exactly as `torchrun --standalone --nproc-per-node N -m unetkit train ...` would. A process that
+fails on bad input writes its one-line error to a folder the launcher gives it (`RANK_ERRORS`) instead of
+printing it; the launcher prints one of them once (rank 0's, else the lowest rank's), and keeps the
+elastic launcher's own log lines out of the way.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from unetkit._fs import check_outputs
 from unetkit.cli._common import parse_option
 from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
@@ -46,6 +55,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")
+RANK_ERRORS = "UNETKIT_RANK_ERRORS"  # environment: the folder where launched processes leave their error line
 
 
 def given_fields(args: argparse.Namespace) -> set[str]:
@@ -121,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         config = config_from_args(args)
         user_set = given_fields(args)
+        data = [config.data] if Path(config.data).exists() else []  # not synthetic:NAME or mnist
+        check_outputs(folders={"--out": config.out}, trees=data, inputs=[args.config] if args.config else [])
     if args.devices is not None and args.devices < 1:
         raise ValueError(f"`--devices` must be >= 1, got {args.devices}")
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
@@ -130,12 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             "leave --devices out (torchrun's --nproc-per-node sets the count)"
         )
     if args.devices is not None and args.devices > 1 and not local_world:
-        try:
-            distributed.launch(_without_devices(args.argv), args.devices)
-        except distributed.LaunchFailed as err:
-            print(f"unetkit train: error: {err}", file=sys.stderr)
-            return err.exitcode
-        return 0
+        return _launch(args, distributed)
     main = distributed.env_rank() == 0
     if not main:  # rank 0 alone reports
         logging.getLogger().setLevel(logging.WARNING)
@@ -145,6 +152,14 @@ def _run(args: argparse.Namespace) -> int:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)
         return 1
+    except _user_errors() as err:
+        folder = os.environ.get(RANK_ERRORS)
+        if args.debug or not folder:
+            raise
+        from unetkit.cli.main import _one_line
+
+        Path(folder, f"rank{distributed.env_rank():05d}").write_text(_one_line(err))  # the launcher prints it
+        return 2
     if not main:
         return 0
     best = result.history[result.best_epoch - 1] if result.history else {}
@@ -152,6 +167,48 @@ def _run(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
     print(f"best epoch {result.best_epoch}: {shown}; run written to {result.run_dir}")
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from unetkit.cli.main import USER_ERRORS
+
+    return USER_ERRORS
+
+
+def _launch(args: argparse.Namespace, distributed: Any) -> int:
+    """`--devices N`: run the command in N processes; a failure is reported in one line, once."""
+    errors = Path(tempfile.mkdtemp(prefix="unetkit-rank-errors-"))
+    os.environ[RANK_ERRORS] = str(errors)  # inherited by the processes
+    try:
+        with _quiet_launcher():
+            distributed.launch(_without_devices(args.argv), args.devices)
+    except distributed.LaunchFailed as err:
+        lines = [path.read_text() for path in sorted(errors.iterdir())]  # rank 0 first
+        print(f"unetkit train: error: {lines[0] if lines else err}", file=sys.stderr)
+        return 2 if lines else int(err.exitcode)
+    finally:
+        os.environ.pop(RANK_ERRORS, None)
+        shutil.rmtree(errors, ignore_errors=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet_launcher() -> Iterator[None]:
+    """Silence the elastic launcher's log lines (closing signals, failed ranks): the failure is reported once."""
+    import importlib
+
+    for name in ("torch.distributed.run", "torch.distributed.elastic.multiprocessing.api"):
+        importlib.import_module(name)  # creates the loggers to silence
+
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("torch.distributed")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -32,6 +32,7 @@ from unetkit.data.io import IMAGE_SUFFIXES, read_image
 from unetkit.data.masks import (
     MASK_MODES,
     MAX_CLASS_VALUES,
+    MAX_MASK_VALUE,
     check_ignore_index,
     class_targets,
     is_palette_png,
@@ -45,6 +46,7 @@ __all__ = [
     "MASK_MODES",
     "MASK_SUFFIXES",
     "MAX_CLASS_VALUES",
+    "MAX_MASK_VALUE",
     "channel_stats",
     "intensity_scale",
     "load_folder",
@@ -79,8 +81,9 @@ class _Sample:
     image: np.ndarray  # float32 (C, H, W)
     mask: np.ndarray  # int64 (H, W) raw mask values
     fov: np.ndarray | None  # bool (H, W)
-    dtype: str  # the image file's dtype
-    mask_dtype: str  # the mask file's dtype, `palette` for palette PNGs
+    values: np.ndarray  # sorted distinct mask values
+    dtype: str = "float32"  # the image file's dtype
+    mask_dtype: str = "uint8"  # the mask file's dtype, `palette` for palette PNGs
 
 
 def _listing(items: list[str]) -> str:
@@ -252,7 +255,7 @@ def _read_sample(files: _Files) -> _Sample:
                 f"{files.fov}: field of view is {_size(fov)} (HxW) but its image {files.image} is {_size(image)}"
             )
     mask_dtype = "palette" if is_palette_png(files.mask) else _stored_dtype(files.mask)
-    return _Sample(files, image, mask, fov, str(raw.dtype), mask_dtype)
+    return _Sample(files, image, mask, fov, np.unique(mask), str(raw.dtype), mask_dtype)
 
 
 def _stored_dtype(path: Path) -> str:
@@ -398,15 +401,7 @@ def load_folder(
                     f"{reference.image.shape[0]}; every image of a data set needs the same channel count"
                 )
             loaded[split].append(sample)
-    every = [s for samples in loaded.values() for s in samples]
-    need_blobs = mask_mode == "auto"
-    evidence = [
-        mask_evidence(s.mask, s.files.mask, ignore_index=ignore_index, dtype=s.mask_dtype)
-        if need_blobs
-        else _plain_evidence(s, ignore_index)
-        for s in every
-    ]
-    info = resolve_mask_mode(evidence, mask_mode, root, ignore_index=ignore_index)
+    info = _resolve_mode([s for samples in loaded.values() for s in samples], mask_mode, root, ignore_index)
 
     if "val" not in loaded:
         loaded["train"], loaded["val"] = _split_off_val(loaded["train"], val_fraction, seed, root)
@@ -415,11 +410,22 @@ def load_folder(
     return splits, info
 
 
+def _resolve_mode(samples: list[_Sample], mask_mode: str, root: Path, ignore_index: int | None = None) -> MaskInfo:
+    """The mask reading of every sample (`unetkit.data.masks.resolve_mask_mode`); blobs only for `auto`."""
+    evidence = [
+        mask_evidence(s.mask, s.files.mask, ignore_index=ignore_index, dtype=s.mask_dtype)
+        if mask_mode == "auto"
+        else _plain_evidence(s, ignore_index)
+        for s in samples
+    ]
+    return resolve_mask_mode(evidence, mask_mode, root, ignore_index=ignore_index)
+
+
 def _plain_evidence(sample: _Sample, ignore_index: int | None):  # type: ignore[no-untyped-def]
     """Values only (no blob analysis): what an explicit mask mode needs."""
     from unetkit.data.masks import MaskEvidence
 
-    values = np.unique(sample.mask)
+    values = sample.values
     if ignore_index is not None:
         values = values[values != ignore_index]
     return MaskEvidence(sample.files.mask, sample.mask_dtype, values, int(sample.mask.size))

@@ -424,6 +424,13 @@ def make_synthetic(name: str, n: int, size: int = 128, seed: int = 0) -> tuple[S
     for arg, value, least in (("n", n, 1), ("size", size, MIN_SIZE), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise ValueError(f"`{arg}` must be an integer >= {least}, got {value!r}")
+    from unetkit.data.io import pixel_limit
+
+    if n * size * size > pixel_limit():  # the images live in memory, as decoded ones do
+        raise ValueError(
+            f"{n} synthetic image(s) of {size}x{size} hold {n * size * size:,} pixels, more than the pixel limit "
+            f"{pixel_limit()} (raise it with UNETKIT_MAX_PIXELS)"
+        )
     kind = SYNTHETIC_NAMES.index(name)
     images, targets, instances, fovs = [], [], [], []
     for i in range(n):

@@ -17,12 +17,21 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from unetkit.models.checkpoint import resolve_checkpoint
 
-__all__ = ["AUTO_PIXELS", "ENGINES", "cached_onnx", "choose_engine", "image_pixels", "onnx_cache_path"]
+__all__ = [
+    "AUTO_PIXELS",
+    "ENGINES",
+    "cached_onnx",
+    "choose_engine",
+    "image_pixels",
+    "load_for_prediction",
+    "onnx_cache_path",
+]
 
 logger = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -99,3 +108,29 @@ def cached_onnx(checkpoint: str | Path):  # type: ignore[no-untyped-def]
             path,
         )
     return OnnxPredictor(path)
+
+
+def load_for_prediction(
+    checkpoint: str | Path, *, device: str | None = None, engine: str = "auto", pixels: int = 0
+) -> Any:
+    """The model `unetkit predict` runs for `checkpoint`: an exported `.onnx` / `.pt2` file as it is, else the
+    checkpoint (or run) directory in the engine `choose_engine` picks for `pixels` input pixels on `device`
+    (None: CUDA when available for the choice; the model is loaded on the CPU then, as `Predictor` decides).
+
+    Raises:
+        ValueError: a checkpoint of another task than segmentation (denoise, superres, diffusion).
+    """
+    path = Path(checkpoint)
+    if path.is_file() and path.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
+        from unetkit.infer.exported import load_exported
+
+        return load_exported(path)
+    from unetkit.models.checkpoint import load_model, read_checkpoint_config
+
+    task = read_checkpoint_config(path).get("task", "segmentation")
+    if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
+        raise ValueError(f"{path}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if choose_engine(engine, target, path, pixels) == "onnxruntime":
+        return cached_onnx(path)
+    return load_model(path, map_location=device or "cpu")

@@ -4,11 +4,14 @@ from one (checkpoint config, context margin, legal input sides, down-sampling fa
 so that `unetkit.predict(load_exported(path), image)` tiles with the exported model.
 
 The metadata and the rule for legal sides are written by `unetkit.export`; see its module docstring.
+Each file is read once, checked by `unetkit.infer.export_check` (no pickles, no code, no external data:
+docs/security.md) and the checked bytes are what onnxruntime or torch then load.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import warnings
@@ -21,6 +24,7 @@ from typing import Any
 
 import torch
 
+from unetkit.infer.export_check import check_onnx, check_pt2
 from unetkit.layers import pad_to_multiple, unpad
 
 __all__ = [
@@ -144,10 +148,10 @@ class OnnxPredictor(_ExportedPredictor):
     def __init__(self, path: str | Path, *, providers: list[str] | None = None) -> None:
         ort = require("onnxruntime")
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX file")
+        data = _read(path, "ONNX")
+        check_onnx(data, path)
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types
             raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__})") from err
         super().__init__(path, dict(self.session.get_modelmeta().custom_metadata_map))
@@ -166,12 +170,12 @@ class TorchExportPredictor(_ExportedPredictor):
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such .pt2 file")
+        data = _read(path, ".pt2")
+        check_pt2(data, path)  # before torch sees it: its loader unpickles and evals parts of the file
         extra = {PT2_EXTRA_FILE: ""}
         try:
             with quiet_exporters():  # torch.export logs a traceback before raising on a bad file
-                program = torch.export.load(path, extra_files=extra)
+                program = torch.export.load(io.BytesIO(data), extra_files=extra)
             metadata = json.loads(extra[PT2_EXTRA_FILE] or "{}")
         except (RuntimeError, ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
             raise ValueError(f"{path}: not a readable torch.export file ({type(err).__name__})") from err
@@ -180,6 +184,16 @@ class TorchExportPredictor(_ExportedPredictor):
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
+
+
+def _read(path: Path, kind: str) -> bytes:
+    """The bytes of an exported file, read once: the check and the loader see the same content."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {kind} file")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from err
 
 
 def load_exported(path: str | Path) -> OnnxPredictor | TorchExportPredictor:

@@ -288,17 +288,22 @@ def predict_labels(model: nn.Module | Predictor, image: np.ndarray | torch.Tenso
 
 
 class _tile_bar:
-    """A tqdm bar over tiles (only when asked and the image has several tiles)."""
+    """A tqdm bar over tiles (only when asked and the image has several tiles), or, where `progress` is a
+    callable, `progress(done, total)` after each batch of tiles (e.g. the page's progress bar)."""
 
-    def __init__(self, plan: TilePlan, enabled: bool) -> None:
+    def __init__(self, plan: TilePlan, progress: bool | Callable[[int, int], None]) -> None:
         self.total = plan.num_tiles
         self.bar = None
-        if enabled and self.total > 1:
+        self.callback = progress if callable(progress) else None
+        if progress is True and self.total > 1:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc="tiles", leave=False, dynamic_ncols=True)
 
     def __enter__(self) -> Callable[[int], None] | None:
+        if self.callback is not None:
+            callback, total = self.callback, self.total
+            return lambda done: callback(done, total)
         if self.bar is None:
             return None
         bar = self.bar
@@ -414,7 +419,7 @@ def predict_file(
     overlay: bool = False,
     mask_format: str = "auto",
     instances: str | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
 ) -> dict[str, Path]:
     """Predict one image file; write `<stem>.png|.tif` (labels in the training masks' values),
     optionally `<stem>_probs.tif` (float32, `(K, H, W)`), `<stem>_overlay.png` and, with `instances` set
@@ -423,7 +428,8 @@ def predict_file(
 
     Outputs are streamed row band by row band into temporary files and renamed into place only when
     complete, so a failure leaves nothing behind; large images are never held whole in memory when
-    they come as uncompressed TIFF and the mask is written as TIFF.
+    they come as uncompressed TIFF and the mask is written as TIFF. `progress`: a bar over tiles, or a
+    callable given `(tiles done, tiles in all)` after each batch.
     """
     import tifffile
 

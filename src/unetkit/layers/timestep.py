@@ -60,14 +60,17 @@ class TimestepEmbedding(nn.Module):
 
 
 class TimeProjection(nn.Sequential):
-    """`(B, E) -> (B, C, 1, 1)`: SiLU then Linear, the per-block `temb_proj` of the DDPM U-Net."""
+    """`(B, E) -> (B, C, 1, 1)` (`(B, C, 1, 1, 1)` in 3D): SiLU then Linear, the per-block `temb_proj` of the
+    DDPM U-Net."""
 
-    def __init__(self, embed_dim: int, channels: int) -> None:
+    def __init__(self, embed_dim: int, channels: int, spatial_dims: int = 2) -> None:
         super().__init__(nn.SiLU(), nn.Linear(embed_dim, channels))
+        self.spatial_dims = spatial_dims
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """`(B, E) -> (B, C, 1, 1)`, ready to add to `(B, C, H, W)` feature maps."""
-        return super().forward(emb)[:, :, None, None]
+        """`(B, E) -> (B, C, 1, 1)`, ready to add to `(B, C, H, W)` feature maps (one more axis in 3D)."""
+        out = super().forward(emb)
+        return out.view(*out.shape, *([1] * self.spatial_dims))
 
 
 def embed_timesteps(

@@ -23,7 +23,8 @@ AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5, 0.55,
 
 
 def label_components(mask: np.ndarray) -> np.ndarray:
-    """Connected components (4-connectivity) of the nonzero pixels of a 2-D mask -> int32 labels, 0 = background."""
+    """Connected components of the nonzero pixels of a 2-D or 3-D mask (face connectivity: 4 in 2-D, 6 in 3-D)
+    -> int32 labels, 0 = background."""
     from scipy import ndimage
 
     labels, _ = ndimage.label(np.asarray(mask) != 0)

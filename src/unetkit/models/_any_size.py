@@ -17,6 +17,7 @@ class AnySizeTimeMixin:
     in_channels: int
     downsample_factor: int
     time_embed: TimestepEmbedding | None
+    spatial_dims: int = 2  # 2D only
 
     def output_size(self, n: int) -> int | None:
         """Output side for input side `n`: the same, for any `n >= 1`."""
@@ -28,7 +29,7 @@ class AnySizeTimeMixin:
 
     def _prepare(
         self, x: torch.Tensor, t: torch.Tensor | float | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int, int, int]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
         """Check `x` `(B, in_channels, H, W)` and `t`; -> (padded `x`, embedding `(B, E)` or None, padding
         for `unpad`)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:

@@ -21,30 +21,40 @@ __all__ = ["ModelEntry", "build_model", "create_model", "get_model_entry", "list
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, a one-line description and an example input side."""
+    """A registered model: its builder, a one-line description and an example input.
+
+    Attributes:
+        example_size: the first side of the example input.
+        example_shape: the example's spatial shape, `(H, W)` or `(D, H, W)`.
+    """
 
     name: str
     builder: Callable[..., nn.Module]
     description: str
     example_size: int
+    example_shape: tuple[int, ...] = ()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(*, example_size: int) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(
+    *, example_size: int | tuple[int, ...]
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register the decorated builder under its function name; a duplicate name raises.
 
     Args:
-        example_size: side of a square input the model accepts, used by summaries and demos.
+        example_size: side of a square input the model accepts, or the spatial shape of one (`(D, H, W)`
+            for a 3D model), used by summaries and demos.
     """
+    shape = (example_size, example_size) if isinstance(example_size, int) else tuple(example_size)
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = inspect.getdoc(fn) or ""
-        _REGISTRY[name] = ModelEntry(name, fn, doc.splitlines()[0] if doc else "", example_size)
+        _REGISTRY[name] = ModelEntry(name, fn, doc.splitlines()[0] if doc else "", shape[0], shape)
         return fn
 
     return decorator
@@ -100,5 +110,12 @@ def build_model(cls: type[nn.Module], defaults: dict[str, Any], **kwargs: Any) -
     bound.apply_defaults()
     config = {k: v for k, v in bound.arguments.items() if k != "self"}
     model = cls(**config)
-    model.model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}  # type: ignore[assignment]
+    model.model_config = {k: _plain(v) for k, v in config.items()}  # type: ignore[assignment]
     return model
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (also nested, as per-level per-axis kernels) as lists, so that configs write to YAML and JSON."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

@@ -201,8 +201,9 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
 
     folder = resolve_checkpoint(path)
     config = read_checkpoint_config(folder)
-    try:
-        model = create_model(config["model"], **config.get("model_config", {}))
+    try:  # first on the meta device: a config.json asking for a huge model costs no memory before the check
+        with torch.device("meta"):
+            skeleton = create_model(config["model"], **config.get("model_config", {}))
     except (ValueError, TypeError) as err:  # a model this unetkit does not have, or options it does not take
         raise ValueError(f"{folder / CONFIG}: {err}") from err
     weights = folder / WEIGHTS
@@ -212,7 +213,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ValueError(f"{weights}: corrupted weights file ({err})") from err
-    expected = model.state_dict()
+    expected = skeleton.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
@@ -223,6 +224,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
             if keys
         )
         raise ValueError(f"{weights}: weights do not fit model {config['model']!r} ({detail})")
+    model = create_model(config["model"], **config.get("model_config", {}))  # the weights fit: as large as they are
     model.load_state_dict(state)
     model.to(map_location).eval()
     model.checkpoint_config = config  # type: ignore[assignment]

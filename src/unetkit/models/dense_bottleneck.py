@@ -108,6 +108,7 @@ class DenseBottleneckUNet(GradCheckpointMixin, nn.Module):
         self.out_channels = out_channels
         self.image_size = image_size
         self.downsample_factor = factor
+        self.spatial_dims = 2  # 2D only
 
     def output_size(self, n: int) -> int | None:
         """`n` if `n == image_size`, else `None`: the MLP fixes the input size."""

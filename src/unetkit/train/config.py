@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from unetkit._fs import atomic_write_bytes
-from unetkit._options import close_matches, look_up_option
+from unetkit._options import close_matches, look_up_option, quote
 from unetkit.losses import LOSSES as LOSS_NAMES
 
 __all__ = [
@@ -448,31 +448,26 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Train
         if key not in known:
             hint = [ALIASES[key]] if key in ALIASES else close_matches(key, known)
             did_you_mean = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-            raise ValueError(f"{source}: unknown key {key!r}{did_you_mean}")
+            raise ValueError(f"{source}: unknown key {quote(key)}{did_you_mean}")
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}).validate()
 
 
 def parse_yaml(text: bytes | str, *, source: str = "config") -> Any:
-    """The YAML document in `text`; `None` for an empty one.
+    """The YAML document in `text`; `None` for an empty one (read by `unetkit._yaml.safe_load`: no aliases,
+    no duplicate keys, at most 1 MiB).
 
     Raises:
-        ValueError: not UTF-8 text, or not well-formed YAML (with the line), naming `source`.
+        ValueError: not UTF-8 text, not well-formed YAML (with the line), an alias, a key given twice, or
+            too long, naming `source`.
     """
-    import yaml
+    from unetkit._yaml import safe_load
 
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"{source}: not a UTF-8 text file (byte {err.start})") from err
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{source}: malformed YAML{where}") from err
-    except RecursionError as err:
-        raise ValueError(f"{source}: YAML nested too deeply") from err
+    return safe_load(text, source=source)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

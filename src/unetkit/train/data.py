@@ -24,6 +24,9 @@ __all__ = ["PatchSampler", "PreparedData", "TensorSet", "check_fit", "prepare_da
 
 SYNTHETIC_PREFIX = "synthetic:"
 SYNTHETIC_DATA_SEED = 0  # the built-in data sets are fixed; `seed` varies training, not the data
+# a patch side beyond this many times the largest training image is refused: its patches would be mostly
+# mirror padding, each step would cost (patch / image)^2 times an image's work and learn nothing more
+PATCH_SLACK = 2
 
 
 @dataclass
@@ -107,8 +110,8 @@ def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, ou
         out_key: the model's name for them (`num_classes` or `out_channels`).
 
     Raises:
-        ValueError: channels or classes of the model options, `out_channels`, or images too small for
-            whole-image training with augmentation.
+        ValueError: channels or classes of the model options, `out_channels`, a `patch_size` more than
+            `PATCH_SLACK` times the largest image, or images too small for whole-image training with augmentation.
     """
     classes, channels = prepared.mask.num_classes, prepared.in_channels
     given = config.model_options.get("in_channels")
@@ -127,6 +130,13 @@ def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, ou
         raise ValueError(
             f"`model_options.{key}` {given!r} does not fit {config.data}: {classes} classes with loss "
             f"{config.loss!r} need {out_channels} output channel(s); set `out_channels` to change it"
+        )
+    largest = max((image.shape[-2:] for image in prepared.train.images), key=max, default=None)
+    if largest is not None and config.patch_size > PATCH_SLACK * max(largest):
+        raise ValueError(
+            f"`patch_size` {config.patch_size} is more than {PATCH_SLACK}x the largest training image of {config.data} "
+            f"({largest[0]}x{largest[1]}): its patches would be mostly padding; give at most "
+            f"{PATCH_SLACK * max(largest)}, or 0 to train on whole images"
         )
     if config.patch_size == 0 and config.augment.get("enabled", True) is not False:
         for name, image in zip(prepared.train.names, prepared.train.images, strict=True):
