@@ -181,6 +181,9 @@ def make_plan(
     planned = dataclasses.replace(config, **settings)
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
+    largest = max(int(fingerprint["sizes"]["height"][2]), int(fingerprint["sizes"]["width"][2]))
+    if planned.patch_size > 2 * largest:  # a given patch far beyond the images: training refuses it, no trial
+        measure = False
     if not measure:
         reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
     elif not ({"epochs", "steps_per_epoch"} & given):
