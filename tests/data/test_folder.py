@@ -246,7 +246,8 @@ def test_16_bit_tiff_image_with_png_mask(tmp_path):
     splits, _ = load_folder(tmp_path, val_fraction=0)
     loaded = splits["train"].images[0]
     assert loaded.dtype == np.float32 and loaded.shape == (1, H, W)
-    np.testing.assert_allclose(loaded[0], image.astype(np.float32) / 65535, rtol=1e-6)  # 16-bit range -> [0, 1]
+    np.testing.assert_array_equal(loaded[0], image.astype(np.float32))  # the file's units: normalised later
+    assert splits["train"].extra["dtypes"] == ["uint16"]
 
 
 def test_rgb_and_rgba_images(tmp_path):
@@ -258,7 +259,7 @@ def test_rgb_and_rgba_images(tmp_path):
     splits, _ = load_folder(tmp_path, val_fraction=0)
     a, b = splits["train"].images
     assert a.shape == b.shape == (3, H, W)
-    np.testing.assert_allclose(a, np.moveaxis(rgb, -1, 0).astype(np.float32) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(a, np.moveaxis(rgb, -1, 0).astype(np.float32))
     np.testing.assert_array_equal(a, b)
 
 
@@ -312,7 +313,7 @@ def test_val_fraction_split_is_seeded_disjoint_and_sorted(tmp_path):
     assert (again["train"].names, again["val"].names) == (train, val)
     assert other["val"].names != val
     index = names.index(val[0])  # each image stays with its own mask
-    np.testing.assert_allclose(first["val"].images[0][0], _image(index).astype(np.float32) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(first["val"].images[0][0], _image(index).astype(np.float32))
 
 
 def test_small_fraction_holds_out_at_least_one(tmp_path):

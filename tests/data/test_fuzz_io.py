@@ -26,8 +26,8 @@ from PIL import Image
 
 from unetkit.data import io as data_io
 from unetkit.data.errors import DataError
-from unetkit.data.folder import _read_mask
 from unetkit.data.io import IMAGE_SUFFIXES, read_image
+from unetkit.data.masks import read_mask
 
 # examples per test: the default run, and `-m slow`
 RUNS = [pytest.param(60, id="quick"), pytest.param(4000, id="long", marks=pytest.mark.slow)]
@@ -42,7 +42,7 @@ def _small_limit(monkeypatch):
 
 def _check(path: Path) -> None:
     """The readers' contract on one file."""
-    for reader in (read_image, _read_mask):
+    for reader in (read_image, read_mask):
         try:
             array = reader(path)
         except DataError as err:

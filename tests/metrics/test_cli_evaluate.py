@@ -95,3 +95,55 @@ def test_missing_fov_and_probs_exit_2(folders, capsys):
     (folders / "probs" / "a_probs.tif").unlink()
     assert main(["evaluate", str(folders / "pred"), str(folders / "gt"), "--probs", str(folders / "probs")]) == 2
     assert str(folders / "probs" / "a_probs") in capsys.readouterr().err
+
+
+def test_grey_class_masks_are_three_classes_not_256(tmp_path, capsys):
+    """The issue's case: 0/128/255 masks (as predict writes a 3-class run's) were read as class indices, 256
+    classes with 253 absent ones at 1.0. Read as train reads a folder, they are 3 classes."""
+    gt = np.array([[0, 128, 128, 255], [0, 0, 255, 255]], np.uint8)
+    pred = np.array([[0, 128, 255, 255], [0, 128, 255, 0]], np.uint8)
+    for folder, mask in (("p", pred), ("g", gt)):
+        write_image(tmp_path / folder / "a.png", mask)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "g"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "masks read as classes {0, 128, 255}" in text
+    result = json.loads(out.read_text())
+    assert result["num_classes"] == 3
+    # class 128: tp 1, fp 1, fn 1 -> 1/2; class 255: tp 2, fp 1, fn 1 -> 2/3; mean 7/12
+    assert result["micro"]["dice"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "g"), "--label-values", "0,128,255,64",
+                 "--json", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "absent from prediction and ground truth" in text and "class(es) 1" in text  # value 64: index 1
+    assert json.loads(out.read_text())["micro"]["dice"] == pytest.approx((1 / 2 + 2 / 3) / 2)  # not inflated
+
+
+def test_checkpoint_label_values_and_ignore_index(tmp_path, capsys):
+    from unetkit.data.realistic import voc_palette
+    from unetkit.models import create_model
+    from unetkit.models.checkpoint import save_model
+
+    extra = {"mask": {"mode": "classes", "num_classes": 3, "label_values": [0, 1, 15], "ignore_index": 255}}
+    save_model(
+        create_model("unet", in_channels=3, num_classes=3, base_channels=4, depth=1), tmp_path / "ck", extra=extra
+    )
+    from PIL import Image
+
+    gt = np.array([[0, 1, 255, 15], [0, 1, 1, 15]], np.uint8)
+    picture = Image.fromarray(gt, mode="P")
+    picture.putpalette(voc_palette().ravel().tolist())
+    (tmp_path / "g").mkdir()
+    picture.save(tmp_path / "g" / "a.png")  # a VOC palette mask with its 255 border
+    write_image(tmp_path / "p" / "a.png", np.array([[0, 1, 0, 15], [0, 15, 1, 15]], np.uint8))
+    out = tmp_path / "m.json"
+    args = ["evaluate", str(tmp_path / "p"), str(tmp_path / "g"), "--checkpoint", str(tmp_path / "ck")]
+    assert main([*args, "--json", str(out)]) == 0
+    assert "value 255 ignored" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["micro"]["pixels"] == 7  # the border pixel is in no count
+    # class 1: tp 2, fp 0, fn 1 -> 4/5; class 15 (index 2): tp 2, fp 1, fn 0 -> 4/5
+    assert result["micro"]["dice"] == pytest.approx(0.8)
+    write_image(tmp_path / "p" / "a.png", np.array([[0, 1, 0, 7], [0, 15, 1, 15]], np.uint8))
+    assert main(args) == 2
+    assert "p/a.png: mask values {7} are not among the label values {0, 1, 15}" in capsys.readouterr().err

@@ -52,8 +52,8 @@ TWO[0, :2] = 1
 @pytest.mark.parametrize(
     ("pred", "target", "expected"),
     [
-        # both empty: perfect agreement on emptiness; specificity 12/12; MCC 1 (no disagreement)
-        (ZEROS, ZEROS, dict(sensitivity=1.0, precision=1.0, specificity=1.0, dice=1.0, iou=1.0, mcc=1.0)),
+        # both empty: the class is absent, not scored (None, left out of means); specificity 12/12; MCC 1
+        (ZEROS, ZEROS, dict(sensitivity=None, precision=None, specificity=1.0, dice=None, iou=None, mcc=1.0)),
         # empty target, 2 predicted: tp 0 fp 2 tn 10 fn 0; sensitivity 0/0 -> None; MCC 0 (degenerate)
         (TWO, ZEROS, dict(sensitivity=None, precision=0.0, specificity=10 / 12, dice=0.0, iou=0.0, mcc=0.0)),
         # empty prediction, 2 in target: tp 0 fp 0 tn 10 fn 2; precision 0/0 -> None
@@ -132,6 +132,21 @@ def test_dataset_micro_pools_counts_and_macro_skips_none():
 def test_dataset_uses_one_class_count_for_all_images():
     result = evaluate_dataset([MC_PRED, PRED], [MC_TARGET, TARGET])
     assert result["num_classes"] == 3
-    assert result["images"][1]["per_class"]["2"]["dice"] == 1.0  # absent from both: agreement on emptiness
+    assert result["images"][1]["per_class"]["2"]["dice"] is None  # absent from both: absent, not 1.0
+    assert result["images"][1]["dice"] == pytest.approx(0.75)  # the mean leaves the absent class out
     with pytest.raises(ValueError, match="targets"):
         evaluate_dataset([PRED], [])
+
+
+def test_absent_classes_do_not_inflate_the_mean():
+    """The issue's case: masks of values 0/128/255 read as 256 classes scored 0.9978 with 253 absent classes at
+    1.0; absent classes are now left out, so the mean is the mean over the classes that occur."""
+    from unetkit.metrics.confusion import absent_classes
+
+    target = np.array([[0, 128, 255, 255]])
+    pred = np.array([[0, 128, 128, 255]])
+    m = evaluate(pred, target, num_classes=256)
+    # class 128: tp 1 fp 1 fn 0 -> 2/3; class 255: tp 1 fp 0 fn 1 -> 2/3; the 253 absent classes are None
+    assert m["dice"] == pytest.approx(2 / 3)
+    assert sum(v["dice"] is None for v in m["per_class"].values()) == 253
+    assert absent_classes(stat_scores(pred, target, 256))[:3] == [1, 2, 3]

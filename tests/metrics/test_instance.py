@@ -47,7 +47,7 @@ def test_instance_empty_policy_and_pooling():
     empty = np.zeros((2, 3), int)
     one = np.array([[1, 1, 0], [0, 0, 0]])
     both = evaluate(empty, empty, instances=True)
-    assert both["instance_f1"] == 1.0 and both["mean_ap"] == 1.0 and both["instance_recall"] == 1.0
+    assert both["instance_f1"] is None and both["mean_ap"] is None and both["instance_recall"] is None  # not scored
     missed = evaluate(empty, one, instances=True)
     assert missed["instance_precision"] is None and missed["instance_recall"] == 0.0 and missed["ap50"] == 0.0
     spurious = evaluate(one, empty, instances=True)

@@ -133,9 +133,9 @@ def test_checkpoint_rebuilds_the_model_with_its_preprocessing(tmp_path):
     config = model.checkpoint_config  # type: ignore[attr-defined]
     assert config["model"] == "unet"
     assert config["mask"]["mode"] == "instances"
-    assert len(config["preprocess"]["mean"]) == model.in_channels
+    assert config["preprocess"]["scheme"] == "image"  # synthetic sets: per-image z-score
     x = torch.randn(1, model.in_channels, 40, 40)  # type: ignore[arg-type]
-    assert model(x).shape == (1, 1, 40, 40)
+    assert model(x).shape == (1, 2, 40, 40)  # loss auto: two softmax channels for binary masks
 
 
 def test_config_yaml_reproduces_the_run(tmp_path):
@@ -288,8 +288,8 @@ def test_trains_on_a_folder_and_stores_the_training_statistics(tmp_path):
     data = _folder(tmp_path / "data", n=5)
     result = train(_config(tmp_path / "run", data=str(data), val_fraction=0.4, epochs=1))
     extra = json.loads((result.run_dir / "best" / "config.json").read_text())
-    assert extra["mask"] == {"mode": "binary", "num_classes": 2, "label_values": [0, 255]}
-    assert 0.2 < extra["preprocess"]["mean"][0] < 0.8  # 8-bit images scaled to [0, 1] before the statistics
+    assert extra["mask"] == {"mode": "binary", "num_classes": 2, "label_values": [0, 255], "ignore_index": None}
+    assert extra["preprocess"]["scheme"] in ("image", "dataset")  # the fingerprint's choice, in raw units
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):

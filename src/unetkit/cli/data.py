@@ -1,5 +1,8 @@
 """`unetkit data from-one IMAGE MASK --out DIR -n 200`: one annotated picture -> an augmented data set;
-`unetkit data synthetic NAME --out DIR -n 20`: a built-in synthetic set written as a folder data set.
+`unetkit data synthetic NAME --out DIR -n 20`: a built-in synthetic set written as a folder data set;
+`unetkit data realistic NAME --out DIR`: a generated set stored the way real ones come (uint16 nuclei with
+instance-label TIFFs, VOC palette masks with 255 borders, 12-bit PNGs, float32 CT-like TIFFs);
+`unetkit data inspect DIR`: the folder's fingerprint as a table (and JSON) and the plan `train` would use.
 """
 
 from __future__ import annotations
@@ -60,6 +63,41 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realistic(args: argparse.Namespace) -> int:
+    from unetkit.data.realistic import write_realistic
+
+    out = write_realistic(args.name, args.out, n=args.n, seed=args.seed)
+    print(f"wrote {args.n} {args.name} images to {out}/images and their masks to {out}/masks")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from unetkit._fs import atomic_write_bytes
+    from unetkit.data.fingerprint import fingerprint_folder
+    from unetkit.train.config import TrainConfig
+    from unetkit.train.plan import make_plan
+
+    fingerprint, _, _ = fingerprint_folder(
+        args.dir, mask_mode=args.mask_mode, ignore_index=args.ignore_index, normalize=args.normalize
+    )
+    print(fingerprint.table())
+    config = TrainConfig(data=str(args.dir), out="unused", device=args.device, time_budget=args.time_budget or "",
+                         mask_mode=args.mask_mode, ignore_index=args.ignore_index).validate()  # fmt: skip
+    given = {"mask_mode"} if args.mask_mode != "auto" else set()
+    _, plan = make_plan(config, fingerprint.to_dict(), given=given, measure=not args.no_timing)
+    print("\nthe plan `unetkit train --data DIR` would use:")
+    for line in plan.lines():
+        print("  " + line.removeprefix("plan: "))
+    if args.json is not None:
+        payload = {"fingerprint": fingerprint.to_dict(), "plan": plan.to_dict() | {"fingerprint": None}}
+        atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2, default=str) + "\n").encode("utf-8"))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("data", help="make data sets", description="Data set tools.")
     verbs = parser.add_subparsers(dest="data_command", metavar="VERB", required=True)
@@ -91,3 +129,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     syn.add_argument("--seed", type=int, default=0, help="data seed (training uses 0)")
     syn.add_argument("--instances", action="store_true", help="cells: write instance labels, not binary masks")
     syn.set_defaults(func=_synthetic)
+    real = verbs.add_parser(
+        "realistic",
+        help="write a generated set stored as real ones are (dtypes, palettes, ignore borders)",
+        description="nuclei: uint16 low-range TIFFs with uint16 instance-label masks; voc: JPEG photos with VOC "
+        "palette masks and 255 borders; bit12: 12-bit data in 16-bit PNGs with 0/1 masks and fov/; ct: float32 "
+        "TIFFs in Hounsfield-like units with class masks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    real.add_argument("name", choices=("nuclei", "voc", "bit12", "ct"), help="which set")
+    real.add_argument("--out", required=True, help="new folder to write")
+    real.add_argument("-n", type=int, default=24, help="images to write")
+    real.add_argument("--seed", type=int, default=0, help="data seed")
+    real.set_defaults(func=_realistic)
+    ins = verbs.add_parser(
+        "inspect",
+        help="a folder's fingerprint and the plan `train` would use",
+        description="Counts, sizes, dtypes, channels, intensity percentiles, the mask mode with its evidence, "
+        "classes and pixel shares, objects, outliers and the normalisation; then the training plan (timed on "
+        "this device unless --no-timing).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ins.add_argument("dir", help="the data set folder (images/ + masks/, or train/ val/ test/)")
+    ins.add_argument("--mask-mode", default="auto", choices=("auto", "binary", "classes", "instances"))
+    ins.add_argument("--ignore-index", type=int, default=None, help="mask value that is no class, e.g. 255")
+    ins.add_argument("--normalize", default="auto", choices=("auto", "image", "dataset", "none"))
+    ins.add_argument("--time-budget", default=None, help="the training time to plan for (default: the plan's)")
+    ins.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    ins.add_argument("--no-timing", action="store_true", help="skip the timed trial step (no epochs / steps)")
+    ins.add_argument("--json", default=None, metavar="FILE", help="write the fingerprint and plan as JSON")
+    ins.set_defaults(func=_inspect)

@@ -42,20 +42,20 @@ class DemoSettings:
 QUICK = DemoSettings(epochs=2, train_images=8, val_images=2, test_images=2, size=64, base_channels=4, depth=2)
 
 
-def _binary_scores(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
-    """The pixel measures papers report, from one confusion matrix; 1.0 where both sides are empty."""
+DEMO_SCORES = ("dice", "iou", "precision", "sensitivity", "specificity", "accuracy")
 
-    def ratio(num: float, den: float) -> float:
-        return num / den if den > 0 else 1.0
 
-    return {
-        "dice": ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": ratio(tp, tp + fp + fn),
-        "precision": ratio(tp, tp + fp),
-        "sensitivity": ratio(tp, tp + fn),
-        "specificity": ratio(tn, tn + fp),
-        "accuracy": ratio(tp + tn, tp + tn + fp + fn),
-    }
+def _binary_scores(tp: float, fp: float, tn: float, fn: float) -> dict[str, float | None]:
+    """The pixel measures papers report, from one confusion matrix, under the package's one empty-mask
+    rule (`unetkit.metrics.confusion`: None where a ratio is undefined)."""
+    from unetkit.metrics.confusion import scores_from_counts
+
+    scores = scores_from_counts(int(tp), int(fp), int(tn), int(fn))
+    return {key: scores[key] for key in DEMO_SCORES}
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>12}" if value is None else f"{value:>12.4f}"
 
 
 def _prepare_out(out: Path) -> Path:
@@ -78,6 +78,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
 
     from unetkit.data.synthetic import make_synthetic
     from unetkit.infer import predict
+    from unetkit.metrics.confusion import mean_defined
     from unetkit.models.checkpoint import load_model
     from unetkit.train import report
     from unetkit.train.config import TrainConfig
@@ -116,7 +117,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     model = load_model(run)  # best/ of the run
     print(f"2/3 predicting {s.test_images} held-out images with the best checkpoint (epoch {result.best_epoch})")
     start = time.perf_counter()
-    rows, overlays = [], []
+    rows: list[dict[str, Any]] = []
+    overlays = []
     totals = torch.zeros(4, dtype=torch.float64)
     for i in range(len(test)):
         labels = torch.from_numpy(predict(model, test.images[i]).argmax(axis=0))
@@ -127,13 +129,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
         overlays.append(report.overlay(test.images[i], labels.numpy(), test.targets[i]))
     predict_seconds = time.perf_counter() - start
     pooled = _binary_scores(*totals.tolist())
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in pooled}
+    mean = {k: mean_defined([r[k] for r in rows]) for k in pooled}
 
     keys = list(pooled)
     print(f"3/3 held-out metrics ({s.test_images} images, {s.size}x{s.size}):")
     print("  " + f"{'':<22}" + "".join(f"{k:>12}" for k in keys))
-    print("  " + f"{'all pixels pooled':<22}" + "".join(f"{pooled[k]:>12.4f}" for k in keys))
-    print("  " + f"{'mean over images':<22}" + "".join(f"{mean[k]:>12.4f}" for k in keys))
+    print("  " + f"{'all pixels pooled':<22}" + "".join(_cell(pooled[k]) for k in keys))
+    print("  " + f"{'mean over images':<22}" + "".join(_cell(mean[k]) for k in keys))
     print(f"  training {train_seconds:.1f} s, prediction {predict_seconds:.1f} s")
 
     columns = 4 if len(overlays) >= 4 else len(overlays)
@@ -175,8 +177,8 @@ def _write_readme(out: Path, metrics: dict[str, Any], keys: list[str]) -> None:
         "",
         "| | " + " | ".join(keys) + " |",
         "|---|" + "---:|" * len(keys),
-        "| all pixels pooled | " + " | ".join(f"{pooled[k]:.4f}" for k in keys) + " |",
-        "| mean over images | " + " | ".join(f"{mean[k]:.4f}" for k in keys) + " |",
+        "| all pixels pooled | " + " | ".join(_cell(pooled[k]).strip() for k in keys) + " |",
+        "| mean over images | " + " | ".join(_cell(mean[k]).strip() for k in keys) + " |",
         "",
         f"Training took {metrics['train_seconds']:.1f} s and prediction {metrics['predict_seconds']:.1f} s on "
         f"{metrics['threads']} CPU threads (torch {metrics['torch']}). Command: `make demo` "

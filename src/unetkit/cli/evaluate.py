@@ -2,9 +2,13 @@
 
 PRED and GT are folders (or single files) of masks matched by file stem; in PRED, the extra outputs of
 `unetkit predict` (`<stem>_overlay.png`, `<stem>_probs.tif`, `<stem>_instances.tif`) are skipped, except that
-with `--instances` a `<stem>_instances.*` file stands for `<stem>`'s prediction. Mask values: a side whose values
-are all in {0, 255} is read as binary (255 -> 1); otherwise values are class indices (or instance labels
-with `--instances`).
+with `--instances` a `<stem>_instances.*` file stands for `<stem>`'s prediction. Masks are read by the reader
+`train` uses (`unetkit.data.masks`: palette PNGs as indices), and their values map to classes through the
+label values of the run (`--checkpoint RUN`, as `predict` wrote them), `--label-values` or
+`--num-classes`; without any, like `train` reads a folder: binary when both sides fit {0, 1} / {0, 255},
+else the sorted values of the ground truth (and prediction) are the classes. `--ignore-index` (or the
+run's) leaves those ground-truth pixels out of every count. Classes absent from both sides are reported as
+absent, not scored. With `--instances` the values are instance labels.
 """
 
 from __future__ import annotations
@@ -118,6 +122,73 @@ def _counterparts(folder: Path, stems: list[str], suffix: str, what: str) -> dic
     return {s: found[s + suffix] for s in stems}
 
 
+def _mask_info(args: argparse.Namespace, preds: list[np.ndarray], gts: list[np.ndarray]) -> tuple[Any, str]:
+    """How mask values map to classes, and where that came from."""
+    from unetkit.data.masks import BINARY_VALUE_SETS, check_ignore_index
+    from unetkit.data.types import MaskInfo
+
+    ignore = check_ignore_index(args.ignore_index, "--ignore-index")
+    given = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--label-values", args.label_values),
+                                      ("--num-classes", args.num_classes)) if value is not None]  # fmt: skip
+    if len(given) > 1:
+        raise ValueError(f"give one of --checkpoint, --label-values, --num-classes, got {', '.join(given)}")
+    if args.checkpoint is not None:
+        from unetkit.models.checkpoint import read_checkpoint_config
+
+        mask = read_checkpoint_config(args.checkpoint).get("mask") or {}
+        if not isinstance(mask.get("label_values"), list) or mask.get("mode") not in ("binary", "classes", "instances"):
+            raise ValueError(f"{args.checkpoint}: the checkpoint holds no mask label values")
+        ignore = ignore if ignore is not None else mask.get("ignore_index")
+        mode = mask["mode"]  # instance labels: foreground = id > 0
+        info = MaskInfo(mode, len(mask["label_values"]) if mode == "classes" else 2, mask["label_values"], ignore)
+        return info, f"the label values of {args.checkpoint}"
+    if args.label_values is not None:
+        values = _parse_values(args.label_values)
+        return MaskInfo("classes", len(values), values, ignore), "--label-values"
+    if args.num_classes is not None:
+        if args.num_classes < 2:
+            raise ValueError(f"`--num-classes` must be >= 2, got {args.num_classes}")
+        return MaskInfo("classes", args.num_classes, list(range(args.num_classes)), ignore), "--num-classes"
+    sides = [np.unique(np.concatenate([np.unique(m) for m in masks])) for masks in (preds, gts)]
+    if ignore is not None:
+        sides[1] = sides[1][sides[1] != ignore]
+    if all(any({int(v) for v in side} <= allowed for allowed in BINARY_VALUE_SETS) for side in sides):
+        return MaskInfo("binary", 2, [0, 1], ignore), "binary: both sides hold values within {0, 1} or {0, 255}"
+    values = [int(v) for v in np.union1d(*sides)]
+    return MaskInfo("classes", len(values), values, ignore), (
+        f"the {len(values)} values found in the masks; pass --label-values or --checkpoint to set them"
+    )
+
+
+def _parse_values(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.replace(" ", "").split(",") if part})
+    except ValueError:
+        values = []
+    if len(values) < 2 or values[0] < 0:
+        raise ValueError(f"`--label-values` must list two or more integers >= 0, e.g. 0,128,255, got {text!r}")
+    return values
+
+
+def _classes(masks: list[np.ndarray], files: list[Path], info: Any, *, ground_truth: bool) -> tuple[list, list]:
+    """Class indices (and, for the ground truth, the valid pixels) of raw masks, through `info`."""
+    from dataclasses import replace
+
+    from unetkit.data.masks import class_targets
+
+    targets, valids = [], []
+    for mask, path in zip(masks, files, strict=True):
+        if info.mode == "binary":
+            values = mask if not ground_truth or info.ignore_index is None else mask[mask != info.ignore_index]
+            if not ({int(v) for v in np.unique(values)} <= {0, 1} or {int(v) for v in np.unique(values)} <= {0, 255}):
+                raise ValueError(f"{path}: binary mask must hold values within {{0, 1}} or {{0, 255}}")
+        side = info if ground_truth else replace(info, ignore_index=None)
+        target, valid = class_targets(mask, side, path)
+        targets.append(target)
+        valids.append(valid)
+    return targets, valids
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -156,8 +227,8 @@ def _csv_text(result: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from unetkit.data.masks import read_mask
     from unetkit.metrics import evaluate_dataset
-    from unetkit.metrics.masks import binary_side, read_mask
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
     stems, pred_files, gt_files = _pair(pred_root, gt_root, args.instances)
@@ -171,16 +242,34 @@ def _run(args: argparse.Namespace) -> int:
     bad = [b for b, p, g in zip(bad, preds, gts, strict=True) if p.shape != g.shape]
     if bad:
         raise ValueError(f"{len(bad)} prediction(s) differ in size from their ground truth: {_listing(bad, 5)}")
-    for masks in (preds, gts):
-        if binary_side(masks):
-            masks[:] = [(m > 0).astype(np.int64) for m in masks]
-    fovs = None
+    num_classes = None
+    valids: list[np.ndarray | None] = [None] * len(stems)
+    if not args.instances:
+        info, source = _mask_info(args, preds, gts)
+        print(f"masks read as {info.mode} {{{', '.join(str(v) for v in info.label_values)}}} ({source})"
+              + (f"; value {info.ignore_index} ignored" if info.ignore_index is not None else ""))  # fmt: skip
+        preds, _ = _classes(preds, [pred_files[s] for s in stems], info, ground_truth=False)
+        gts, valids = _classes(gts, [gt_files[s] for s in stems], info, ground_truth=True)
+        num_classes = info.num_classes
+    else:  # instance labels; a side of 0/255 masks is foreground > 0 (its objects: connected components)
+        if args.ignore_index is not None:
+            kept = [g != args.ignore_index for g in gts]
+            gts = [np.where(v, g, 0) for v, g in zip(kept, gts, strict=True)]
+            valids = list(kept)
+        for masks in (preds, gts):
+            values = np.unique(np.concatenate([np.unique(m) for m in masks]))
+            if np.isin(values, (0, 255)).all():
+                masks[:] = [(m > 0).astype(np.int64) for m in masks]
+    fovs: list[np.ndarray | None] | None = None
     if args.fov is not None:
         fov_files = _counterparts(Path(args.fov), stems, "", "field-of-view")
-        fovs = [_read_fov(fov_files[s]) for s in stems]
-        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, fovs, gts, strict=True) if f.shape != g.shape]
+        fov_read = [_read_fov(fov_files[s]) for s in stems]
+        bad = [f"{fov_files[s]} {f.shape}" for s, f, g in zip(stems, fov_read, gts, strict=True) if f.shape != g.shape]
+        fovs = list(fov_read)
         if bad:
             raise ValueError(f"{len(bad)} field-of-view file(s) differ in size from their masks: {_listing(bad, 5)}")
+    if any(v is not None for v in valids):
+        fovs = [v if f is None else (f if v is None else f & v) for f, v in zip(fovs or valids, valids, strict=True)]
     probs = None
     if args.probs is not None:
         prob_files = _counterparts(Path(args.probs), stems, "_probs", "probability")
@@ -191,10 +280,15 @@ def _run(args: argparse.Namespace) -> int:
         probs=probs,
         fovs=fovs,
         names=stems,
+        num_classes=num_classes,
         instances=args.instances,
         iou_threshold=args.iou_threshold,
     )
     print(_table(result))
+    absent = [c for c, scores in result["micro"].get("per_class", {}).items() if scores["dice"] is None]
+    if absent:
+        print(f"absent from prediction and ground truth (not scored, left out of the means): class(es) "
+              f"{_listing(absent)}")  # fmt: skip
     if args.json is not None:
         payload = {"pred": str(pred_root), "gt": str(gt_root), **result}
         atomic_write_bytes(Path(args.json), (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
@@ -220,6 +314,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fov", default=None, metavar="DIR", help="field-of-view masks by stem; 0 = ignored")
     parser.add_argument("--probs", default=None, metavar="DIR", help="<stem>_probs.tif probabilities for AUC")
     parser.add_argument("--instances", action="store_true", help="also match objects (instance metrics)")
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="RUN", help="read mask values through this run's label values"
+    )
+    parser.add_argument(
+        "--label-values", default=None, metavar="V,V,...", help="the mask value of each class, e.g. 0,128,255"
+    )
+    parser.add_argument("--num-classes", type=int, default=None, help="mask values are class indices 0..K-1")
+    parser.add_argument(
+        "--ignore-index", type=int, default=None, help="ground-truth value left out of every count, e.g. 255"
+    )
     parser.add_argument(
         "--iou-threshold", type=float, default=0.5, help="IoU for instance precision/recall/F1 (0.5, 0.55, ... 0.95)"
     )

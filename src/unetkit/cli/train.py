@@ -47,10 +47,33 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--seed": ("seed", int, "random seed"),
     "--early-stopping": ("early_stopping", int, "patience in epochs (0 = off)"),
+    "--mask-mode": ("mask_mode", str, "auto (decided from the masks, reason logged), binary, classes or instances"),
+    "--ignore-index": ("ignore_index", int, "mask value no loss, metric or prediction uses, e.g. 255 (VOC borders)"),
+    "--normalize": ("normalize", str, "auto (the data set's fingerprint decides), image, dataset or none"),
+    "--plan": ("plan", str, "auto (default: a folder's unset settings from its fingerprint and the device) or off"),
+    "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
 }
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")
 RANK_ERRORS = "UNETKIT_RANK_ERRORS"  # environment: the folder where launched processes leave their error line
+
+
+def given_fields(args: argparse.Namespace) -> set[str]:
+    """The config fields the user set: flags, switches, `--set`, `-m`, and the keys of `--config`'s YAML."""
+    from unetkit.train.config import parse_yaml
+
+    given = {
+        name for flag, (name, _, _) in FLAGS.items() if getattr(args, flag.lstrip("-").replace("-", "_")) is not None
+    }
+    given |= {flag for flag in SWITCHES if getattr(args, flag)} | {key for key, _ in args.set}
+    given |= {"model_options"} if args.model_option else set()
+    given |= {"compile"} if args.compile is not None else set()
+    if args.config:
+        from pathlib import Path
+
+        values = parse_yaml(Path(args.config).read_bytes(), source=args.config) or {}
+        given |= set(values) if isinstance(values, dict) else set()
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -92,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.train.loop import TrainingDiverged, train
 
     config = None
+    user_set: set[str] | None = None  # the fields the user gave, which the plan keeps
     if args.resume:  # the run's saved config; only --epochs may change (an exact continuation)
         given = [flag for flag in FLAGS if flag != "--epochs" and getattr(args, flag[2:].replace("-", "_")) is not None]
         given += [f"--{name.replace('_', '-')}" for name in SWITCHES if getattr(args, name)]
@@ -106,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
             config = TrainConfig(epochs=args.epochs)
     else:
         config = config_from_args(args)
+        user_set = given_fields(args)
         data = [config.data] if Path(config.data).exists() else []  # not synthetic:NAME or mnist
         check_outputs(folders={"--out": config.out}, trees=data, inputs=[args.config] if args.config else [])
     if args.devices is not None and args.devices < 1:
@@ -122,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     if not main:  # rank 0 alone reports
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        result = train(config, resume=args.resume, progress=True)
+        result = train(config, resume=args.resume, progress=True, given=user_set)
     except TrainingDiverged as err:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)

@@ -10,9 +10,11 @@ or the same three folders under `ROOT/train/`, `ROOT/val/` and `ROOT/test/`. A s
 folder is empty, except validation: without `val/`, a seeded `val_fraction` of the training images
 is held out.
 
-Masks are read in one of three modes (`MaskInfo.mode`): `binary` (0/1 or 0/255), `classes` (any
-values, mapped to indices in sorted order) or `instances` (instance ids, 0 = background; the class
-target is `id > 0`). Every error is a one-line `DataError` that names the file or folder.
+Masks are read by `unetkit.data.masks` (palette PNGs as indices, an optional ignore index) in one of
+three modes (`MaskInfo.mode`): `binary` (0/1 or 0/255), `classes` (any values, mapped to indices in
+sorted order) or `instances` (instance ids, 0 = background; the class target is `id > 0`); `auto`
+decides from evidence and says why. Images keep the file's own units (see `SegmentationSet`). Every
+error is a one-line `DataError` that names the file or folder.
 """
 
 from __future__ import annotations
@@ -27,12 +29,24 @@ import numpy as np
 from unetkit._options import look_up_option
 from unetkit.data.errors import DataError
 from unetkit.data.io import IMAGE_SUFFIXES, read_image
+from unetkit.data.masks import (
+    MASK_MODES,
+    MAX_CLASS_VALUES,
+    MAX_MASK_VALUE,
+    check_ignore_index,
+    class_targets,
+    is_palette_png,
+    mask_evidence,
+    read_mask,
+    resolve_mask_mode,
+)
 from unetkit.data.types import MaskInfo, SegmentationSet
 
 __all__ = [
     "MASK_MODES",
     "MASK_SUFFIXES",
     "MAX_CLASS_VALUES",
+    "MAX_MASK_VALUE",
     "channel_stats",
     "intensity_scale",
     "load_folder",
@@ -41,15 +55,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MASK_MODES = ("auto", "binary", "classes", "instances")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
-# more distinct mask values than this are instance labels, not classes
-MAX_CLASS_VALUES = 256
-# the largest mask value: instance labels are stored as int32
-MAX_MASK_VALUE = int(np.iinfo(np.int32).max)
-BINARY_VALUE_SETS = (frozenset({0, 1}), frozenset({0, 255}))
 STD_FLOOR = 1e-6
 # how many names or values an error message lists before it says "and N more"
 LISTED = 5
@@ -74,6 +82,8 @@ class _Sample:
     mask: np.ndarray  # int64 (H, W) raw mask values
     fov: np.ndarray | None  # bool (H, W)
     values: np.ndarray  # sorted distinct mask values
+    dtype: str = "float32"  # the image file's dtype
+    mask_dtype: str = "uint8"  # the mask file's dtype, `palette` for palette PNGs
 
 
 def _listing(items: list[str]) -> str:
@@ -96,8 +106,9 @@ def intensity_scale(dtype: np.dtype) -> float:
     return 1.0
 
 
-def to_chw_float(array: np.ndarray) -> np.ndarray:
-    """Channels first as float32, integer images scaled by `intensity_scale` (uint8 / 255, uint16 / 65535).
+def to_chw_float(array: np.ndarray, *, scale: bool = True) -> np.ndarray:
+    """Channels first as float32, integer images scaled by `intensity_scale` (uint8 / 255, uint16 / 65535)
+    unless `scale` is False (the file's own units, as folder data sets keep them).
 
     `(H, W) -> (1, H, W)`, `(H, W, C) -> (C, H, W)`; the alpha channel of an RGBA image is dropped.
 
@@ -118,9 +129,9 @@ def to_chw_float(array: np.ndarray) -> np.ndarray:
         if array.shape[-1] == 4:
             array = array[..., :3]  # RGBA -> RGB
         array = np.moveaxis(array, -1, 0)  # (C, H, W)
-    scale = intensity_scale(array.dtype)
+    factor = intensity_scale(array.dtype) if scale else 1.0
     out = np.ascontiguousarray(array, dtype=np.float32)
-    return out * np.float32(scale) if scale != 1.0 else out
+    return out * np.float32(factor) if factor != 1.0 else out
 
 
 def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -219,39 +230,6 @@ def _scan_split(folder: Path) -> list[_Files]:
     return [_Files(name, images[name], masks[name], None if fovs is None else fovs[name]) for name in sorted(images)]
 
 
-def _single_channel(array: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """`(H, W)` from a grey file, or from an RGB(A) file whose colour channels are equal."""
-    if array.ndim == 2:
-        return array
-    channels = array.shape[-1]
-    if channels == 1:
-        return array[..., 0]
-    if channels == 2:  # grey + alpha
-        return array[..., 0]
-    if channels in (3, 4):
-        colour = array[..., :3]
-        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
-            raise DataError(f"{path}: colour {what}s are not supported: expected a single-channel {what}")
-        return colour[..., 0]
-    raise DataError(f"{path}: expected a single-channel {what}, got {channels} channels")
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    """A mask as int64 `(H, W)` holding its raw, non-negative integer values."""
-    mask = _single_channel(read_image(path), path, "mask")
-    if mask.dtype.kind == "f":
-        if not np.array_equal(mask, np.round(mask)):
-            raise DataError(f"{path}: mask holds non-integer values (dtype {mask.dtype}); expected integer labels")
-    elif mask.dtype.kind not in "iu":
-        raise DataError(f"{path}: mask dtype {mask.dtype} is not supported; expected integer labels")
-    low, high = mask.min().item(), mask.max().item()  # Python numbers: no overflow comparing float16 with int32
-    if low < 0:
-        raise DataError(f"{path}: mask holds negative values (min {low}); expected labels >= 0")
-    if high > MAX_MASK_VALUE:
-        raise DataError(f"{path}: mask value {high} is above the largest supported label {MAX_MASK_VALUE}")
-    return mask.astype(np.int64)
-
-
 def _read_fov(path: Path) -> np.ndarray:
     """A field of view as bool `(H, W)`: True where any colour channel is nonzero."""
     fov = read_image(path)
@@ -264,8 +242,9 @@ def _read_fov(path: Path) -> np.ndarray:
 
 def _read_sample(files: _Files) -> _Sample:
     """Read the files of one sample, checking that their sizes agree."""
-    image = to_chw_float(read_image(files.image))
-    mask = _read_mask(files.mask)
+    raw = read_image(files.image)
+    image = to_chw_float(raw, scale=False)
+    mask = read_mask(files.mask)
     if image.shape[-2:] != mask.shape:
         raise DataError(f"{files.mask}: mask is {_size(mask)} (HxW) but its image {files.image} is {_size(image)}")
     fov = None
@@ -275,68 +254,49 @@ def _read_sample(files: _Files) -> _Sample:
             raise DataError(
                 f"{files.fov}: field of view is {_size(fov)} (HxW) but its image {files.image} is {_size(image)}"
             )
-    return _Sample(files, image, mask, fov, np.unique(mask))
+    mask_dtype = "palette" if is_palette_png(files.mask) else _stored_dtype(files.mask)
+    return _Sample(files, image, mask, fov, np.unique(mask), str(raw.dtype), mask_dtype)
 
 
-def _fits_binary(values: np.ndarray) -> bool:
-    present = {int(v) for v in values}
-    return any(present <= allowed for allowed in BINARY_VALUE_SETS)
+def _stored_dtype(path: Path) -> str:
+    """The dtype a mask file stores (uint8 for 8-bit PNGs, uint16 for 16-bit ones, the TIFF's own)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
 
-
-def _resolve_mode(samples: list[_Sample], mask_mode: str, root: Path) -> MaskInfo:
-    """Pick the mask mode (for `auto`) and the label values from every mask of every split."""
-    if mask_mode == "binary" or (mask_mode == "auto" and all(_fits_binary(s.values) for s in samples)):
-        for sample in samples:
-            if not _fits_binary(sample.values):
-                values = [str(int(v)) for v in sample.values]
-                raise DataError(
-                    f"{sample.files.mask}: binary mask must hold values within {{0, 1}} or {{0, 255}}, got "
-                    f"{{{_listing(values)}}}; use mask_mode 'classes' or 'instances' for other labels"
-                )
-        seen_255 = [s.files.name for s in samples if 255 in s.values]
-        seen_1 = [s.files.name for s in samples if 1 in s.values]
-        if seen_255 and seen_1:
-            logger.warning(
-                "%s: binary masks mix 0/1 (%s) and 0/255 (%s); both read as foreground > 0",
-                root,
-                _listing(seen_1),
-                _listing(seen_255),
-            )
-        return MaskInfo(mode="binary", num_classes=2, label_values=[0, 255] if seen_255 else [0, 1])
-    union = np.unique(np.concatenate([s.values for s in samples]))
-    if mask_mode == "classes" or (mask_mode == "auto" and len(union) <= MAX_CLASS_VALUES):
-        if len(union) > MAX_CLASS_VALUES:
-            raise DataError(
-                f"{root}: masks hold {len(union)} distinct values, more than the {MAX_CLASS_VALUES} allowed for "
-                "mask_mode 'classes'; use mask_mode 'instances' for instance labels"
-            )
-        label_values = [int(v) for v in union]
-        if len(label_values) == 1:  # a single value: add a second class so that num_classes >= 2
-            label_values = sorted({label_values[0], 0 if label_values[0] != 0 else 1})
-        return MaskInfo(mode="classes", num_classes=len(label_values), label_values=label_values)
-    return MaskInfo(mode="instances", num_classes=2, label_values=[0, 1])
+        with tifffile.TiffFile(path) as tif:
+            return str(tif.series[0].dtype)
+    with open(path, "rb") as file:
+        head = file.read(25)
+    if head.startswith(b"\x89PNG") and len(head) == 25:
+        return "uint16" if head[24] == 16 else "uint8"
+    return "uint8"
 
 
 def _build_set(samples: list[_Sample], info: MaskInfo) -> SegmentationSet:
-    """The `SegmentationSet` of read samples, with targets in class indices of `info`."""
-    lookup = np.asarray(info.label_values, dtype=np.int64)
-    images, targets, instances, fovs = [], [], [], []
+    """The `SegmentationSet` of read samples, with targets in class indices of `info` and the valid
+    pixels (field of view less ignored pixels) in `fov`."""
+    images, targets, instances, valids = [], [], [], []
     for sample in samples:
         images.append(sample.image)
-        if info.mode == "classes":
-            targets.append(np.searchsorted(lookup, sample.mask).astype(np.int64))
-        else:
-            targets.append((sample.mask > 0).astype(np.int64))
+        target, valid = class_targets(sample.mask, info, sample.files.mask)
+        targets.append(target)
         if info.mode == "instances":
-            instances.append(sample.mask.astype(np.int32))
+            ids = (
+                sample.mask if info.ignore_index is None else np.where(sample.mask == info.ignore_index, 0, sample.mask)
+            )
+            instances.append(ids.astype(np.int32))
         if sample.fov is not None:
-            fovs.append(sample.fov)
+            valid = sample.fov if valid is None else sample.fov & valid
+        valids.append(valid)
+    any_valid = any(v is not None for v in valids)
+    fov = [np.ones(t.shape, bool) if v is None else v for v, t in zip(valids, targets, strict=True)]
     return SegmentationSet(
         images=images,
         targets=targets,
         names=[s.files.name for s in samples],
         instances=instances if info.mode == "instances" else None,
-        fov=fovs if samples and len(fovs) == len(samples) else None,
+        fov=fov if samples and any_valid else None,
+        extra={"dtypes": [s.dtype for s in samples]},
     )
 
 
@@ -363,7 +323,12 @@ def _split_off_val(
 
 
 def load_folder(
-    root: str | Path, *, mask_mode: str = "auto", val_fraction: float = 0.2, seed: int = 0
+    root: str | Path,
+    *,
+    mask_mode: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    ignore_index: int | None = None,
 ) -> tuple[dict[str, SegmentationSet], MaskInfo]:
     """Load a folder data set into memory, split into `train`, `val` and `test`.
 
@@ -375,7 +340,9 @@ def load_folder(
     Mask modes: `binary` (every mask within {0, 1} or {0, 255}; target = mask > 0), `classes`
     (label values = sorted union over all splits, at most 256; target = index of the value),
     `instances` (instance ids, 0 = background; target = id > 0, ids kept in `instances`) and `auto`
-    (binary if every mask fits, else classes if at most 256 values, else instances).
+    (binary if every mask fits, else instances if the masks look like label images, else classes: the
+    rules of `unetkit.data.masks`). Pixels of value `ignore_index` are no class: their target is 0 and
+    they are False in `fov`, which then holds the valid pixels of every image.
 
     Args:
         root: the data set folder.
@@ -383,6 +350,7 @@ def load_folder(
         val_fraction: share of the training images held out for validation when there is no `val/`
             folder, in `[0, 1)`; `0` gives an empty validation split.
         seed: seed of the validation hold-out.
+        ignore_index: mask value of pixels that no loss, metric or prediction uses (VOC's 255), or None.
 
     Returns:
         The splits keyed `"train"`, `"val"`, `"test"`, and how mask values map to classes.
@@ -399,6 +367,7 @@ def load_folder(
         raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
+    ignore_index = check_ignore_index(ignore_index)
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such folder")
@@ -432,15 +401,31 @@ def load_folder(
                     f"{reference.image.shape[0]}; every image of a data set needs the same channel count"
                 )
             loaded[split].append(sample)
-    info = _resolve_mode([s for samples in loaded.values() for s in samples], mask_mode, root)
+    info = _resolve_mode([s for samples in loaded.values() for s in samples], mask_mode, root, ignore_index)
 
     if "val" not in loaded:
         loaded["train"], loaded["val"] = _split_off_val(loaded["train"], val_fraction, seed, root)
     splits = {split: _build_set(loaded.get(split, []), info) for split in SPLITS}
-    logger.info(
-        "%s: %s masks, %s",
-        root,
-        info.mode,
-        ", ".join(f"{len(splits[split])} {split}" for split in SPLITS),
-    )
+    logger.info("%s: %s", root, ", ".join(f"{len(splits[split])} {split}" for split in SPLITS))
     return splits, info
+
+
+def _resolve_mode(samples: list[_Sample], mask_mode: str, root: Path, ignore_index: int | None = None) -> MaskInfo:
+    """The mask reading of every sample (`unetkit.data.masks.resolve_mask_mode`); blobs only for `auto`."""
+    evidence = [
+        mask_evidence(s.mask, s.files.mask, ignore_index=ignore_index, dtype=s.mask_dtype)
+        if mask_mode == "auto"
+        else _plain_evidence(s, ignore_index)
+        for s in samples
+    ]
+    return resolve_mask_mode(evidence, mask_mode, root, ignore_index=ignore_index)
+
+
+def _plain_evidence(sample: _Sample, ignore_index: int | None):  # type: ignore[no-untyped-def]
+    """Values only (no blob analysis): what an explicit mask mode needs."""
+    from unetkit.data.masks import MaskEvidence
+
+    values = sample.values
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    return MaskEvidence(sample.files.mask, sample.mask_dtype, values, int(sample.mask.size))

@@ -249,7 +249,7 @@ def _pillow_bits(img: object, path: Path) -> int:
     return _PILLOW_BITS.get(mode, 32)
 
 
-def _read_pillow(path: Path, fmt: str) -> np.ndarray:
+def _read_pillow(path: Path, fmt: str, keep_palette: bool = False) -> np.ndarray:
     from PIL import Image
 
     size = path.stat().st_size
@@ -264,7 +264,9 @@ def _read_pillow(path: Path, fmt: str) -> np.ndarray:
         check_decode_size(path, img.height, img.width, bits_per_pixel=_pillow_bits(img, path), file_bytes=size)
         if fmt == "PNG":
             _check_png_data(path)
-        if img.mode == "P":
+        if img.mode == "P" and keep_palette:
+            pass  # the palette indices themselves (class masks)
+        elif img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode in ("1", "LA", "CMYK", "YCbCr"):
             img = img.convert({"1": "L", "LA": "L", "CMYK": "RGB", "YCbCr": "RGB"}[img.mode])
@@ -272,13 +274,14 @@ def _read_pillow(path: Path, fmt: str) -> np.ndarray:
         return np.asarray(img)
 
 
-def read_image(path: str | Path, *, page: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, *, page: int | None = None, keep_palette: bool = False) -> np.ndarray:
     """Read an image file as `(H, W)` or `(H, W, C)` in its own dtype.
 
     Args:
         path: a PNG, JPEG, BMP or TIFF file (8- or 16-bit, grey or RGB(A); multi-page TIFF gives
             pages as channels); its content must be of the format its suffix names.
         page: one page of a multi-page TIFF.
+        keep_palette: a palette PNG gives its palette indices `(H, W)` (masks) instead of its colours.
 
     Raises:
         DataError: a missing, unreadable, empty, truncated, mislabelled (content of another format than
@@ -299,7 +302,7 @@ def read_image(path: str | Path, *, page: int | None = None) -> np.ndarray:
     except OSError as err:  # permission denied, I/O error, a name too long, ...
         raise DataError(f"{path}: cannot read ({err.strerror or err})") from err
     try:
-        array = _read_tiff(path, page) if fmt == "TIFF" else _read_pillow(path, fmt)
+        array = _read_tiff(path, page) if fmt == "TIFF" else _read_pillow(path, fmt, keep_palette)
     except DataError:
         raise
     except Exception as err:  # readers raise many types for corrupt data: report them as one

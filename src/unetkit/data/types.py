@@ -18,11 +18,16 @@ class MaskInfo:
         num_classes: classes of the target, background included (2 for binary and instances).
         label_values: the mask value written for each class index, e.g. `[0, 255]`; predictions are
             written back in these values.
+        ignore_index: the mask value of pixels that no loss, metric or prediction uses (e.g. VOC's 255
+            border), or None.
+        reason: what the mode was decided from, in one line (for logs and `unetkit data inspect`).
     """
 
     mode: str
     num_classes: int
     label_values: list[int]
+    ignore_index: int | None = None
+    reason: str = ""
 
 
 @dataclass
@@ -30,11 +35,13 @@ class SegmentationSet:
     """Images with their class targets and, where known, instance labels and field-of-view masks.
 
     Attributes:
-        images: float32 `(C, H, W)` arrays, integer images scaled to [0, 1] by their dtype range (not normalised).
+        images: float32 `(C, H, W)` arrays in the file's own units (not scaled by the dtype, not normalised:
+            `unetkit.data.normalize` does that, the same way in training and prediction).
         targets: int64 `(H, W)` class indices in `[0, num_classes)`.
         names: one name per image (file stem or generated id).
         instances: int32 `(H, W)` instance labels (0 = background), or `None` when unknown.
-        fov: bool `(H, W)` field of view (True = pixel counts), or `None` when every pixel counts.
+        fov: bool `(H, W)` valid pixels: the field of view less the ignored mask pixels (True = the pixel
+            counts), or `None` when every pixel counts.
     """
 
     images: list[np.ndarray]

@@ -26,7 +26,7 @@ import torch
 from unetkit._fs import fsync_dir, public_mode, write_error
 from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
 from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, STRIP_ROWS, RawPlane, tiled_instances
-from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar
+from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _fitted_instances, _make_plan, _tile_bar
 from unetkit.infer.readers import ImageSource, open_source
 from unetkit.infer.tiling import TilePlan, run_tiled
 from unetkit.infer.writers import LARGE_PIXELS, QUEUE_BANDS, TIFF_TILE, BackgroundSink, open_writer
@@ -209,12 +209,15 @@ class _Outputs:
         if self.foreground is not None:
             self.foreground.close()
 
-    def instances(self, method: str, block: int, margin: int) -> None:
-        """Object labels from the foreground file, block by block, into `instances.*`."""
+    def instances(self, method: str, block: int, margin: int, **options: Any) -> None:
+        """Object labels from the foreground file, block by block, into `instances.*` (`options`: those of
+        `unetkit.infer.instances.instances_from_probs`)."""
         assert self.foreground is not None
         labels = RawPlane(self.tmp_dir / "labels.raw", self.height, self.width, np.int32)
         try:
-            count, bands = tiled_instances(self.foreground, labels, method=method, block=block, margin=margin)
+            count, bands = tiled_instances(
+                self.foreground, labels, method=method, block=block, margin=margin, **options
+            )  # fmt: skip
             dtype = np.uint16 if count <= np.iinfo(np.uint16).max else np.int32
             writer = open_writer(self.file("instances"), self.formats["instances"], self.height, self.width, 1, dtype)
             self.writers["instances"] = writer
@@ -296,11 +299,12 @@ def predict_file(
                 def prepared(y0: int, y1: int, values: torch.Tensor) -> None:
                     sink(*outputs.prepare(y0, y1, values))
 
+                scale = 1.0 if predictor.raw_units else source.scale  # a normalisation spec takes raw values
                 try:
-                    with _tile_bar(plan, progress) as bar:
+                    with _tile_bar(plan, progress) as bar, predictor.for_image(_statistics_sample(predictor, source)):
                         run_tiled(
                             predictor, source.read, plan, prepared, batch_size=batch_size, device=predictor.device,
-                            progress=bar, scale=source.scale,
+                            progress=bar, scale=scale,
                         )  # fmt: skip
                 except BaseException:
                     with contextlib.suppress(BaseException):  # the first error is the one to report
@@ -309,7 +313,8 @@ def predict_file(
                 sink.close()
                 outputs.close()
                 if instances is not None:
-                    outputs.instances(instances, instance_block, instance_margin)
+                    fitted = _fitted_instances(predictor.config, instances)  # tuned in training, when it was
+                    outputs.instances(instances, instance_block, instance_margin, **fitted)
             except BaseException:
                 outputs.abort()
                 raise
@@ -324,6 +329,26 @@ def predict_file(
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     return written
+
+
+STAT_BAND_PIXELS = 1 << 24  # pixels read at once for the per-image statistics' subsample
+
+
+def _statistics_sample(predictor: Predictor, source: ImageSource) -> torch.Tensor | None:
+    """The subsample of the raw image (`unetkit.data.normalize.stat_stride`) its per-image normalisation
+    statistics come from, read in bands of rows; None when the checkpoint's normalisation needs none."""
+    norm = predictor.normalization
+    if norm is None or norm.scheme != "image":
+        return None
+    from unetkit.data.normalize import stat_stride
+
+    step = stat_stride(source.height, source.width)
+    rows = max(step, STAT_BAND_PIXELS // max(source.width, 1) // step * step)  # a multiple of the step
+    parts = [
+        source.region(y0, min(y0 + rows, source.height), 0, source.width)[:, ::step, ::step]
+        for y0 in range(0, source.height, rows)
+    ]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)).astype(np.float32))
 
 
 def existing_outputs(out_dir: Path, stem: str, mask_format: str, asked: dict[str, bool]) -> bool:

@@ -5,8 +5,8 @@ out, through the tiling engine; and the file-to-file form behind `unetkit predic
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,12 @@ class Predictor:
         activation: `auto` (sigmoid for one output channel, as two probabilities; softmax otherwise),
             `sigmoid`, `softmax` or `none` (raw outputs).
         amp: bf16 autocast on CUDA (default) or not.
-        mean, std: normalisation; default from `model.checkpoint_config["preprocess"]`, else none.
+        mean, std: normalisation of checkpoints without a normalisation scheme (integer images are then
+            scaled by their dtype's maximum first); default from `model.checkpoint_config["preprocess"]`.
+
+    A checkpoint whose `preprocess` names a `scheme` (`unetkit.data.normalize`) gets raw pixel values and
+    normalises them as training did: per image (statistics from `for_image`, else from each input), or
+    with the data set's fixed statistics.
     """
 
     def __init__(
@@ -69,8 +74,14 @@ class Predictor:
         config = getattr(model, "checkpoint_config", None) or {}
         self.config: dict[str, Any] = config
         preprocess = config.get("preprocess", {})
-        mean = mean if mean is not None else preprocess.get("mean")
-        std = std if std is not None else preprocess.get("std")
+        from unetkit.data.normalize import Normalization
+
+        self.normalization = Normalization.from_dict(preprocess) if "scheme" in preprocess else None
+        self.raw_units = self.normalization is not None  # no division by the dtype maximum
+        self._image_params: torch.Tensor | None = None  # (4, C) of the image being predicted
+        if self.normalization is None:
+            mean = mean if mean is not None else preprocess.get("mean")
+            std = std if std is not None else preprocess.get("std")
         if device is None:
             params = list(model.parameters()) if isinstance(model, nn.Module) else []
             device = params[0].device if params else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -109,10 +120,41 @@ class Predictor:
             return torch.softmax(out, dim=1)
         return out
 
+    @contextmanager
+    def for_image(self, sample: torch.Tensor | None, *, strided: bool = True) -> Iterator[None]:
+        """Normalise the tiles of one image with that image's statistics (scheme `image`), from `sample`:
+        (`strided`) its subsample at `unetkit.data.normalize.stat_stride`, or the whole `(C, H, W)` image;
+        None: nothing to set (no normalisation spec, or one that needs no per-image statistics)."""
+        if self.normalization is None or sample is None:
+            yield
+            return
+        array = sample.numpy()
+        norm = self.normalization
+        params = norm.params(array) if strided else norm.image_params(array)
+        self._image_params = torch.as_tensor(params, dtype=torch.float32, device=self.device)
+        try:
+            yield
+        finally:
+            self._image_params = None
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.normalization is not None
+        if self.normalization.scheme == "none":
+            return x
+        if self._image_params is not None:
+            params = self._image_params[:, None, :, None, None]  # (4, 1, C, 1, 1)
+        else:  # no image given: each input is its own image
+            rows = [self.normalization.image_params(t.float().cpu().numpy()) for t in x]
+            params = torch.as_tensor(np.stack(rows, axis=1), dtype=torch.float32, device=x.device)[..., None, None]
+        low, high, mean, std = params
+        return (torch.maximum(torch.minimum(x, high), low) - mean) / std
+
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """`(B, C, h, w)` raw pixels on `self.device` -> `(B, K, h - 2m, w - 2m)` probabilities."""
-        if self.mean is not None and self.std is not None:
+        if self.normalization is not None:
+            x = self._normalize(x)
+        elif self.mean is not None and self.std is not None:
             x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
         square = x.shape[-1] == x.shape[-2]
         ks = (range(8) if square else (0, 2, 4, 6)) if self.tta else (0,)
@@ -130,12 +172,15 @@ class Predictor:
         return total if len(ks) == 1 else total / len(ks)
 
 
-def _as_chw(image: np.ndarray | torch.Tensor, channels: int | None, name: str = "image") -> torch.Tensor:
-    """`(H, W)`, `(C, H, W)` or `(H, W, C)` -> float `(C, H, W)` on the CPU."""
+def _as_chw(
+    image: np.ndarray | torch.Tensor, channels: int | None, name: str = "image", *, scale_dtype: bool = True
+) -> torch.Tensor:
+    """`(H, W)`, `(C, H, W)` or `(H, W, C)` -> float `(C, H, W)` on the CPU (integer images divided by their
+    dtype's maximum when `scale_dtype`)."""
     from unetkit.data.folder import intensity_scale
 
     array = image.numpy() if isinstance(image, torch.Tensor) and not image.is_floating_point() else image
-    scale = intensity_scale(array.dtype) if isinstance(array, np.ndarray) else 1.0
+    scale = intensity_scale(array.dtype) if isinstance(array, np.ndarray) and scale_dtype else 1.0
     x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image, copy=True))
     if x.ndim == 2:
         x = x[None]
@@ -211,7 +256,7 @@ def predict(
     if blend not in BLEND_MODES:
         raise ValueError(f"`blend` must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
     pred = model if isinstance(model, Predictor) else Predictor(model, device=device, tta=tta, activation=activation)
-    x = _as_chw(image, pred.in_channels)
+    x = _as_chw(image, pred.in_channels, scale_dtype=not pred.raw_units)
     height, width = x.shape[-2:]
     plan = _make_plan(pred, height, width, tile, overlap, blend)
     out: np.ndarray | None = None
@@ -225,7 +270,7 @@ def predict(
     def reader(rows: np.ndarray, cols: np.ndarray) -> torch.Tensor:
         return x[:, _index(rows)][:, :, _index(cols)]
 
-    with _tile_bar(plan, progress) as bar:
+    with _tile_bar(plan, progress) as bar, pred.for_image(x, strided=False):
         run_tiled(pred, reader, plan, sink, batch_size=batch_size, device=pred.device, progress=bar)
     assert out is not None
     return out
@@ -265,6 +310,14 @@ class _tile_bar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The post-processing settings training fitted on its validation split (`unetkit.train.plan`), if any:
+    `min_size` for every method, the watershed's own (`h`, ...) when it was fitted for the watershed."""
+    fitted = config.get("instances") or {}
+    keys = ("min_size",) if fitted.get("method") != method else ("min_size", "h", "threshold", "smoothing", "sharpen")
+    return {key: fitted[key] for key in keys if key in fitted}
 
 
 # --- files: unetkit.infer.files (imported last: it builds on this module) --------------------------

@@ -1,19 +1,21 @@
 """Pixel metrics from a confusion matrix: per-class (one-vs-rest) true / false positives and negatives
 counted by torchmetrics' `multiclass_stat_scores`, and the scores papers report, written from the counts.
 
-Empty-ground-truth policy (per class `c`, counts over the valid pixels of one image or a pooled data set),
-so that no score is ever NaN:
+The one empty-mask rule of the package (per class `c`, counts over the valid pixels of one image or a
+pooled data set), so that no score is ever NaN and no absent class inflates a mean:
 
 | case                                   | dice, iou | sensitivity | precision | specificity |
 |----------------------------------------|-----------|-------------|-----------|-------------|
-| `c` absent from target and prediction  | 1.0       | 1.0         | 1.0       | formula     |
+| `c` absent from target and prediction  | None      | None        | None      | formula     |
 | `c` absent from target, predicted      | 0.0       | None        | formula   | formula     |
 | `c` in target, never predicted         | 0.0       | formula     | None      | formula     |
 | target is all `c` and so is prediction | formula   | formula     | formula   | 1.0         |
 | target is all `c`, prediction is not   | formula   | formula     | formula   | None        |
 
 "formula" means the plain ratio, whose denominator is then positive. `None` marks an undefined ratio
-(0/0 with something to disagree on); it is left out of means over classes and of macro means over images.
+(0/0): a class absent from both sides is *absent* (nothing to score, as nnU-Net's NaN and MONAI's
+`ignore_empty`), and it is left out of means over classes and of macro means over images, never counted
+as 1.0. Validation during training (`PixelMeter`), `unetkit evaluate` and the demo all score through here.
 Matthews correlation, when its denominator is 0 (a row or column of the 2x2 table is empty): 1.0 when
 prediction and target agree on every pixel, -1.0 when they disagree on every pixel, otherwise 0.0 (the first
 two rules are those of torchmetrics' `matthews_corrcoef`). With no valid pixel at all, every score is None.
@@ -26,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["SCORES", "class_scores", "mean_defined", "scores_from_counts", "stat_scores"]
+__all__ = ["SCORES", "absent_classes", "class_scores", "mean_defined", "scores_from_counts", "stat_scores"]
 
 # the scores computed for every class, in report order
 SCORES = ("accuracy", "sensitivity", "specificity", "precision", "dice", "iou", "mcc")
@@ -73,12 +75,12 @@ def scores_from_counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, float | 
     total = tp + fp + tn + fn
     if total == 0:
         return dict.fromkeys(SCORES)
-    both_empty = tp + fp + fn == 0  # class absent from target and prediction
-    sensitivity = 1.0 if both_empty else _ratio(tp, tp + fn)
-    precision = 1.0 if both_empty else _ratio(tp, tp + fp)
+    both_empty = tp + fp + fn == 0  # class absent from target and prediction: absent, not scored
+    sensitivity = _ratio(tp, tp + fn)
+    precision = _ratio(tp, tp + fp)
     specificity = 1.0 if fp + tn + fn == 0 else _ratio(tn, tn + fp)
-    dice = 1.0 if both_empty else 2 * tp / (2 * tp + fp + fn)
-    iou = 1.0 if both_empty else tp / (tp + fp + fn)
+    dice = None if both_empty else 2 * tp / (2 * tp + fp + fn)
+    iou = None if both_empty else tp / (tp + fp + fn)
     den = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
     if den > 0:
         mcc = (tp * tn - fp * fn) / math.sqrt(den)
@@ -122,3 +124,8 @@ def class_scores(counts: np.ndarray) -> tuple[dict[str, float | None], dict[str,
     total = int(counts[0].sum())  # tp + fp + tn + fn of any class = valid pixels
     headline["accuracy"] = int(counts[:, 0].sum()) / total if total else None
     return headline, per_class
+
+
+def absent_classes(counts: np.ndarray) -> list[int]:
+    """Classes (indices) in neither the target nor the prediction of `(K, 4)` counts."""
+    return [k for k in range(counts.shape[0]) if int(counts[k, 0] + counts[k, 1] + counts[k, 3]) == 0]

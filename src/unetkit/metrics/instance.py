@@ -7,9 +7,10 @@ objects are false positives, unmatched true objects false negatives. A predicted
 thus gives at most one TP and one FP; two true objects merged into one prediction at most one TP and one FN.
 
 Average precision at `t` is `AP_t = TP / (TP + FP + FN)` (Caicedo et al. 2019, the 2018 Data Science Bowl;
-StarDist, Cellpose), and `mean_ap` its mean over `t = 0.5, 0.55, ..., 0.95`. Empty policy as for pixels:
-no object in target and prediction gives precision, recall, F1 and AP of 1.0; a ratio whose denominator is
-0 otherwise (recall with no true object, precision with no predicted one) is None.
+StarDist, Cellpose), and `mean_ap` its mean over `t = 0.5, 0.55, ..., 0.95`. Empty policy as for pixels
+(the package's one rule, `unetkit.metrics.confusion`): a ratio whose denominator is 0 is None, so an
+image with no object in target and prediction is not scored (None, left out of macro means) rather
+than 1.0; recall with no true object and precision with no predicted one are None too.
 """
 
 from __future__ import annotations
@@ -84,9 +85,7 @@ def instance_counts(true: np.ndarray, pred: np.ndarray, thresholds: tuple[float,
     return np.asarray(rows, dtype=np.int64).reshape(len(thresholds), 3)
 
 
-def _ratio(num: int, den: int, empty: bool) -> float | None:
-    if empty:
-        return 1.0
+def _ratio(num: int, den: int) -> float | None:
     return num / den if den > 0 else None
 
 
@@ -100,17 +99,17 @@ def instance_scores(
         raise ValueError(f"`iou_threshold` must be one of {thresholds}, got {iou_threshold}")
     out: dict[str, float | int | None] = {}
     tp, fp, fn = (int(v) for v in counts[thresholds.index(iou_threshold)])
-    empty = tp + fp + fn == 0
     out["n_true"] = tp + fn
     out["n_pred"] = tp + fp
     out["instance_tp"], out["instance_fp"], out["instance_fn"] = tp, fp, fn
-    out["instance_precision"] = _ratio(tp, tp + fp, empty)
-    out["instance_recall"] = _ratio(tp, tp + fn, empty)
-    out["instance_f1"] = _ratio(2 * tp, 2 * tp + fp + fn, empty)
+    out["instance_precision"] = _ratio(tp, tp + fp)
+    out["instance_recall"] = _ratio(tp, tp + fn)
+    out["instance_f1"] = _ratio(2 * tp, 2 * tp + fp + fn)
     aps = []
     for t, (tp_t, fp_t, fn_t) in zip(thresholds, counts.tolist(), strict=True):
-        ap = _ratio(tp_t, tp_t + fp_t + fn_t, tp_t + fp_t + fn_t == 0)
+        ap = _ratio(tp_t, tp_t + fp_t + fn_t)
         out[f"ap{round(t * 100):d}"] = ap
         aps.append(ap)
-    out["mean_ap"] = float(np.mean([a for a in aps if a is not None])) if aps else None
+    defined = [a for a in aps if a is not None]
+    out["mean_ap"] = float(np.mean(defined)) if defined else None
     return out

@@ -1,6 +1,5 @@
-"""Mask files as `unetkit evaluate` reads them (moved here from `unetkit.cli.evaluate`, so that the page scores
-a prediction exactly as the command does): grey labels as int64, and the rule that reads a side whose values are
-all in {0, 255} as binary.
+"""Mask files as `unetkit evaluate` reads them, for the page (`unetkit serve`): the package's one mask reader
+(`unetkit.data.masks`), and the rule that reads a side whose values are all in {0, 255} as binary.
 """
 
 from __future__ import annotations
@@ -13,19 +12,11 @@ __all__ = ["binary_side", "read_mask"]
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """A mask file -> `(H, W)` int64 labels (alpha dropped; RGB only where its channels are equal)."""
-    from unetkit.data.io import read_image
+    """A mask file -> `(H, W)` int64 labels, through the one mask reader of `train`, `evaluate` and `predict`
+    (`unetkit.data.masks.read_mask`: palette PNGs as indices, equal-channel RGB(A) as grey)."""
+    from unetkit.data.masks import read_mask as read
 
-    mask = read_image(path)
-    if mask.ndim == 3:
-        if mask.shape[-1] in (2, 4):
-            mask = mask[..., :-1]  # drop alpha
-        if not np.all(mask == mask[..., :1]):
-            raise ValueError(f"{path}: mask must be grey (one channel or equal channels), got shape {mask.shape}")
-        mask = mask[..., 0]
-    if not np.issubdtype(mask.dtype, np.integer) and not np.array_equal(mask, np.round(mask)):
-        raise ValueError(f"{path}: mask must hold integer labels, got {mask.dtype} with fractional values")
-    return mask.astype(np.int64)
+    return read(path)
 
 
 def binary_side(masks: list[np.ndarray]) -> bool:

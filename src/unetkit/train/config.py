@@ -65,7 +65,30 @@ class TrainConfig:
         synthetic_size: synthetic image side (segmentation).
         digits_size: side of the digit images of the image-to-image tasks, 28 or 32.
         val_fraction: validation share of a folder without `val/`.
-        mask_mode: `auto`, `binary`, `classes` or `instances`.
+        mask_mode: `auto` (decided from the masks, with the reason logged: `unetkit.data.masks`),
+            `binary`, `classes` or `instances`.
+        ignore_index: mask value of pixels that no loss, metric, sampler or prediction uses (e.g. 255,
+            the void border of PASCAL VOC masks); `None` = every value is a class.
+        normalize: intensity normalisation (`unetkit.data.normalize`): `auto` (per image for the
+            synthetic sets; for folders the fingerprint's choice), `image` (per-image percentile clipping
+            and z-score), `dataset` (one rule from the training set's foreground, as nnU-Net's CT scheme)
+            or `none`.
+        plan: `auto`: for a folder, settings not given explicitly come from the data set's fingerprint
+            and the device (`unetkit.train.plan`); the resolved config is what `config.yaml` saves, with
+            `plan: off`. `off`: the settings as given.
+        time_budget: wall-clock training time the plan fits the number of steps to, e.g. `10m`, `90s`,
+            `1h`, or seconds; empty = the plan's default (`unetkit.train.plan.DEFAULT_BUDGET`).
+        foreground_oversample: share of the patches centred on a random valid foreground pixel (the rest
+            uniformly placed), as nnU-Net does with 0.33; `0` = uniform patches only.
+        head_init: `prior`: the output head's bias is set so that the untrained network predicts the
+            training masks' class shares (`unetkit.train.head_init`); `default`: the layer's own init.
+        bn_average_epochs: during the first N epochs BatchNorm's running statistics are the plain
+            average of the batches seen (`momentum=None`), then the usual moving average (0.1). With
+            few steps an epoch the moving average still holds mostly its initial (0, 1), so validation
+            in eval mode saw shifted features: with a sigmoid head "everything foreground" (README, "BCE").
+        tune_instances: after training, fit the instance post-processing (watershed `h`, `min_size`)
+            on the validation split and store it in the checkpoints (`predict --instances` uses it);
+            needs instance masks.
         optimizer: `adam`, `adamw` or `sgd` (with `momentum`; the U-Net paper used 0.99).
         lr: peak learning rate.
         weight_decay: decoupled for AdamW, L2 for Adam/SGD.
@@ -73,7 +96,8 @@ class TrainConfig:
         scheduler: `cosine`, `constant` or `poly` (power 0.9, as in nnU-Net), after warm-up.
         warmup_epochs: linear warm-up from 0, in epochs (fractions allowed).
         grad_clip: max gradient norm; `0` disables clipping.
-        loss: `auto` (BCE for one output channel, CE otherwise), `bce`, `ce`, `dice`, `dice_bce`,
+        loss: `auto` (CE on a softmax output, two channels for binary masks; BCE only when
+            `out_channels` is 1), `bce`, `ce`, `dice`, `dice_bce`,
             `dice_ce` or `weighted_ce`; for the image-to-image tasks `auto` (= `mse`), `mse` or `l1`.
         pos_weight: BCE positive-class weight; `"auto"` computes negatives / positives on the
             training masks; `None` = 1.
@@ -134,6 +158,14 @@ class TrainConfig:
     digits_size: int = 28
     val_fraction: float = 0.2
     mask_mode: str = "auto"
+    ignore_index: int | None = None
+    normalize: str = "auto"
+    plan: str = "auto"
+    time_budget: str = ""
+    foreground_oversample: float = 0.0
+    tune_instances: bool = False
+    head_init: str = "default"
+    bn_average_epochs: int = 1
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -180,12 +212,14 @@ class TrainConfig:
         positive = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
         for name in positive:
             _check_int(name, getattr(self, name), 1)
-        counts = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels")
+        counts = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels",
+                  "bn_average_epochs")  # fmt: skip
         for name in (*counts, "seed", "log_every"):
             _check_int(name, getattr(self, name), 0)
         if self.seed >= 2**63:
             raise ValueError(f"`seed` must be below 2**63, got {self.seed}")
-        for name in ("weight_map", "separate_touching", "channels_last", "deterministic", "sync_batchnorm"):
+        for name in ("weight_map", "separate_touching", "channels_last", "deterministic", "sync_batchnorm",
+                     "tune_instances"):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
         _check_real("val_fraction", self.val_fraction, 0.0, 1.0)
@@ -210,6 +244,7 @@ class TrainConfig:
                 f"`monitor` {self.monitor!r} / `loss` {self.loss!r} are for the image-to-image tasks, not segmentation"
             )
         self.mask_mode = look_up_option("mask_mode", self.mask_mode, ("auto", "binary", "classes", "instances"))
+        self._validate_data_options()
         if self.task not in IMAGE_TASKS:  # the image tasks' losses were checked above
             self.loss = look_up_option("loss", self.loss, LOSSES)
         if isinstance(self.pos_weight, str):
@@ -235,6 +270,25 @@ class TrainConfig:
         self._validate_augment()
         self._validate_model()
         return self
+
+    def _validate_data_options(self) -> None:
+        """`ignore_index`, `normalize`, `plan`, `time_budget`, `foreground_oversample`."""
+        from unetkit.data.masks import check_ignore_index
+        from unetkit.data.normalize import NORMALIZATIONS
+
+        self.ignore_index = check_ignore_index(self.ignore_index)
+        self.normalize = look_up_option("normalize", self.normalize, NORMALIZATIONS)
+        self.plan = look_up_option("plan", self.plan, ("auto", "off"))
+        self.head_init = look_up_option("head_init", self.head_init, ("prior", "default"))
+        if not isinstance(self.time_budget, str):
+            if isinstance(self.time_budget, bool) or not isinstance(self.time_budget, (int, float)):
+                raise ValueError(f"`time_budget` must be a duration such as 10m, 90s or 1h, got {self.time_budget!r}")
+            self.time_budget = f"{self.time_budget}s"
+        if self.time_budget:
+            parse_duration(self.time_budget, "time_budget")
+        share = self.foreground_oversample
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"`foreground_oversample` must be a number in [0, 1], got {share!r}")
 
     def _validate_augment(self) -> None:
         from unetkit.data.augment import AugmentConfig
@@ -306,6 +360,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def parse_duration(text: str, name: str = "time_budget") -> float:
+    """`"10m"`, `"90s"`, `"1h"`, `"1h30m"` or `"45"` (seconds) -> seconds (> 0)."""
+    import re
+
+    raw = str(text).strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)s?)?", raw)
+    if not raw or parts is None or not any(parts.groups()):
+        raise ValueError(f"`{name}` must be a duration such as 10m, 90s, 1h or 1h30m, got {text!r}")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if not total > 0:
+        raise ValueError(f"`{name}` must be longer than 0 seconds, got {text!r}")
+    return total
+
+
 def _check_int(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
@@ -340,6 +409,7 @@ def _coerce(name: str, value: Any) -> Any:
         "dist_timeout",
         "noise_amount",
         "ema_decay",
+        "foreground_oversample",
     ):
         try:
             return float(value)

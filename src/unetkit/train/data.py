@@ -1,5 +1,7 @@
-"""From a `TrainConfig` to tensors ready for training: load a folder or synthetic set, normalise with
-training-set statistics, compute weight maps, and draw random patches reproducibly from a seed.
+"""From a `TrainConfig` to tensors ready for training: load a folder or synthetic set, fit the intensity
+normalisation (`unetkit.data.normalize`) on its training split and apply it to every image before
+augmentation, compute weight maps, and draw random patches reproducibly from a seed. Ignored mask
+pixels and the field of view arrive as `valid`, which every loss, metric and the sampler honour.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unetkit.data.normalize import Normalization
 from unetkit.data.types import MaskInfo, SegmentationSet
 
 if TYPE_CHECKING:
@@ -48,8 +51,7 @@ class PreparedData:
     val: SegmentationSet
     mask: MaskInfo
     in_channels: int
-    mean: list[float]
-    std: list[float]
+    normalization: Normalization
 
 
 def prepare_data(
@@ -62,9 +64,14 @@ def prepare_data(
     synthetic_val: int,
     synthetic_size: int,
     separate_touching: bool = False,
+    ignore_index: int | None = None,
+    normalize: str = "auto",
 ) -> PreparedData:
-    """Load `data` (a folder, or `synthetic:NAME`) and compute normalisation statistics on its training split."""
-    from unetkit.data.folder import channel_stats, load_folder
+    """Load `data` (a folder, or `synthetic:NAME`) and fit the intensity normalisation on its training split
+    (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is `image` for the synthetic sets and the
+    fingerprint's choice for folders)."""
+    from unetkit.data.folder import load_folder
+    from unetkit.data.normalize import fit_normalization
     from unetkit.data.synthetic import make_synthetic
 
     if data.startswith(SYNTHETIC_PREFIX):
@@ -73,14 +80,24 @@ def prepare_data(
         train = full.subset(list(range(synthetic_train)))
         val = full.subset(list(range(synthetic_train, synthetic_train + synthetic_val)))
     else:
-        splits, mask = load_folder(data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed)
+        splits, mask = load_folder(
+            data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index
+        )
         train, val = splits["train"], splits["val"]
     if len(train) == 0:
         raise ValueError(f"{data}: no training images")
     if separate_touching:
         train, val = _separate(train, data), _separate(val, data)
-    mean, std = channel_stats(train.images)
-    return PreparedData(train, val, mask, int(train.images[0].shape[0]), mean, std)
+    synthetic = data.startswith(SYNTHETIC_PREFIX)
+    dtypes = train.extra.get("dtypes") if not synthetic else None
+    foreground = [(t > 0) if train.fov is None else (t > 0) & train.fov[i] for i, t in enumerate(train.targets)]
+    normalization = fit_normalization(
+        train.images,
+        scheme="image" if synthetic and normalize == "auto" else normalize,
+        dtypes=dtypes if isinstance(dtypes, list) else None,
+        foreground=foreground,
+    )
+    return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization)
 
 
 def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
@@ -149,17 +166,14 @@ def _separate(data: SegmentationSet, source: str) -> SegmentationSet:
 
 def to_tensors(
     data: SegmentationSet,
-    mean: list[float],
-    std: list[float],
+    normalization: Normalization,
     device: torch.device,
     *,
     weight_map: dict[str, float] | None = None,
 ) -> TensorSet:
-    """Normalise `data` and move it to `device`; with `weight_map` (`w0`, `sigma`) compute the U-Net
-    paper's border weight map from the instance labels."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    images = [((torch.from_numpy(np.ascontiguousarray(x)).float() - m) / s).to(device) for x in data.images]
+    """Normalise `data` (each whole image, as prediction does) and move it to `device`; with `weight_map`
+    (`w0`, `sigma`) compute the U-Net paper's border weight map from the instance labels."""
+    images = [torch.from_numpy(normalization.apply(x)).to(device) for x in data.images]
     targets = [torch.from_numpy(np.ascontiguousarray(t)).long().to(device) for t in data.targets]
     if data.fov is not None:
         valid = [torch.from_numpy(np.ascontiguousarray(f)).bool().to(device) for f in data.fov]
@@ -218,24 +232,40 @@ class PatchSampler:
     """Draw batches of random patches; every draw comes from a `torch.Generator`, so an epoch is
     reproduced exactly from its seed (resume needs no sampler state).
 
-    Images smaller than the patch are mirror-padded and the padding is marked invalid. For unpadded
+    Images smaller than the patch are mirror-padded and the padding is marked invalid. With
+    `foreground_oversample` p, each patch is, with probability p, centred on a random valid foreground
+    pixel (nnU-Net's foreground oversampling, 1/3 there), so rare classes are seen; ignored pixels
+    (`valid` False) are never such a centre and travel with their patch as invalid. For unpadded
     models (`margin > 0`) every image is first mirror-padded by the model's context margin, with the
     padding marked invalid, so that the output tiles (the input patch less the margin on each side)
     cover the whole image, borders included, as in the paper's overlap-tile strategy (Fig. 2).
     """
 
-    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0) -> None:
+    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0, foreground_oversample: float = 0.0) -> None:
         """
         Args:
             data: the training tensors.
             patch_size: input patch side; `0` uses whole images (which must then share one size).
             margin: context pixels an unpadded model loses on each side (0 for padded models).
+            foreground_oversample: share of patches centred on a valid foreground pixel, in [0, 1].
         """
         if len(data) == 0:
             raise ValueError("no training images to sample from")
+        if not 0.0 <= foreground_oversample <= 1.0:
+            raise ValueError(f"`foreground_oversample` must be in [0, 1], got {foreground_oversample}")
         if margin:
             data = _pad_margin(data, margin)
         self.data = data
+        self.oversample = float(foreground_oversample)
+        # flat indices of valid foreground pixels per image, for oversampled patch centres
+        self.foreground = (
+            [
+                torch.nonzero(((t > 0) & v).flatten().cpu()).flatten()
+                for t, v in zip(data.targets, data.valid, strict=True)
+            ]
+            if self.oversample > 0
+            else []
+        )
         if patch_size == 0:
             sizes = {tuple(x.shape[-2:]) for x in data.images}
             if len(sizes) > 1:
@@ -270,6 +300,13 @@ class PatchSampler:
             height, width = self.data.images[i].shape[-2:]
             top = int(torch.randint(max(height, h) - h + 1, (1,), generator=generator))
             left = int(torch.randint(max(width, w) - w + 1, (1,), generator=generator))
+            if self.oversample > 0:  # drawn for every patch, so the stream does not depend on the data
+                pick, where = torch.rand(2, generator=generator).tolist()
+                pixels = self.foreground[i]
+                if pick < self.oversample and pixels.numel():
+                    y, x = divmod(int(pixels[min(int(where * pixels.numel()), pixels.numel() - 1)]), int(width))
+                    top = min(max(y - h // 2, 0), max(height - h, 0))
+                    left = min(max(x - w // 2, 0), max(width - w, 0))
             if mine is not None and n not in mine:
                 continue
             image = _pad_to(self.data.images[i], h, w, mode="reflect")

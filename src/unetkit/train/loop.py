@@ -47,7 +47,9 @@ from unetkit.train.step import TrainStep, resolve_amp, resolve_compile, set_fast
 __all__ = ["TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
 logger = logging.getLogger(__name__)
-BCE_FAMILY = ("auto", "bce", "dice", "dice_bce")
+# losses that train one sigmoid channel on binary masks; `auto` trains two softmax channels with CE, which
+# learned in one epoch where a sigmoid head sat at "everything foreground" (README, "BCE")
+BCE_FAMILY = ("bce", "dice", "dice_bce")
 
 
 class TrainingDiverged(RuntimeError):
@@ -142,13 +144,15 @@ class _Trainer:
             synthetic_val=config.synthetic_val,
             synthetic_size=config.synthetic_size,
             separate_touching=config.separate_touching,
+            ignore_index=config.ignore_index,
+            normalize=config.normalize,
         )
         self.prepared = prepared
         binary = prepared.mask.num_classes == 2
         out_channels = config.out_channels or (1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes)
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
-        self.train_set = to_tensors(prepared.train, prepared.mean, prepared.std, self.device, weight_map=wmap)
-        self.val_set = to_tensors(prepared.val, prepared.mean, prepared.std, self.device)
+        self.train_set = to_tensors(prepared.train, prepared.normalization, self.device, weight_map=wmap)
+        self.val_set = to_tensors(prepared.val, prepared.normalization, self.device)
         check_fit(config, prepared, out_channels, _out_key(config.model))
         torch.manual_seed(config.seed)
         options = {"in_channels": prepared.in_channels, _out_key(config.model): out_channels, **config.model_options}
@@ -166,7 +170,18 @@ class _Trainer:
             patch = int(self.model.valid_input_size(patch))  # type: ignore[operator]
         elif margin:
             raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
-        self.sampler = PatchSampler(self.train_set, patch, margin)
+        self.sampler = PatchSampler(self.train_set, patch, margin, config.foreground_oversample)
+        if config.head_init == "prior":  # start at the class prior, not a random constant (train/head_init.py)
+            from unetkit.train.head_init import class_priors, init_head_to_prior
+
+            probe = torch.Generator().manual_seed(_epoch_seed(config.seed, -1, 3))
+            order = self.sampler.epoch_order(1, config.batch_size, probe)
+            images = self.sampler.batch(order, probe)["image"]
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            classes = max(prepared.mask.num_classes, 2)
+            priors = class_priors(self.train_set.targets, self.train_set.valid, classes)
+            init_head_to_prior(self.model, images, priors, out_channels)
         self.steps = steps_for_epoch(config.steps_per_epoch, len(self.train_set), config.batch_size)
         pos_weight = config.pos_weight
         if pos_weight == "auto":
@@ -220,8 +235,13 @@ class _Trainer:
         mask = self.prepared.mask
         return {
             "task": "segmentation",
-            "preprocess": {"scale": "integer images / dtype max", "mean": self.prepared.mean, "std": self.prepared.std},
-            "mask": {"mode": mask.mode, "num_classes": mask.num_classes, "label_values": mask.label_values},
+            "preprocess": self.prepared.normalization.to_dict(),
+            "mask": {
+                "mode": mask.mode,
+                "num_classes": mask.num_classes,
+                "label_values": mask.label_values,
+                "ignore_index": mask.ignore_index,
+            },
             "output": "sigmoid" if self.out_channels == 1 else "softmax",
             "epoch": epoch,
             "metrics": metrics,
@@ -292,6 +312,7 @@ class _Trainer:
         aug_gen = torch.Generator(device=self.device).manual_seed(_epoch_seed(config.seed, epoch, 2))
         order = self.sampler.epoch_order(self.steps, config.batch_size, gen)
         self.model.train()
+        _batchnorm_momentum(self.model, None if epoch < config.bn_average_epochs else BN_MOMENTUM)
         start = 0
         if self.mid_epoch is not None:  # resumed from a Ctrl-C save within this epoch: continue at its step
             start = self.mid_epoch.step
@@ -420,6 +441,37 @@ class _Trainer:
         return TrainResult(self.run, self.best_epoch, self.best_score, self.history, stopped_early)
 
 
+BN_MOMENTUM = 0.1  # PyTorch's default moving average of BatchNorm's running statistics
+
+
+def _batchnorm_momentum(model: nn.Module, momentum: float | None) -> None:
+    """`None`: running statistics are the cumulative average of the batches (the first epochs)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
+def _store_instance_tuning(trainer: _Trainer, run: Path) -> None:
+    """Fit the instance post-processing on the validation split with the best weights and add it to the
+    checkpoints' config.json (`predict --instances` reads it)."""
+    import json
+
+    from unetkit.train.plan import tune_instances
+
+    val = trainer.prepared.val
+    if val.instances is None or not len(val):
+        raise ValueError("`tune_instances` needs instance masks and a validation split")
+    best = load_model(run / "best", map_location=trainer.device)
+    fitted = tune_instances(best, trainer.val_set.images, val.instances)
+    logger.info("instances: watershed h %s, min_size %s fitted on the validation split (instance F1 %.4f)",
+                fitted["h"], fitted["min_size"], fitted["f1"])  # fmt: skip
+    for sub in ("best", "last"):
+        path = run / sub / "config.json"
+        config = json.loads(path.read_text())
+        config["instances"] = fitted
+        atomic_write_bytes(path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+
+
 def _bar(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
     if not enabled:
         return None
@@ -436,7 +488,13 @@ def _tensorboard(run: Path):  # type: ignore[no-untyped-def]
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def train(config: TrainConfig | None, *, resume: str | Path | None = None, progress: bool = False) -> TrainResult:
+def train(
+    config: TrainConfig | None,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    given: set[str] | None = None,
+) -> TrainResult:
     """Train a model as `config` says and write the run directory `config.out`.
 
     Ctrl-C stops at the next step boundary, saves `last/` and raises `TrainingInterrupted`; `resume`
@@ -447,6 +505,8 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
         resume: a run directory to continue exactly from its `last/` checkpoint; its saved config is
             used, with `epochs` taken from `config` when larger.
         progress: show a progress bar per epoch (rank 0 only when several processes train).
+        given: the settings the user gave (the CLI's flags and YAML keys), which `plan: auto` keeps;
+            None: those that differ from the `TrainConfig` defaults (`unetkit.train.plan`).
 
     Under torchrun (`RANK`, `WORLD_SIZE` set) every process calls this and they train one model together
     with DDP (`train/distributed.py`); only rank 0 writes the run directory.
@@ -464,6 +524,11 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
     if config is None:
         raise ValueError("`config` is required unless `resume` names a run directory")
     config.validate()
+    plan = None
+    if resume is None:  # a folder's unset settings from its fingerprint (`plan: auto`); a resumed run keeps its own
+        from unetkit.train.plan import resolve_plan
+
+        config, plan = resolve_plan(config, given)
     run = Path(config.out)
     if resume is None and (run / "last").exists():
         raise FileExistsError(
@@ -496,10 +561,15 @@ def train(config: TrainConfig | None, *, resume: str | Path | None = None, progr
             trainer.restore(run)
         if world.is_main:
             save_config(config, run / "config.yaml")
+            if plan is not None:
+                plan.save(run / "plan.json")
         try:
             stop = getattr(trainer, "stop", None)  # the image-to-image trainer has no Ctrl-C save (yet)
             with stop.installed() if stop is not None else nullcontext():
-                return trainer.fit()
+                result = trainer.fit()
+            if config.tune_instances and world.is_main:
+                _store_instance_tuning(trainer, run)
+            return result
         except TrainingDiverged as err:
             last = run / "last"
             kept = f"{last} (epoch {trainer.history[-1]['epoch']})" if trainer.history else "none (first epoch)"

@@ -1,0 +1,306 @@
+"""The self-configuring default: from a folder's fingerprint (`unetkit.data.fingerprint`) and the device,
+the settings a user did not give, fitted to a wall-clock `time_budget` (`train --plan auto`, the default
+for folders). Our own rules, after nnU-Net's experiment planner (Isensee et al. 2021,
+`nnunetv2/experiment_planning/`):
+
+- patch: the median image size (nnU-Net starts from it), capped per device (`PATCH_CAP`) and rounded to
+  the network's down-sampling factor; smaller only while the budget would allow fewer than `MIN_STEPS`
+  steps (on the CT-like set, 168 steps of 64^2 x 4 reached Dice 0.48 where 78 of 128^2 x 8 reached 0.91).
+- depth: down-samplings while the deepest feature map keeps at least `MIN_EDGE` pixels (nnU-Net: 4), at
+  most `MAX_DEPTH`; width: `base_channels` per device (nnU-Net: 32 on a GPU).
+- batch: per device, at most the patches that cover `COVERAGE` of the data set's pixels per step
+  (nnU-Net: 5%), at least `MIN_BATCH` (BatchNorm needs a few samples).
+- loss: Dice + cross-entropy on a softmax output (nnU-Net's default; two channels for binary masks,
+  which also learns faster than a single sigmoid channel, see README "BCE"); for instance masks whose
+  objects touch, the U-Net paper's border weight map on the cross-entropy part.
+- normalisation: the fingerprint's choice; foreground oversampling 1/3 (nnU-Net).
+- steps: a short timed trial of the planned step on this device, then epochs x steps that fill the
+  budget with validation included; instance post-processing fitted on the validation split.
+
+Every choice can be overridden: a setting given on the command line, in `--config` or (Python API) one
+that differs from the `TrainConfig` default is kept. The plan is logged, written as `RUN/plan.json`, and
+the resolved settings are the run's `config.yaml` (with `plan: off`, so that file re-creates the run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetkit.train.config import TrainConfig, parse_duration
+
+__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = "3m"
+PATCH_CAP = {"cpu": 128, "cuda": 384}
+WIDTH = {"cpu": 16, "cuda": 32}
+BATCH = {"cpu": 8, "cuda": 16}
+MIN_BATCH = 8
+MIN_EDGE = 8
+MAX_DEPTH = 4
+MIN_PATCH = 64
+MIN_STEPS = 60  # shrink the patch only when the budget allows fewer steps (larger patches learned more)
+COVERAGE = 0.05
+OVERSAMPLE = 1 / 3
+TOUCHING = 0.15  # objects touching another above this share: the border weight map
+BUDGET_USE = 0.85  # of the budget for training steps + validation; the rest for start-up and saving
+EPOCH_OVERHEAD_S = 1.5  # checkpoints, curves, overlays per epoch
+STEPS_PER_EPOCH = (25, 200)
+TRIAL_STEPS = 3
+# instance post-processing candidates (watershed h in pixels of distance; min_size as a share of the
+# 5th percentile of the training objects' sizes)
+H_GRID = (0.5, 1.0, 2.0, 3.0)
+MIN_SIZE_SHARES = (0.0, 0.25, 0.5)
+
+
+@dataclass
+class Plan:
+    """The planned settings, why each was chosen, and what they were chosen from."""
+
+    settings: dict[str, Any]
+    reasons: dict[str, str]
+    fingerprint: dict[str, Any]
+    measured: dict[str, float] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        lines = [f"plan: {key} = {self.settings[key]!r} ({self.reasons.get(key, '')})" for key in self.settings]
+        return lines + [f"plan: {key}: {why}" for key, why in self.reasons.items() if key not in self.settings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "reasons": self.reasons, "measured": self.measured,
+                "fingerprint": self.fingerprint}  # fmt: skip
+
+    def save(self, path: Path) -> None:
+        from unetkit._fs import atomic_write_bytes
+
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2, default=str) + "\n").encode())
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _depth(patch: int) -> int:
+    depth = 0
+    while depth < MAX_DEPTH and patch // 2 ** (depth + 1) >= MIN_EDGE:
+        depth += 1
+    return depth
+
+
+def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device) -> float:
+    """Seconds of one training step (augmentation, forward, backward, update) of `config`'s model, timed."""
+    from unetkit.data.augment import AugmentConfig, augment_batch
+    from unetkit.losses import SegmentationLoss
+    from unetkit.models import create_model
+
+    torch.manual_seed(0)
+    options = {"in_channels": channels, "num_classes": classes, **config.model_options}
+    model = create_model(config.model, **options).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = SegmentationLoss("dice_ce", classes).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (config.batch_size, channels, config.patch_size, config.patch_size)
+    times = []
+    for step in range(TRIAL_STEPS + 1):
+        start = time.perf_counter()
+        x = torch.randn(shape, device=device)
+        y = torch.randint(0, classes, (shape[0], *shape[2:]), device=device)
+        x, y, _ = augment_batch(x, y, config=AugmentConfig(), generator=generator)
+        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step:  # the first step warms up
+            times.append(time.perf_counter() - start)
+    return float(sorted(times)[len(times) // 2])
+
+
+def make_plan(
+    config: TrainConfig, fingerprint: dict[str, Any], *, given: set[str], measure: bool = True
+) -> tuple[TrainConfig, Plan]:
+    """The planned config: `config` with every setting not in `given` chosen from `fingerprint`."""
+    device = _device(config.device)
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    budget = parse_duration(config.time_budget or DEFAULT_BUDGET)
+    settings: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+
+    def choose(name: str, value: Any, why: str) -> None:
+        if name not in given:
+            settings[name], reasons[name] = value, why
+
+    height, width = (int(v) for v in (fingerprint["sizes"]["height"][1], fingerprint["sizes"]["width"][1]))
+    mask = fingerprint["mask"]
+    classes = int(mask["num_classes"])
+    channels = int(fingerprint["channels"])
+    patch = int(config.patch_size) if "patch_size" in given else min(height, width, PATCH_CAP[kind])
+    depth = _depth(patch)
+    patch = max(2**depth, patch // 2**depth * 2**depth)
+    train_pixels = fingerprint["counts"].get("train", 1) * height * width
+    batch = BATCH[kind] if "batch_size" not in given else config.batch_size
+    batch = (
+        max(MIN_BATCH, min(batch, math.ceil(COVERAGE * train_pixels / patch**2)))
+        if "batch_size" not in given
+        else batch
+    )
+    choose("model", "unet", "padded convolutions: any image size")
+    options = dict(config.model_options) if "model_options" in given else {}
+    options.setdefault("base_channels", WIDTH[kind])
+    options.setdefault("depth", depth)
+    choose("model_options", options, f"width {WIDTH[kind]} on {kind}; {depth} down-samplings keep the deepest map "
+           f">= {MIN_EDGE} px at patch {patch}")  # fmt: skip
+    choose("patch_size", patch, f"median image {height}x{width}, at most {PATCH_CAP[kind]} on {kind}")
+    choose("batch_size", batch, f"{BATCH[kind]} on {kind}, at most {COVERAGE:.0%} of the training pixels per step, "
+           f"at least {MIN_BATCH}")  # fmt: skip
+    choose("loss", "dice_ce", "Dice + cross-entropy on a softmax output, as nnU-Net")
+    choose("out_channels", classes, f"{classes} classes, softmax (two channels for binary masks)")
+    touching = float((fingerprint.get("objects") or {}).get("touching", 0.0))
+    instances = mask["mode"] == "instances"
+    choose("weight_map", instances and touching >= TOUCHING,
+           f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
+    choose("tune_instances", instances, "instance masks: fit watershed h and min_size on the validation split")
+    choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
+    choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
+    choose("mask_mode", mask["mode"], mask.get("reason", ""))
+    if mask.get("ignore_index") is not None:  # e.g. VOC's void border, recognised in palette masks
+        choose("ignore_index", mask["ignore_index"], "the masks' ignore value (no loss, metric or prediction)")
+    planned = dataclasses.replace(config, **settings)
+    planned.validate()
+    measured: dict[str, float] = {"budget_s": budget}
+    largest = max(int(fingerprint["sizes"]["height"][2]), int(fingerprint["sizes"]["width"][2]))
+    if planned.patch_size > 2 * largest:  # a given patch far beyond the images: training refuses it, no trial
+        measure = False
+    if not measure:
+        reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
+    elif not ({"epochs", "steps_per_epoch"} & given):
+        seconds = _trial_seconds(planned, channels, max(classes, 2), device)
+        if measure and device.type == "cpu" and "threads" not in given and torch.get_num_threads() > 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # a loaded machine runs one thread faster than several competing ones
+            try:
+                single = _trial_seconds(planned, channels, max(classes, 2), device)
+            finally:
+                torch.set_num_threads(threads)
+            if single < seconds:
+                planned.threads = settings["threads"] = 1
+                reasons["threads"] = (
+                    f"1 thread {single * 1000:.0f} ms vs {threads} threads {seconds * 1000:.0f} ms a step"
+                )
+                seconds = single
+                torch.set_num_threads(1)
+        while (
+            "patch_size" not in given and planned.patch_size > MIN_PATCH and (budget * BUDGET_USE / seconds < MIN_STEPS)
+        ):
+            smaller = max(MIN_PATCH, planned.patch_size * 3 // 4 // 2**depth * 2**depth)
+            if smaller == planned.patch_size:
+                break
+            planned.patch_size = settings["patch_size"] = smaller
+            if "smaller" not in reasons["patch_size"]:
+                reasons["patch_size"] += f"; smaller to allow {MIN_STEPS} steps in the budget"
+            seconds = _trial_seconds(planned, channels, max(classes, 2), device)
+        val_pixels = fingerprint["counts"].get("val", 0) * height * width
+        val_seconds = seconds / 3 * val_pixels / (planned.batch_size * planned.patch_size**2)  # forward only
+        total = max(1, int((budget * BUDGET_USE) / seconds))
+        epochs = min(max(2, total // STEPS_PER_EPOCH[0]), 40)
+        for _ in range(3):  # validation and per-epoch overhead come out of the steps
+            steps = max(1, int((budget * BUDGET_USE - epochs * (val_seconds + EPOCH_OVERHEAD_S)) / seconds))
+            epochs = min(max(2, steps // STEPS_PER_EPOCH[0]), 40)
+        per_epoch = max(1, min(STEPS_PER_EPOCH[1], steps // epochs))
+        epochs = max(2, steps // per_epoch)
+        settings["epochs"], settings["steps_per_epoch"] = epochs, per_epoch
+        planned.epochs, planned.steps_per_epoch = epochs, per_epoch
+        why = f"{seconds * 1000:.0f} ms per step measured on {kind}: {epochs} x {per_epoch} steps fit {budget:.0f} s"
+        reasons["epochs"] = reasons["steps_per_epoch"] = why
+        measured |= {"seconds_per_step": seconds, "validation_seconds": val_seconds}
+        if planned.threads == 1 and "threads" in settings:
+            torch.set_num_threads(threads)
+    planned.plan = "off"
+    return planned, Plan(settings, reasons, fingerprint, measured)
+
+
+def _given(config: TrainConfig) -> set[str]:
+    """The fields that differ from `TrainConfig`'s defaults (what a Python caller set)."""
+    default = TrainConfig()
+    return {f.name for f in dataclasses.fields(TrainConfig) if getattr(config, f.name) != getattr(default, f.name)}
+
+
+def resolve_plan(config: TrainConfig, given: set[str] | None = None) -> tuple[TrainConfig, Plan | None]:
+    """`config` planned when `config.plan` is `auto` and `config.data` is a folder; else unchanged.
+
+    Args:
+        config: the validated settings.
+        given: the fields the user set (command line, YAML); None: those that differ from the defaults.
+    """
+    from unetkit.data.fingerprint import fingerprint_folder
+
+    if config.plan != "auto" or config.task != "segmentation" or config.data.startswith("synthetic:"):
+        return config, None
+    given = _given(config) if given is None else set(given)
+    fingerprint, _, _ = fingerprint_folder(
+        config.data,
+        mask_mode=config.mask_mode,
+        ignore_index=config.ignore_index,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        normalize=config.normalize,
+    )
+    import os
+
+    several = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1  # every process must plan alike: no timed trial
+    planned, plan = make_plan(config, fingerprint.to_dict(), given=given, measure=not several)
+    for line in plan.lines():
+        logger.info("%s", line)
+    return planned, plan
+
+
+def tune_instances(model: torch.nn.Module, images: list[torch.Tensor], instances: list[Any]) -> dict[str, Any]:
+    """Watershed `h` and `min_size` that maximise the pooled instance F1 at IoU 0.5 on validation images.
+
+    Args:
+        model: the trained model (eval mode is set here).
+        images: normalised `(C, H, W)` validation images on the model's device.
+        instances: their int instance labels `(H, W)`.
+
+    Returns:
+        `{"method": "watershed", "h": ..., "min_size": ..., "f1": ..., "tuned_on": ...}`; empty without images.
+    """
+    import numpy as np
+
+    from unetkit.infer.instances import instances_from_probs
+    from unetkit.metrics.instance import AP_THRESHOLDS, instance_counts, instance_scores
+    from unetkit.models.inference import forward_whole
+
+    if not images:
+        return {}
+    model.eval()
+    with torch.no_grad():
+        probs = [forward_whole(model, x[None]).float().softmax(1)[0].cpu().numpy() for x in images]
+    sizes = np.concatenate([np.unique(t[t > 0], return_counts=True)[1] for t in instances])
+    small = float(np.percentile(sizes, 5)) if sizes.size else 0.0
+    best: dict[str, Any] = {}
+    for h in H_GRID:
+        for share in MIN_SIZE_SHARES:
+            min_size = int(share * small)
+            counts = sum(
+                instance_counts(np.asarray(t), instances_from_probs(p, "watershed", h=h, min_size=min_size), (0.5,))
+                for p, t in zip(probs, instances, strict=True)
+            )
+            f1 = instance_scores(np.asarray(counts), (0.5,), 0.5)["instance_f1"] or 0.0
+            if not best or f1 > best["f1"]:
+                best = {"method": "watershed", "h": h, "min_size": min_size, "f1": float(f1)}
+    best["tuned_on"] = f"{len(images)} validation image(s), instance F1 at IoU 0.5 (of {len(AP_THRESHOLDS)} thresholds)"
+    return best

@@ -1,0 +1,108 @@
+"""The self-configuring plan: rules on a fingerprint, overrides kept, the saved config re-creates the run;
+the BCE stall's causes: BatchNorm statistics in the first epoch and the head's starting offset."""
+
+import numpy as np
+import pytest
+import torch
+
+from unetkit.train.config import TrainConfig
+from unetkit.train.plan import MIN_EDGE, make_plan
+
+
+def _fingerprint(mode="instances", classes=2, touching=0.6, size=(190, 174)):
+    return {
+        "sizes": {"height": [150, size[0], 212], "width": [150, size[1], 212]},
+        "counts": {"train": 19, "val": 5, "test": 0},
+        "channels": 1,
+        "mask": {"mode": mode, "num_classes": classes, "label_values": list(range(classes)), "reason": "r"},
+        "objects": {"touching": touching},
+        "normalization": {"scheme": "image", "reason": "per image"},
+    }
+
+
+def test_rules_pick_patch_depth_loss_and_instances():
+    config = TrainConfig(data="DIR", device="cpu", time_budget="1m").validate()
+    planned, _ = make_plan(config, _fingerprint(), given=set(), measure=False)
+    assert planned.patch_size == 128  # the median 174 capped at 128 on a CPU, a multiple of 2**depth
+    depth = planned.model_options["depth"]
+    assert planned.patch_size // 2**depth >= MIN_EDGE and depth == 4
+    assert (planned.loss, planned.out_channels) == ("dice_ce", 2)
+    assert planned.weight_map and planned.tune_instances  # touching instances
+    assert planned.foreground_oversample == pytest.approx(1 / 3, abs=1e-3) and planned.plan == "off"
+    classes, _ = make_plan(config, _fingerprint("classes", 4, 0.0, (60, 90)), given=set(), measure=False)
+    assert classes.patch_size == 60 and classes.model_options["depth"] == 2  # 60 / 8 = 7 px < 8 at depth 3
+    assert (classes.out_channels, classes.weight_map, classes.tune_instances) == (4, False, False)
+
+
+def test_given_settings_are_kept():
+    config = TrainConfig(data="DIR", device="cpu", loss="ce", patch_size=64, batch_size=2).validate()
+    planned, plan = make_plan(config, _fingerprint(), given={"loss", "patch_size", "batch_size"}, measure=False)
+    assert (planned.loss, planned.patch_size, planned.batch_size) == ("ce", 64, 2)
+    assert "loss" not in plan.settings and "patch_size" not in plan.settings
+
+
+def test_timed_plan_fills_the_budget():
+    config = TrainConfig(data="DIR", device="cpu", time_budget="30s").validate()
+    planned, plan = make_plan(config, _fingerprint(size=(64, 64)), given={"model_options"}, measure=True)
+    seconds = plan.measured["seconds_per_step"]
+    steps = planned.epochs * planned.steps_per_epoch
+    assert steps * seconds <= 30 and steps * seconds >= 0.5 * 30 * 0.85 - planned.epochs * 3  # within the budget
+
+
+def test_batchnorm_statistics_are_averaged_in_the_first_epoch():
+    from unetkit.train.loop import _batchnorm_momentum
+
+    bn = torch.nn.BatchNorm2d(1)
+    model = torch.nn.Sequential(bn)
+    _batchnorm_momentum(model, None)
+    batches = [torch.full((2, 1, 2, 2), float(v)) for v in (4.0, 8.0)]
+    for batch in batches:
+        model(batch)
+    assert bn.running_mean.item() == pytest.approx(6.0)  # the plain average; momentum 0.1 gives 1.16
+    _batchnorm_momentum(model, 0.1)
+    assert bn.momentum == 0.1
+
+
+def test_head_starts_at_the_class_prior():
+    from unetkit.models import create_model
+    from unetkit.train.head_init import class_priors, init_head_to_prior
+
+    torch.manual_seed(1)
+    model = create_model("unet", in_channels=1, num_classes=1, base_channels=4, depth=2)
+    images = torch.randn(4, 1, 32, 32)
+    targets = [torch.from_numpy((np.arange(32 * 32).reshape(32, 32) % 10 == 0).astype(np.int64))]
+    priors = class_priors(targets, [torch.ones(32, 32, dtype=torch.bool)], 2)
+    assert priors == pytest.approx([0.9, 0.1], abs=0.01)
+    buffers = [b.clone() for b in model.buffers()]
+    assert init_head_to_prior(model, images, priors, 1)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers(), strict=True))  # running stats kept
+    with torch.no_grad():
+        mean = model(images).mean().item()  # train mode: the batch statistics training sees
+    assert mean == pytest.approx(np.log(priors[1] / priors[0]), abs=1e-3)
+
+
+def test_foreground_oversampling_centres_patches_on_valid_foreground():
+    from unetkit.train.data import PatchSampler, TensorSet
+
+    target = torch.zeros(64, 64, dtype=torch.long)
+    target[50:52, 5:7] = 1
+    valid = torch.ones(64, 64, dtype=torch.bool)
+    valid[50, 5] = False  # ignored: never a centre, travels as invalid
+    data = TensorSet([torch.randn(1, 64, 64)], [target], [valid], None, ["a"])
+    sampler = PatchSampler(data, 16, foreground_oversample=1.0)
+    batch = sampler.batch([0] * 8, torch.Generator().manual_seed(0))
+    assert bool((batch["target"].flatten(1).sum(1) > 0).all())  # every patch holds the foreground
+    assert int((~batch["valid"]).sum()) == 8  # the ignored pixel is in every patch, invalid
+    uniform = PatchSampler(data, 16).batch([0] * 8, torch.Generator().manual_seed(0))
+    assert int((uniform["target"].flatten(1).sum(1) > 0).sum()) < 8
+
+
+def test_time_budget_parses_durations():
+    from unetkit.train.config import parse_duration
+
+    assert [parse_duration(t) for t in ("10m", "90s", "1h30m", "45", "2.5m")] == [600, 90, 5400, 45, 150]
+    for bad in ("", "10x", "0s", "abc"):
+        with pytest.raises(ValueError, match="`time_budget` must be"):
+            parse_duration(bad)
+    with pytest.raises(ValueError, match="`time_budget` must be a duration"):
+        TrainConfig(time_budget="soon").validate()
