@@ -81,7 +81,7 @@ def test_voc_border_is_in_no_loss_and_no_metric(voc_run):
 
 
 def test_nuclei_instance_post_processing_is_fitted_and_used(nuclei_run, tmp_path, monkeypatch):
-    from unetkit.infer import instances
+    from unetkit.infer import files
 
     data, run = nuclei_run
     config = json.loads((run / "best" / "config.json").read_text())
@@ -89,13 +89,13 @@ def test_nuclei_instance_post_processing_is_fitted_and_used(nuclei_run, tmp_path
     fitted = config["instances"]
     assert fitted["method"] == "watershed" and fitted["h"] in (0.5, 1.0, 2.0, 3.0) and fitted["min_size"] >= 0
     seen = []
-    real = instances.instances_from_probs
+    real = files.tiled_instances  # what `predict --instances` runs, block by block
 
-    def spy(probs, method="watershed", **kwargs):
-        seen.append(kwargs)
-        return real(probs, method, **kwargs)
+    def spy(foreground, labels, *, method="watershed", block, margin, **options):
+        seen.append(options)
+        return real(foreground, labels, method=method, block=block, margin=margin, **options)
 
-    monkeypatch.setattr(instances, "instances_from_probs", spy)
+    monkeypatch.setattr(files, "tiled_instances", spy)
     image = next((data / "images").iterdir())
     assert main(["predict", str(run), str(image), "--out", str(tmp_path / "p"), "--instances"]) == 0
     assert seen == [{"min_size": fitted["min_size"], "h": fitted["h"]}]
