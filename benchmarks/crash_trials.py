@@ -58,7 +58,7 @@ def _preload() -> None:
 
     import unetkit.cli.main
     import unetkit.data.synthetic
-    import unetkit.train.loop  # noqa: F401
+    import unetkit.train.engine  # noqa: F401
 
 
 def _fork_run(argv: list[str], log: Path) -> int:

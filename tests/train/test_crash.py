@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 
 from unetkit import TrainConfig, train
 from unetkit.cli.main import main
-from unetkit.train import loop
+from unetkit.train.engine import Engine
 from unetkit.train.interrupt import TrainingInterrupted
+from unetkit.train.tasks import segmentation
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -53,7 +54,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _ctrl_c_at(monkeypatch: pytest.MonkeyPatch, call: int, times: int = 1) -> None:
     """Send this process SIGINT `times` times during the `call`-th loss evaluation (1-based; every training
     step and every validation image evaluates the loss once)."""
-    real = loop.SegmentationLoss.forward
+    real = segmentation.SegmentationLoss.forward
     count = {"n": 0}
 
     def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -63,7 +64,7 @@ def _ctrl_c_at(monkeypatch: pytest.MonkeyPatch, call: int, times: int = 1) -> No
                 signal.raise_signal(signal.SIGINT)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop.SegmentationLoss, "forward", forward)
+    monkeypatch.setattr(segmentation.SegmentationLoss, "forward", forward)
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +128,15 @@ def test_ctrl_c_through_the_cli_exits_130_and_says_how_to_continue(tmp_path, mon
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_config(tmp_path, monkeypatch, whole):
-    real = loop._Trainer.train_epoch
+    real = Engine.train_epoch
 
     def killed(self, epoch):  # type: ignore[no-untyped-def]
         raise SystemExit("killed")  # nothing saved: as SIGKILL in epoch 1 leaves it
 
-    monkeypatch.setattr(loop._Trainer, "train_epoch", killed)
+    monkeypatch.setattr(Engine, "train_epoch", killed)
     with pytest.raises(SystemExit):
         train(_config(tmp_path / "cut"))
-    monkeypatch.setattr(loop._Trainer, "train_epoch", real)
+    monkeypatch.setattr(Engine, "train_epoch", real)
     assert (tmp_path / "cut" / "config.yaml").is_file() and not (tmp_path / "cut" / "last").exists()
     (tmp_path / "cut" / ".last.tmpab12cd").mkdir()  # what a save killed midway leaves
     (tmp_path / "cut" / ".metrics.x1y2.tmp.csv").write_text("half")

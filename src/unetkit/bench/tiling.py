@@ -48,9 +48,9 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-import unetkit
 from unetkit.bench._measure import cpu_ticks, machine, others_share, peak, proc_kib, reset_peak, sync, versions
-from unetkit.infer import Predictor, plan_tiles
+from unetkit.infer import Predictor, plan_tiles, predict
+from unetkit.models import create_model
 from unetkit.models.inference import forward_whole
 
 RESULTS = Path("benchmarks") / "results"  # relative to the working directory
@@ -100,7 +100,7 @@ def make_image(size: int, seed: int) -> np.ndarray:
 def make_model(cfg: BenchConfig, image: np.ndarray, device: torch.device) -> nn.Module:
     """A seeded `unet` with BatchNorm statistics from crops of `image` and classes split evenly."""
     torch.manual_seed(cfg.seed)
-    model = unetkit.create_model("unet", in_channels=1, num_classes=2, base_channels=cfg.base_channels).to(device)
+    model = create_model("unet", in_channels=1, num_classes=2, base_channels=cfg.base_channels).to(device)
     side = min(cfg.tile, cfg.size)
     x = torch.from_numpy(image)[None]
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -155,9 +155,7 @@ def methods(
         return torch.softmax(out.float(), dim=1)  # as `Predictor`: float32 softmax
 
     def run_ours() -> np.ndarray:
-        return unetkit.predict(
-            ours, image, tile=cfg.tile, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.batch_size
-        )
+        return predict(ours, image, tile=cfg.tile, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.batch_size)
 
     @torch.inference_mode()
     def run_monai() -> np.ndarray:

@@ -1,4 +1,5 @@
-"""`unetkit predict CKPT INPUT... --out DIR`: masks for images of any size, tile by tile."""
+"""`unetkit predict CKPT INPUT... --out DIR`: masks (segmentation) or restored images (denoise, superres) for
+images of any size, tile by tile."""
 
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ def collect_inputs(items: list[str]) -> list[Path]:
 
 def _run(args: argparse.Namespace) -> int:
     from unetkit.infer.predictor import Predictor, predict_file
-    from unetkit.models.checkpoint import load_model
 
     if not 0.0 <= args.overlap < 1.0:
         raise ValueError(f"`--overlap` must be in [0, 1), got {args.overlap}")
@@ -55,26 +55,19 @@ def _run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"{args.out}: is a file; `--out` must be a folder")
     inputs = collect_inputs(args.inputs)
     device = None if args.device == "auto" else check_device(args.device)
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_file() and checkpoint.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
-        from unetkit.export import load_exported
+    from unetkit.export import prediction_model
+    from unetkit.infer.engine import image_pixels
 
-        model: Any = load_exported(checkpoint)
-    else:
-        import torch
-
-        from unetkit.infer.engine import cached_onnx, choose_engine, image_pixels
-        from unetkit.models.checkpoint import read_checkpoint_config
-
-        task = read_checkpoint_config(checkpoint).get("task", "segmentation")
-        if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
-            raise ValueError(f"{checkpoint}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        engine = choose_engine(args.engine, target, checkpoint, image_pixels(inputs) if args.engine == "auto" else 0)
-        if engine == "onnxruntime":
-            model = cached_onnx(checkpoint)
-        else:
-            model = load_model(checkpoint, map_location=device or "cpu")
+    pixels = image_pixels(inputs) if args.engine == "auto" else 0
+    loaded = prediction_model(args.checkpoint, engine=args.engine, device=device, pixels=pixels)
+    model: Any = loaded.model
+    if loaded.task in ("denoise", "superres"):  # image-to-image: restored images of any size, tile by tile
+        return _restore(args, model, inputs, device)
+    if loaded.task != "segmentation":  # diffusion: unetkit sample
+        raise ValueError(
+            f"{args.checkpoint}: a {loaded.task} checkpoint; `unetkit predict` needs a segmentation, denoise or "
+            "superres checkpoint (diffusion models draw images with `unetkit sample`)"
+        )
     predictor = Predictor(model, device=device, tta=args.tta)
     out = Path(args.out)
     for i, path in enumerate(inputs, 1):
@@ -96,12 +89,37 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace, model: Any, inputs: list[Path], device: str | None) -> int:
+    """`unetkit predict` of a denoise / superres checkpoint: one restored image per input."""
+    from unetkit.infer.restore import restore_file
+
+    given = [flag for flag, on in (("--probs", args.probs), ("--overlay", args.overlay)) if on]
+    given += ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
+    if given:
+        raise ValueError(f"{', '.join(given)}: for segmentation checkpoints; {args.checkpoint} restores images")
+    for i, path in enumerate(inputs, 1):
+        written = restore_file(
+            model,
+            path,
+            args.out,
+            tile=args.tile,
+            overlap=args.overlap,
+            blend=args.blend,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            device=device,
+        )
+        print(f"[{i}/{len(inputs)}] {path} -> {written}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "predict",
-        help="masks for images of any size (tiled)",
+        help="masks (or restored images) for images of any size (tiled)",
         description="Predict masks with a checkpoint (a run directory or a checkpoint directory) for image "
-        "files, folders or glob patterns. Unpadded models use the paper's overlap-tile strategy (seamless); "
+        "files, folders or glob patterns; a denoise or superres checkpoint writes restored images instead (superres: "
+        "up-sampled by its scale factor). Unpadded models use the paper's overlap-tile strategy (seamless); "
         "padded ones overlapping tiles blended by weights.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

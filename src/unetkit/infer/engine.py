@@ -7,14 +7,14 @@ s of compiling); `sa_unet` 0.47 s against 0.88 / 1.29 / 0.92 s. An earlier run o
 1.76 s. ONNX Runtime is the fastest CPU engine, but exporting costs 10-20 s once, so `auto` uses it when an export
 of the checkpoint is already cached, or when the inputs are large enough (>= `AUTO_PIXELS`) for the saved time to
 repay the export. Exports are cached by the checkpoint's content under `$UNETKIT_CACHE` (default
-`~/.cache/unetkit`).
+`~/.cache/unetkit`). Exporting is `unetkit.export`'s (`cached_onnx`, `prediction_model`), which imports this
+module; this module imports no export code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 from pathlib import Path
 
@@ -22,9 +22,8 @@ import torch
 
 from unetkit.models.checkpoint import resolve_checkpoint
 
-__all__ = ["AUTO_PIXELS", "ENGINES", "cached_onnx", "choose_engine", "image_pixels", "onnx_cache_path"]
+__all__ = ["AUTO_PIXELS", "ENGINES", "choose_engine", "image_pixels", "onnx_cache_path"]
 
-logger = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnxruntime")
 AUTO_PIXELS = 4_000_000  # ~1.1 s saved per 0.26 MP (unet base 16) repays a ~17 s export after ~4 MP
 
@@ -80,22 +79,3 @@ def choose_engine(engine: str, device: torch.device, checkpoint: Path, pixels: i
         return "torch"
     cached = onnx_cache_path(checkpoint).is_file()
     return "onnxruntime" if cached or pixels >= AUTO_PIXELS else "torch"
-
-
-def cached_onnx(checkpoint: str | Path):  # type: ignore[no-untyped-def]
-    """An `OnnxPredictor` for a checkpoint directory, exporting (with the parity check) on first use."""
-    from unetkit.export import export_onnx
-    from unetkit.infer.exported import OnnxPredictor
-
-    path = onnx_cache_path(checkpoint)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        report = export_onnx(resolve_checkpoint(checkpoint), path)
-        logger.info(
-            "exported %s for ONNX Runtime in %.1f s (max |diff| %.2g): %s",
-            checkpoint,
-            report.seconds,
-            report.max_abs_diff or 0.0,
-            path,
-        )
-    return OnnxPredictor(path)

@@ -447,12 +447,12 @@ def predict_file(
             del probs_mm
             written["probs"] = out_dir / f"{path.stem}_probs.tif"
         if overlay:
-            from unetkit.train import report
+            from unetkit import viz
 
             mask = tifffile.imread(mask_tmp) if fmt == "tif" else labels_mem
             assert mask is not None
             classes = np.searchsorted(lut, mask) if lut is not None else mask
-            report.save_png(report.overlay(source.whole(), classes), tmp_dir / "overlay.png")
+            viz.save_png(viz.overlay(source.whole(), classes), tmp_dir / "overlay.png")
             written["overlay"] = out_dir / f"{path.stem}_overlay.png"
         if foreground is not None:
             assert instances is not None

@@ -1,0 +1,107 @@
+"""What a task gives the engine (`unetkit.train.engine`): a small object that reads its data, says which model
+arguments and loss it needs, draws the batches of an epoch, validates, and names what its checkpoints must
+remember. The engine owns everything else (epochs, the step, history, best / last, stops, DDP, reports).
+
+Randomness: the engine hands `batch` two generators re-seeded from `(seed, epoch)` every epoch (and restored
+mid-epoch after a stop), and `validate` must draw only from generators seeded from `seed` alone, so that a
+resumed run draws exactly what an uninterrupted one draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from unetkit.models import create_model
+from unetkit.models.inference import forward_whole
+from unetkit.train.distributed import World
+
+__all__ = ["Forward", "Task", "Validation", "epoch_seed", "output_key"]
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """The seed of random stream `stream` in epoch `epoch` of a run seeded `seed`."""
+    return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
+
+
+def output_key(model: str) -> str:
+    """The name of a registered model's output-channel argument: `num_classes` or `out_channels`."""
+    with torch.device("meta"):
+        config: dict[str, Any] = create_model(model).model_config  # type: ignore[assignment]
+    return "num_classes" if "num_classes" in config else "out_channels"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """How validation runs a model as training does: memory layout and autocast of the training step.
+
+    Attributes:
+        autocast: the step's autocast context factory.
+        channels_last: feed NHWC inputs.
+    """
+
+    autocast: Callable[[], AbstractContextManager[Any]]
+    channels_last: bool
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """`(B, C, H, W)` -> float32 output; images of any size (`forward_whole`) without `t`, `model(x, t)` with."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            out = forward_whole(model, x) if t is None else model(x, t)
+        return out.float()
+
+
+@dataclass
+class Validation:
+    """What `Task.validate` returns: metrics (floats, `val_loss` among them when there is validation data)
+    and a picture for `samples/epoch_NNN.png` and TensorBoard (`(H, W, 3)` uint8; on rank 0 only)."""
+
+    metrics: dict[str, float]
+    picture: np.ndarray | None = None
+
+
+class Task(Protocol):
+    """The plug-in interface of the engine; see the module docstring."""
+
+    name: str
+    monitor: str  # the validation metric that picks `best/`, larger is better; "loss" ranks by -val_loss
+    curve_metrics: tuple[str, ...]  # drawn beside the losses in curves.png
+    train_size: int  # images in the training split (`steps_per_epoch: 0` passes over them once)
+
+    def model_options(self) -> dict[str, Any]:
+        """The model's arguments that the data decides (channels in and out, time embedding, ...)."""
+        ...
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once with the built model (before training): size patches to it, check it fits."""
+        ...
+
+    def loss(self) -> nn.Module:
+        """The training step's `loss_fn(output, target, weight=..., valid=...)`."""
+        ...
+
+    def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
+        """Training-image indices for an epoch of `steps` global batches."""
+        ...
+
+    def batch(
+        self, indices: list[int], generator: torch.Generator, augment: torch.Generator, rows: slice
+    ) -> dict[str, torch.Tensor]:
+        """This process's `rows` of the global batch of images `indices`, for `TrainStep`."""
+        ...
+
+    def validate(self, model: nn.Module, forward: Forward, world: World) -> Validation:
+        """Score `model` (eval mode, the weights `best/` would hold) on this process's share of the
+        validation images; metrics reduced over processes."""
+        ...
+
+    def extra(self) -> dict[str, Any]:
+        """The checkpoint's task entries (`task`, `preprocess`, ...) that prediction and export read."""
+        ...
