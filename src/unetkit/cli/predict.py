@@ -97,18 +97,9 @@ def _restore(args: argparse.Namespace, model: Any, inputs: list[Path], device: s
     given += ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
     if given:
         raise ValueError(f"{', '.join(given)}: for segmentation checkpoints; {args.checkpoint} restores images")
+    tiling = {"tile": args.tile, "overlap": args.overlap, "blend": args.blend, "batch_size": args.batch_size}
     for i, path in enumerate(inputs, 1):
-        written = restore_file(
-            model,
-            path,
-            args.out,
-            tile=args.tile,
-            overlap=args.overlap,
-            blend=args.blend,
-            batch_size=args.batch_size,
-            tta=args.tta,
-            device=device,
-        )
+        written = restore_file(model, path, args.out, **tiling, tta=args.tta, device=device)
         print(f"[{i}/{len(inputs)}] {path} -> {written}")
     return 0
 

@@ -19,9 +19,7 @@ import io
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetkit._fs import atomic_write_bytes, remove_stale_temps, write_error
-from unetkit.models.checkpoint import recover_dir, replace_dir, save_model
+from unetkit._fs import remove_stale_temps, write_error
+from unetkit.models.checkpoint import recover_dir, save_model
 from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "RunCheckpoints",
     "RunLock",
     "RunLocked",
-    "atomic_torch_save",
     "clean_run",
     "kept_checkpoint",
     "load_state",
@@ -50,14 +47,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 STATE = "state.pt"  # in last/: optimiser, scheduler, scaler, EMA, history, config and, after a stop, the step
 LOCK = "train.lock"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """`torch.save` through `atomic_write_bytes`: serialised in memory, because torch's own file writer
-    reports a full disk as an opaque `RuntimeError`."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_state(path: Path, device: torch.device | str) -> dict[str, Any]:
@@ -85,25 +74,10 @@ class RunCheckpoints:
         save_model(model, self.run / "best", extra=extra)
 
     def save_last(self, model: nn.Module, extra: dict[str, Any], state: dict[str, Any]) -> None:
-        """`last/`: the model (a checkpoint that loads alone) and the training state beside it."""
-        target = self.run / "last"
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=".last.tmp", dir=self.run))
-        except OSError as err:
-            raise write_error(err, target) from err
-        try:
-            save_model(model, tmp / "ckpt", extra=extra)
-            for item in (tmp / "ckpt").iterdir():
-                os.replace(item, tmp / item.name)
-            (tmp / "ckpt").rmdir()
-            atomic_torch_save(state, tmp / STATE)
-            replace_dir(tmp, target)
-        except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise write_error(err, target) from err
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        """`last/`: the model (a checkpoint that loads alone) and the training state beside it, in one replace."""
+        buffer = io.BytesIO()  # serialised in memory: torch's own file writer reports a full disk as RuntimeError
+        torch.save(state, buffer)
+        save_model(model, self.run / "last", extra=extra, files={STATE: buffer.getvalue()})
 
 
 def clean_run(run: Path) -> None:

@@ -185,6 +185,9 @@ class Engine:
         """Save where the run stands (rank 0) and raise `TrainingInterrupted`; every process calls it together."""
         if bar is not None:
             bar.close()
+        if mid_epoch is not None and self.world.size > 1:  # every process's loss sum and layer generators
+            parts = self.world.gather(MidEpoch.own(self.step.loss_sum))
+            mid_epoch.per_rank = parts if self.world.is_main else None
         if self.world.is_main and mid_epoch is not None:
             self.save_last(epoch, self.history[-1] if self.history else {}, mid_epoch)
         self.world.barrier()
@@ -208,7 +211,7 @@ class Engine:
         start = 0
         if self.mid_epoch is not None:  # resumed from a stop's save within this epoch: continue at its step
             start = self.mid_epoch.step
-            self.step.reset(self.mid_epoch.restore(gen, aug_gen, self.device))
+            self.step.reset(self.mid_epoch.restore(gen, aug_gen, self.device, self.world.rank, self.world.size))
             self.mid_epoch = None
         else:
             self.step.reset()

@@ -99,7 +99,12 @@ class StopFlag:
 @dataclass
 class MidEpoch:
     """Where an epoch stopped: steps done, the loss summed so far and the state of every generator the
-    epoch draws from (patches and order, augmentation or noise, and the global ones behind DropBlock)."""
+    epoch draws from (patches and order, augmentation or noise, and the global ones behind DropBlock).
+
+    Several processes share the data generators but each has its own loss sum and global generators (layer
+    randomness is per process): `per_rank` holds those of every rank, so that a resume in as many processes
+    continues each one bitwise; in another number of processes every process takes rank 0's.
+    """
 
     step: int
     loss_sum: torch.Tensor
@@ -107,20 +112,32 @@ class MidEpoch:
     augment_rng: torch.Tensor
     torch_rng: torch.Tensor
     cuda_rng: torch.Tensor | None = None
+    per_rank: list[dict[str, Any]] | None = None
+
+    @staticmethod
+    def own(loss_sum: torch.Tensor) -> dict[str, Any]:
+        """This process's part: its loss sum and global generators."""
+        cuda = torch.cuda.get_rng_state(loss_sum.device) if loss_sum.device.type == "cuda" else None
+        return {"loss_sum": loss_sum.detach().cpu(), "torch_rng": torch.get_rng_state(), "cuda_rng": cuda}
 
     @classmethod
     def capture(cls, step: int, loss_sum: torch.Tensor, patch: torch.Generator, augment: torch.Generator) -> MidEpoch:
-        cuda = torch.cuda.get_rng_state(loss_sum.device) if loss_sum.device.type == "cuda" else None
-        return cls(step, loss_sum.detach().cpu(), patch.get_state(), augment.get_state(), torch.get_rng_state(), cuda)
+        own = cls.own(loss_sum)
+        return cls(step, own["loss_sum"], patch.get_state(), augment.get_state(), own["torch_rng"], own["cuda_rng"])
 
-    def restore(self, patch: torch.Generator, augment: torch.Generator, device: torch.device) -> torch.Tensor:
-        """Put the generators back where they were; returns the loss sum on `device`."""
+    def restore(
+        self, patch: torch.Generator, augment: torch.Generator, device: torch.device, rank: int = 0, size: int = 1
+    ) -> torch.Tensor:
+        """Put the generators back where they were (process `rank` of `size`); returns the loss sum on `device`."""
         patch.set_state(self.patch_rng)
         augment.set_state(self.augment_rng)
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(self.cuda_rng, device)
-        return self.loss_sum.to(device)
+        own: dict[str, Any] = {"loss_sum": self.loss_sum, "torch_rng": self.torch_rng, "cuda_rng": self.cuda_rng}
+        if self.per_rank is not None and len(self.per_rank) == size:
+            own = self.per_rank[rank]
+        torch.set_rng_state(own["torch_rng"])
+        if own["cuda_rng"] is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda_rng"], device)
+        return own["loss_sum"].to(device)
 
     def to_state(self) -> dict[str, Any]:
         return dict(vars(self))

@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from unetkit.models import create_model
-from unetkit.models.inference import forward_whole
+from unetkit.models.inference import context_margin, forward_whole
+from unetkit.train.data import PatchSampler, TensorSet
 from unetkit.train.distributed import World
 
-__all__ = ["Forward", "Task", "Validation", "epoch_seed", "output_key"]
+__all__ = ["Forward", "PatchTask", "Task", "Validation", "epoch_seed", "output_key"]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -105,3 +106,40 @@ class Task(Protocol):
     def extra(self) -> dict[str, Any]:
         """The checkpoint's task entries (`task`, `preprocess`, ...) that prediction and export read."""
         ...
+
+
+class PatchTask:
+    """What the tasks that train on random patches of in-memory images share: the sampler, sized to the model.
+
+    `patch_size` is the side of the training patches, raised to the model's next legal input side; for
+    unpadded models (`unet_classic`) the side of the output tile, the input adding the context margin (mirrored
+    at image borders); `0` trains on whole images (padded models only).
+    """
+
+    def __init__(self, train_set: TensorSet, patch_size: int) -> None:
+        self.train_set = train_set
+        self.patch_size = patch_size
+        self.sampler: PatchSampler | None = None
+
+    def attach(self, model: nn.Module) -> None:
+        patch, margin = self.patch_size, context_margin(model)
+        valid: Callable[[int], int] | None = getattr(model, "valid_input_size", None)
+        if patch and margin and valid is not None:
+            patch = int(valid(patch + 2 * margin))
+        elif patch and valid is not None:
+            patch = int(valid(patch))
+        elif margin:
+            raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
+        self.sampler = PatchSampler(self.train_set, patch, margin)
+        self.check_patch(self.sampler.height, self.sampler.width)
+
+    def check_patch(self, height: int, width: int) -> None:
+        """Refuse a patch (input) size the task cannot use; nothing by default."""
+
+    def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
+        return self._sampler().epoch_order(steps, batch_size, generator)
+
+    def _sampler(self) -> PatchSampler:
+        if self.sampler is None:
+            raise RuntimeError("call attach(model) before drawing batches: it sizes the patches to the model")
+        return self.sampler

@@ -25,10 +25,9 @@ from unetkit import viz
 from unetkit.data.corrupt import add_gaussian_noise, add_noise, reduce_resolution
 from unetkit.data.image_folder import ImageSplits, load_image_folder
 from unetkit.metrics.image import psnr, ssim
-from unetkit.models.inference import context_margin
-from unetkit.train.data import SYNTHETIC_PREFIX, PatchSampler, TensorSet
+from unetkit.train.data import SYNTHETIC_PREFIX, TensorSet
 from unetkit.train.distributed import World
-from unetkit.train.tasks.base import Forward, Validation, epoch_seed, output_key
+from unetkit.train.tasks.base import Forward, PatchTask, Validation, epoch_seed, output_key
 
 if TYPE_CHECKING:
     from unetkit.train.config import TrainConfig
@@ -90,7 +89,7 @@ class ImageLoss(nn.Module):
         return (error * mask).sum() / (mask.sum() * error.shape[1]).clamp_min(1)
 
 
-class ImageTask:
+class ImageTask(PatchTask):
     """What the image tasks share: data, patches, model channels, checkpoint entries. Subclasses draw the
     model input and target of a batch (`pair`) and score validation."""
 
@@ -112,10 +111,11 @@ class ImageTask:
             )
         tensors = [torch.from_numpy(x).to(device) for x in self.images.train]
         valid = [torch.ones(x.shape[-2:], dtype=torch.bool, device=device) for x in tensors]
-        self.train_set = TensorSet(tensors, [], valid, None, list(self.images.names.get("train", [])))
+        super().__init__(
+            TensorSet(tensors, [], valid, None, list(self.images.names.get("train", []))), config.patch_size
+        )
         self.val_images = [torch.from_numpy(x).to(device) for x in self.images.val]
         self.train_size = len(tensors)
-        self.sampler: PatchSampler | None = None
         self.side = config.patch_size or min(min(x.shape[-2:]) for x in self.images.train)
         self.loss_fn = ImageLoss("l1" if config.loss == "l1" else "mse")
 
@@ -126,34 +126,18 @@ class ImageTask:
         return options
 
     def attach(self, model: nn.Module) -> None:
-        patch, margin = self.config.patch_size, context_margin(model)
-        if patch and margin:  # unpadded model: `patch_size` is the output tile; the input adds the context
-            patch = int(model.valid_input_size(patch + 2 * margin))  # type: ignore[operator]
-        elif patch and callable(getattr(model, "valid_input_size", None)):
-            patch = int(model.valid_input_size(patch))  # type: ignore[operator]
-        elif margin:
-            raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
-        self.sampler = PatchSampler(self.train_set, patch, margin)
-        self.side = self.sampler.height
-        self.check_patch(self.sampler.height, self.sampler.width)
-
-    def check_patch(self, height: int, width: int) -> None:
-        """Refuse a patch (input) size the task cannot use; the subclasses' rules."""
+        super().attach(model)
+        self.side = self._sampler().height
 
     def loss(self) -> nn.Module:
         return self.loss_fn
-
-    def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
-        assert self.sampler is not None, "attach() builds the sampler"
-        return self.sampler.epoch_order(steps, batch_size, generator)
 
     def batch(
         self, indices: list[int], generator: torch.Generator, augment: torch.Generator, rows: slice
     ) -> dict[str, torch.Tensor]:
         """Clean patches of the whole global batch, the task's pair drawn for all of them (so that every
         process draws the same), then this process's rows."""
-        assert self.sampler is not None, "attach() builds the sampler"
-        crops = self.sampler.batch(indices, generator)
+        crops = self._sampler().batch(indices, generator)
         pair = self.pair(crops["image"], generator)
         return {k: v[rows] for k, v in {**pair, "valid": crops["valid"]}.items()}
 

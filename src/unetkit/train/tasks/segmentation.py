@@ -13,10 +13,9 @@ from unetkit import viz
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
-from unetkit.models.inference import context_margin
-from unetkit.train.data import PatchSampler, check_fit, prepare_data, to_tensors
+from unetkit.train.data import check_fit, prepare_data, to_tensors
 from unetkit.train.distributed import World
-from unetkit.train.tasks.base import Forward, Validation, output_key
+from unetkit.train.tasks.base import Forward, PatchTask, Validation, output_key
 
 if TYPE_CHECKING:
     from unetkit.train.config import TrainConfig
@@ -30,7 +29,7 @@ def _predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
-class SegmentationTask:
+class SegmentationTask(PatchTask):
     """Reads the data (fails before anything is written when it or the settings do not fit) and serves the engine."""
 
     name = "segmentation"
@@ -57,7 +56,9 @@ class SegmentationTask:
             1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes
         )
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
-        self.train_set = to_tensors(prepared.train, prepared.mean, prepared.std, device, weight_map=wmap)
+        super().__init__(
+            to_tensors(prepared.train, prepared.mean, prepared.std, device, weight_map=wmap), config.patch_size
+        )
         self.val_set = to_tensors(prepared.val, prepared.mean, prepared.std, device)
         check_fit(config, prepared, self.out_channels, self.out_key)
         self.train_size = len(self.train_set)
@@ -66,22 +67,10 @@ class SegmentationTask:
             if config.augment.get("enabled", True) is False
             else AugmentConfig(**{k: v for k, v in config.augment.items() if k != "enabled"})
         )
-        self.sampler: PatchSampler | None = None
         self.loss_fn = self._make_loss()
 
     def model_options(self) -> dict[str, Any]:
         return {"in_channels": self.prepared.in_channels, self.out_key: self.out_channels}
-
-    def attach(self, model: nn.Module) -> None:
-        patch = self.config.patch_size
-        margin = context_margin(model)
-        if patch and margin:  # unpadded model: `patch_size` is the output tile; the input adds the context
-            patch = int(model.valid_input_size(patch + 2 * margin))  # type: ignore[operator]
-        elif patch:
-            patch = int(model.valid_input_size(patch))  # type: ignore[operator]
-        elif margin:
-            raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
-        self.sampler = PatchSampler(self.train_set, patch, margin)
 
     def loss(self) -> nn.Module:
         return self.loss_fn
@@ -107,15 +96,10 @@ class SegmentationTask:
             class_weights=class_weights,
         ).to(self.device)
 
-    def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
-        assert self.sampler is not None, "attach() builds the sampler"
-        return self.sampler.epoch_order(steps, batch_size, generator)
-
     def batch(
         self, indices: list[int], generator: torch.Generator, augment: torch.Generator, rows: slice
     ) -> dict[str, torch.Tensor]:
-        assert self.sampler is not None, "attach() builds the sampler"
-        batch = self.sampler.batch(indices, generator, rows)
+        batch = self._sampler().batch(indices, generator, rows)
         if self.augment is None:
             return batch
         extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
