@@ -249,6 +249,7 @@ def test_sigterm_stops_every_process_at_one_step_rank_0_saves_and_resume_is_bitw
     assert [r["train_loss"] for r in _rows(whole)] == [r["train_loss"] for r in _rows(cut)]
 
 
+@pytest.mark.slow
 def test_an_image_task_trains_in_two_processes_as_in_one(tmp_path: Path) -> None:
     config = {
         **BASE,

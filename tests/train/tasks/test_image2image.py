@@ -127,6 +127,8 @@ def test_a_folder_of_own_images_trains_and_predict_restores_any_size(tmp_path, t
     config = json.loads((run / "best" / "config.json").read_text())
     assert config["image"]["channels"] == (3 if rgb else 1)
     assert config["image"]["size"] == 32
+    if task == "denoise":  # validation noise: sigma = noise_amount / 2 = 0.05, PSNR 10 log10(1 / 0.05^2) = 26.02 dB
+        assert config["metrics"]["psnr_input"] == pytest.approx(26.02, abs=0.15)
     # a new picture of another size, predicted tile by tile (tiles smaller than the image)
     other = photos(tmp_path / "new", rgb=rgb, sizes=((45, 71),), dtype=dtype) / f"photo0{'.png' if rgb else '.tif'}"
     capsys.readouterr()

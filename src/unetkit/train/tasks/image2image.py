@@ -4,7 +4,9 @@ RGB, any size), `synthetic:digits` / `mnist` (`unetkit.data.digits`) or the imag
 vessels|shapes`; random patches of `patch_size` (`0`: whole images of one size), in [0, 1], not normalised.
 
 - `denoise`: input `x (1 - a) + u a`, `u ~ U(0, 1)`, `a ~ U(0, noise_amount)` per image (`noise_type`
-  uniform), or `clip(x + s n)`, `n ~ N(0, I)`, `s ~ U(0, noise_amount)` (gaussian); target `x`.
+  uniform), or `clip(x + s n)`, `n ~ N(0, I)`, `s ~ U(0, noise_amount)` (gaussian); target `x`. Validation
+  corrupts every image at the middle of the range, `noise_amount / 2`, so that a few validation images score
+  the denoiser at a known noise level rather than at whatever amount the draw gave them.
 - `superres`: input area-down-sampled by `scale_factor` and bicubic-up-sampled back; target `x`.
 
 Patches smaller images cannot fill are mirror-padded and the padding left out of the loss (as segmentation
@@ -164,6 +166,10 @@ class RestorationTask(ImageTask):
     def corrupt(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
+    def corrupt_for_validation(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The corrupted input of a validation image (the training corruption unless a task says otherwise)."""
+        return self.corrupt(clean, generator)
+
     def pair(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"image": self.corrupt(clean, generator), "target": clean}
 
@@ -181,7 +187,7 @@ class RestorationTask(ImageTask):
         for i in world.shard(n):
             clean = self.val_image(self.val_images[i])[None]
             generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, i, 3))
-            corrupted = self.corrupt(clean, generator)
+            corrupted = self.corrupt_for_validation(clean, generator)
             output = forward(model, corrupted)
             restored = output.clamp(0, 1)
             sums[0] += self.loss_fn(output, clean).double()
@@ -210,9 +216,16 @@ class DenoiseTask(RestorationTask):
 
     def corrupt(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         amount = torch.rand(clean.shape[0], generator=generator) * self.config.noise_amount
+        return self._noise(clean, amount.to(clean.device), generator)
+
+    def corrupt_for_validation(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self._noise(clean, torch.full((clean.shape[0],), self.config.noise_amount / 2), generator)
+
+    def _noise(self, clean: torch.Tensor, amount: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        amount = amount.to(clean.device, clean.dtype)
         if self.config.noise_type == "gaussian":
-            return add_gaussian_noise(clean, amount.to(clean.device), generator)
-        return add_noise(clean, amount.to(clean.device), generator)
+            return add_gaussian_noise(clean, amount, generator)
+        return add_noise(clean, amount, generator)
 
     def extra(self) -> dict[str, Any]:
         settings = {"noise": self.config.noise_type, "max_amount": self.config.noise_amount}
