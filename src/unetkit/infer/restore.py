@@ -61,10 +61,21 @@ def held_out_digits(model: nn.Module, n: int = 500) -> torch.Tensor:
 
 @torch.no_grad()
 def restore(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """`(N, 1, S, S)` corrupted images in [0, 1] -> the model's output, clipped to [0, 1], on the CPU."""
+    """`(N, C, S, S)` corrupted images in [0, 1] -> the restored images (the model's output, added to its input
+    for a `residual` checkpoint), clipped to [0, 1], on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(chunk.to(device)).float().clamp(0, 1).cpu() for chunk in images.split(batch_size)])
+    residual = _is_residual(model)
+    out = []
+    for chunk in images.split(batch_size):
+        y = model(chunk.to(device)).float().cpu()
+        out.append((chunk + y if residual else y).clamp(0, 1))
+    return torch.cat(out)
+
+
+def _is_residual(model: Any) -> bool:
+    """Whether the model's checkpoint says its output is a correction to add to its input."""
+    return (getattr(model, "checkpoint_config", None) or {}).get("output") == "residual"
 
 
 def _shown(n: int, k: int = 8) -> torch.Tensor:
@@ -142,8 +153,9 @@ def restore_file(
     tta: bool = False,
     device: str | torch.device | None = None,
 ) -> Path:
-    """Restore one image file of any size tile by tile; write it to `out_dir` in the input's bit depth
-    (8 or 16 bit; float32 TIFF for float inputs), atomically, as `restored_name` says.
+    """Restore one image file of any size tile by tile (a `residual` model's output added to the input); write it
+    to `out_dir` in the input's bit depth (8 or 16 bit; float32 TIFF for float inputs), atomically, as
+    `restored_name` says.
 
     Args:
         model: a `denoise` or `superres` model from `load_model` (its `checkpoint_config` says which), or an
@@ -180,9 +192,8 @@ def restore_file(
         size = (x.shape[-2] * factor, x.shape[-1] * factor)
         x = F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
     predictor = Predictor(model, device=device, tta=tta, activation="none")
-    restored = np.clip(
-        predict(predictor, x.numpy(), tile=tile, overlap=overlap, blend=blend, batch_size=batch_size), 0, 1
-    )
+    output = predict(predictor, x.numpy(), tile=tile, overlap=overlap, blend=blend, batch_size=batch_size)
+    restored = np.clip(x.numpy() + output if _is_residual(model) else output, 0, 1)
     pixels = np.moveaxis(restored, 0, -1) if restored.shape[0] > 1 else restored[0]  # (H, W[, C])
     if raw.dtype in (np.uint8, np.uint16):
         pixels = np.round(pixels * np.iinfo(raw.dtype).max).astype(raw.dtype)

@@ -121,6 +121,9 @@ class TrainConfig:
         noise_type: [denoise] `uniform`: `x (1 - a) + u a`, `u ~ U(0, 1)` (the diffusion course's); or
             `gaussian`: `clip(x + s n, 0, 1)`, `n ~ N(0, I)`, as denoising benchmarks corrupt photos.
         scale_factor: [superres] the down-sampling factor (it must divide the patch side).
+        residual: [denoise, superres] the model predicts the correction added to its input (`output =
+            input + model(input)`, as VDSR, Kim et al. 2016, arXiv:1511.04587, and DnCNN learn), not the
+            image itself; the checkpoint's `output` says `residual` and prediction adds the input back.
         diffusion_steps: [diffusion] the number of timesteps T (Ho et al. 2020: 1000).
         beta_schedule: [diffusion] `linear` (Ho et al. 2020) or `cosine` (Nichol & Dhariwal 2021).
         sample_steps: [diffusion] DDIM steps of the sample grid drawn after each epoch.
@@ -180,6 +183,7 @@ class TrainConfig:
     noise_amount: float = 1.0
     noise_type: str = "uniform"
     scale_factor: int = 4
+    residual: bool = True
     diffusion_steps: int = 1000
     beta_schedule: str = "linear"
     sample_steps: int = 50

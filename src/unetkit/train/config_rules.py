@@ -74,6 +74,7 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "noise_amount": ("denoise",),
     "noise_type": ("denoise",),
     "scale_factor": ("superres",),
+    "residual": ("denoise", "superres"),
     "diffusion_steps": ("diffusion",),
     "beta_schedule": ("diffusion",),
     "sample_steps": ("diffusion",),
@@ -81,7 +82,15 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 POSITIVE_INTS = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
 COUNTS = ("patch_size", "steps_per_epoch", "early_stopping", "samples", "threads", "out_channels", "seed", "log_every")
-BOOLS = ("weight_map", "separate_touching", "channels_last", "deterministic", "sync_batchnorm", "grad_checkpointing")
+BOOLS = (
+    "weight_map",
+    "separate_touching",
+    "channels_last",
+    "deterministic",
+    "sync_batchnorm",
+    "grad_checkpointing",
+    "residual",
+)
 DIGIT_SIZES = (28, 32)
 
 

@@ -69,6 +69,7 @@ def test_each_task_trains_on_digits_and_writes_its_run(tmp_path, task):
     assert row["val_loss"] < result.history[0]["train_loss"] * 2
     config = json.loads((run / "best" / "config.json").read_text())
     assert config["task"] == task and config["image"] == {"channels": 1, "size": 28, "data": "synthetic:digits"}
+    assert config["output"] == ("identity" if task == "diffusion" else "residual")
     model = load_model(run)
     if task == "diffusion":
         assert config["diffusion"] == {"beta_schedule": "linear", "steps": 20, "prediction": "eps"}
@@ -83,8 +84,9 @@ def test_each_task_trains_on_digits_and_writes_its_run(tmp_path, task):
 
 
 def test_denoiser_and_superres_evaluation_on_held_out_digits(tmp_path):
-    run = train(_config(tmp_path / "d", "denoise")).run_dir
+    run = train(_config(tmp_path / "d", "denoise", residual=False)).run_dir  # the model gives the image itself
     model = load_restoration_model(run)
+    assert model.checkpoint_config["output"] == "identity"
     images = held_out_digits(model, n=6)
     assert images.shape == (6, 1, 28, 28)
     rows, figure = evaluate_denoiser(model, images, amounts=(0.2, 0.6))
@@ -111,7 +113,8 @@ def test_validation_psnr_is_that_of_the_whole_images(tmp_path):
     top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
     x = x[..., top : top + h, left : left + w]
     with torch.no_grad():
-        out = forward_whole(model, reduce_resolution(x, 4)).clamp(0, 1)
+        low = reduce_resolution(x, 4)
+        out = (low + forward_whole(model, low)).clamp(0, 1)  # residual: the correction added to the input
     mse = float(((out.double() - x.double()) ** 2).mean())
     assert result.history[0]["psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
 
@@ -132,7 +135,7 @@ def test_a_folder_of_own_images_trains_and_predict_restores_any_size(tmp_path, t
     # a new picture of another size, predicted tile by tile (tiles smaller than the image)
     other = photos(tmp_path / "new", rgb=rgb, sizes=((45, 71),), dtype=dtype) / f"photo0{'.png' if rgb else '.tif'}"
     capsys.readouterr()
-    for name, tile in (("tiled", "32"), ("whole", "128")):
+    for name, tile in (("tiled", "32"), ("whole", "512")):  # 512: one tile holds even the x4 output
         assert main(["predict", str(run), str(other), "--out", str(tmp_path / name), "--tile", tile]) == 0
     assert "->" in capsys.readouterr().out
     written = sorted((tmp_path / "tiled").iterdir())
@@ -146,8 +149,9 @@ def test_a_folder_of_own_images_trains_and_predict_restores_any_size(tmp_path, t
     x = (x.permute(2, 0, 1) if rgb else x[None])[None]
     if task == "superres":
         x = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+    assert model.checkpoint_config["output"] == "residual"  # the default: output = input + correction
     with torch.no_grad():
-        expected = forward_whole(model, x).clamp(0, 1)[0].numpy()
+        expected = (x + forward_whole(model, x)).clamp(0, 1)[0].numpy()
     expected = np.round((np.moveaxis(expected, 0, -1) if rgb else expected[0]) * np.iinfo(dtype).max)
     assert np.abs(whole.astype(np.float64) - expected).max() <= 1
     close = np.abs(tiled.astype(np.float64) - whole.astype(np.float64)).mean() / np.iinfo(dtype).max

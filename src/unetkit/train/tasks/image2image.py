@@ -9,6 +9,10 @@ vessels|shapes`; random patches of `patch_size` (`0`: whole images of one size),
   the denoiser at a known noise level rather than at whatever amount the draw gave them.
 - `superres`: input area-down-sampled by `scale_factor` and bicubic-up-sampled back; target `x`.
 
+With `residual` (the default) the model learns the correction `x - input` and its output is added to the
+input (VDSR, Kim et al. 2016, arXiv:1511.04587; DnCNN, Zhang et al. 2017): the identity is free, so a short
+run already beats its input; the checkpoint's `output` says `residual`, and `unetkit predict` adds the input.
+
 Patches smaller images cannot fill are mirror-padded and the padding left out of the loss (as segmentation
 does). Validation runs on whole validation images (super-resolution: cropped to multiples of the factor),
 corrupted by draws seeded from `seed` and the image's index alone, and scores PSNR and SSIM of the output
@@ -171,7 +175,8 @@ class RestorationTask(ImageTask):
         return self.corrupt(clean, generator)
 
     def pair(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"image": self.corrupt(clean, generator), "target": clean}
+        corrupted = self.corrupt(clean, generator)
+        return {"image": corrupted, "target": clean - corrupted if self.config.residual else clean}
 
     def val_image(self, x: torch.Tensor) -> torch.Tensor:
         """The part of a validation image that is scored `(C, H, W)`."""
@@ -189,6 +194,7 @@ class RestorationTask(ImageTask):
             generator = torch.Generator().manual_seed(epoch_seed(self.config.seed, i, 3))
             corrupted = self.corrupt_for_validation(clean, generator)
             output = forward(model, corrupted)
+            output = corrupted + output if self.config.residual else output
             restored = output.clamp(0, 1)
             sums[0] += self.loss_fn(output, clean).double()
             sums[1] += psnr(restored, clean).double().sum()
@@ -209,6 +215,9 @@ class RestorationTask(ImageTask):
             crops = viz.center_crops([x for row in rows for x in row])
             picture = viz.image_grid(crops, columns=len(rows[0]))
         return Validation(metrics, picture)
+
+    def extra(self) -> dict[str, Any]:
+        return {**super().extra(), "output": "residual" if self.config.residual else "identity"}
 
 
 class DenoiseTask(RestorationTask):
