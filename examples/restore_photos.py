@@ -6,6 +6,7 @@ test photos, their corrupted versions, and the PSNR / SSIM of inputs and outputs
     python examples/restore_photos.py noisy DATA/test NOISY --sigma 25 --seed 0
     python examples/restore_photos.py small DATA/test SMALL --factor 2
     python examples/restore_photos.py score DATA/test INPUT OUTPUT [--upsample 2] [--json FILE]
+    python examples/restore_photos.py figure OUT.png DATA/test/camera.png NOISY/camera.png DENOISED/camera.png ...
 
 `score` compares each test photo with the file of the same stem in INPUT (the corrupted input; with
 `--upsample F` first bicubic-up-sampled by F, the baseline a super-resolution model must beat) and in OUTPUT
@@ -124,6 +125,24 @@ def score(clean_dir: Path, inputs: Path, outputs: Path, upsample: int | None) ->
     return rows
 
 
+def figure(out: Path, images: list[Path], crop: int = 160) -> None:
+    """The same centre crop of each image side by side (a low-resolution input is first up-sampled to the
+    first image's size, bicubic), as one PNG."""
+    from unetkit import viz
+
+    first = _load(images[0])
+    side = min(crop, *first.shape[-2:])
+    top, left = (first.shape[-2] - side) // 2, (first.shape[-1] - side) // 2
+    tiles = []
+    for path in images:
+        image = _load(path)
+        if image.shape[-2:] != first.shape[-2:]:
+            image = F.interpolate(image, size=first.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        tiles.append(image[0, :, top : top + side, left : left + side].numpy())
+    viz.save_png(viz.image_grid(np.stack(tiles), columns=len(tiles)), out)
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         scoring.add_argument(name, type=Path)
     scoring.add_argument("--upsample", type=int, default=None)
     scoring.add_argument("--json", type=Path, default=None)
+    drawing = sub.add_parser("figure")
+    drawing.add_argument("out", type=Path)
+    drawing.add_argument("images", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "make":
         make(args.root)
@@ -147,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         noisy(args.src, args.out, args.sigma, args.seed)
     elif args.command == "small":
         small(args.src, args.out, args.factor)
+    elif args.command == "figure":
+        figure(args.out, args.images)
     else:
         rows = score(args.clean, args.inputs, args.outputs, args.upsample)
         if args.json is not None:

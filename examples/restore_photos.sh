@@ -11,7 +11,7 @@ python examples/restore_photos.py make "$OUT/data"     # train/ (13 photos), val
 # denoising: Gaussian noise of a random sigma in [0, 0.2] (0 to 51/255) per patch, one blind model
 start=$(date +%s)
 unetkit train --task denoise --data "$OUT/data" --model unet -m base_channels=16 -m depth=3 \
-    --patch-size 64 --batch-size 8 --epochs 6 --lr 2e-3 --set steps_per_epoch=100 --set warmup_epochs=0.2 \
+    --patch-size 64 --batch-size 16 --epochs 20 --lr 2e-3 --set steps_per_epoch=100 --set warmup_epochs=0.2 \
     --set noise_type=gaussian --set noise_amount=0.2 --set threads=2 --out "$OUT/denoise"
 echo "denoise training wall time: $(( $(date +%s) - start )) s"
 for sigma in 15 25 50; do
@@ -24,10 +24,13 @@ done
 # x2 super-resolution: the input is the photo area-down-sampled by 2 and bicubic-up-sampled back
 start=$(date +%s)
 unetkit train --task superres --data "$OUT/data" --model unet -m base_channels=16 -m depth=3 \
-    --patch-size 64 --batch-size 8 --epochs 6 --lr 2e-3 --set steps_per_epoch=100 --set warmup_epochs=0.2 \
+    --patch-size 64 --batch-size 16 --epochs 20 --lr 2e-3 --set steps_per_epoch=100 --set warmup_epochs=0.2 \
     --set scale_factor=2 --set threads=2 --out "$OUT/superres"
 echo "superres training wall time: $(( $(date +%s) - start )) s"
 python examples/restore_photos.py small "$OUT/data/test" "$OUT/small" --factor 2
 unetkit predict "$OUT/superres" "$OUT/small" --out "$OUT/upsampled"   # bicubic x2, then the model
 python examples/restore_photos.py score "$OUT/data/test" "$OUT/small" "$OUT/upsampled" --upsample 2 \
     --json "$OUT/superres.json"
+P="$OUT/data/test/camera.png"
+python examples/restore_photos.py figure "${FIGURE:-docs/images/restore_photos.png}" "$P" "$OUT/noisy25/camera.png" \
+    "$OUT/denoised25/camera.png" "$OUT/small/camera.png" "$OUT/upsampled/camera.png"
