@@ -1,15 +1,18 @@
 """Crash trials: kill a tiny deterministic CPU training run at random moments, resume it, and check that
 it ends exactly where an uninterrupted run ends (weights, optimiser state and loss history, bitwise).
 
-    python benchmarks/crash_trials.py --trials 20                 # SIGKILL and SIGINT, alternating
-    python benchmarks/crash_trials.py --trials 20 --signal kill   # SIGKILL only
+    python benchmarks/crash_trials.py --trials 21                 # SIGKILL, SIGINT and SIGTERM in turn
+    python benchmarks/crash_trials.py --trials 20 --signal kill   # SIGKILL only (or int, term)
 
 Each trial trains `unetkit train` on `synthetic:cells` in a fresh run directory and sends the signal at a
 time drawn uniformly over the length of an uninterrupted run (data set-up, epochs, validation and
 checkpoint saves alike), then resumes with `unetkit train --resume RUN` (or starts over when the run was
 killed before writing its config); a resumed attempt is itself killed again with probability 1/2, up to
-`--max-kills` times. What the kill left on disk is recorded: the epoch (and step) `last/` held, and
-whether a save was cut short (`.last.old` or temporary files present).
+`--max-kills` times. SIGINT and SIGTERM ask the run to save at the next step (exit status 130 / 143); one
+that lands before the handlers are installed (while the data loads) ends the process at once, and a SIGTERM
+then leaves the run directory's lock behind, which the resumed run must take over. What the signal left on
+disk is recorded: the epoch (and step) `last/` held, and whether a save was cut short (`.last.old` or
+temporary files present).
 
 Runs are forked from this process, which has imported torch and unetkit but computed nothing (forking
 after OpenMP work is unsafe), so a run starts in milliseconds instead of paying Python's import time.
@@ -42,7 +45,9 @@ RUN_FLAGS = [
     "--set", "synthetic_train=6", "--set", "synthetic_val=2", "--set", "synthetic_size=48",
     "--set", "steps_per_epoch=4", "--set", "samples=1", "--set", "threads=1", "--lr", "0.003",
 ]  # fmt: skip
-SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT}
+SIGNALS = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM}
+# the exit statuses a run may end with after each signal: saved and stopped, ended at once, or finished first
+EXPECTED_EXITS = {"kill": (-9, 0), "int": (130, 0), "term": (143, -15, 0)}
 
 
 def _preload() -> None:
@@ -58,7 +63,7 @@ def _preload() -> None:
 
     import unetkit.cli.main
     import unetkit.data.synthetic
-    import unetkit.train.loop  # noqa: F401
+    import unetkit.train.engine  # noqa: F401
 
 
 def _fork_run(argv: list[str], log: Path) -> int:
@@ -77,6 +82,8 @@ def _fork_run(argv: list[str], log: Path) -> int:
         code = main(argv)
     except KeyboardInterrupt:  # Ctrl-C before `main` took over
         code = 130
+    except SystemExit as exit:  # a stop `main` did not turn into a status
+        code = exit.code if isinstance(exit.code, int) else 1
     except BaseException:
         traceback.print_exc()
     finally:
@@ -133,6 +140,7 @@ def on_disk(run: Path) -> dict[str, Any]:
     leftovers = sorted(p.name for p in run.glob(".*")) if run.is_dir() else []
     found["save_cut"] = bool(leftovers)
     found["leftovers"] = leftovers
+    found["lock_left"] = (run / "train.lock").is_file()  # a process ended at once: the next run takes it over
     return found
 
 
@@ -188,8 +196,8 @@ def trial(
             kills += 1
             result["left"] = on_disk(run)
             attempts.append(result)
-            if sig_name == "int" and result["exit"] not in (130, 0):
-                raise RuntimeError(f"trial {index}: SIGINT gave exit status {result['exit']}, see {log}")
+            if result["exit"] not in EXPECTED_EXITS[sig_name]:
+                raise RuntimeError(f"trial {index}: SIG{sig_name.upper()} gave exit status {result['exit']}, see {log}")
             if result["exit"] == 0:
                 break  # the signal came as the run finished
             continue
@@ -204,7 +212,7 @@ def trial(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--signal", choices=("kill", "int", "mixed"), default="mixed")
+    parser.add_argument("--signal", choices=("kill", "int", "term", "mixed"), default="mixed")
     parser.add_argument("--models", default="unet,sa_unet", help="comma-separated, used in turn")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max-kills", type=int, default=3, help="kills per trial at most")
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     trials = []
     for i in range(args.trials):
         model = models[i % len(models)]
-        sig_name = args.signal if args.signal != "mixed" else ("kill", "int")[i % 2]
+        sig_name = args.signal if args.signal != "mixed" else ("kill", "int", "term")[i % 3]
         record = trial(i, model, sig_name, workdir, runs[model], rng, args.max_kills, args.save_share)
         got = final_state(Path(record["run"]))
         record["identical"] = {key: got[key] == reference[model][key] for key in got}
@@ -253,12 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         "all_same": all(t["same"] for t in trials),
         "signals_sent": len(kills),
         "by_signal": {
-            s: sum(1 for t in trials for a in t["attempts"] if "left" in a and t["signal"] == s)
-            for s in ("kill", "int")
+            s: sum(1 for t in trials for a in t["attempts"] if "left" in a and t["signal"] == s) for s in SIGNALS
         },
         "before_first_checkpoint": sum(1 for a in kills if a["left"]["last_epoch"] is None),
         "saves_cut": sum(1 for a in kills if a["left"]["save_cut"]),
         "mid_epoch_saves": sum(1 for a in kills if a["left"].get("last_step") is not None),
+        "locks_left": sum(1 for a in kills if a["left"].get("lock_left")),
         "reference_runs": runs,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
@@ -321,9 +329,10 @@ def _markdown(report: dict[str, Any]) -> str:
         f"`{report['command']}` — torch {report['versions']['torch']}, {report['machine']['cores']} cores.",
         "",
         f"- trials: {s['trials']}, signals sent: {s['signals_sent']} (SIGKILL {s['by_signal']['kill']}, "
-        f"SIGINT {s['by_signal']['int']})",
+        f"SIGINT {s['by_signal']['int']}, SIGTERM {s['by_signal']['term']})",
         f"- signals before the first checkpoint: {s['before_first_checkpoint']}; saves cut short: {s['saves_cut']}; "
-        f"Ctrl-C saves mid-epoch: {s['mid_epoch_saves']}",
+        f"saves mid-epoch (SIGINT / SIGTERM): {s['mid_epoch_saves']}; run-directory locks left behind (and taken "
+        f"over by the resumed run): {s['locks_left']}",
         f"- every trial ended with the uninterrupted run's weights, optimiser state and losses: **{s['all_same']}**",
         "",
         "| trial | model | signal | where each signal struck, what `last/` held after it | same |",

@@ -187,7 +187,7 @@ def main() -> None:
 
     engine = choose_engine(args.engine, torch.device("cpu"), resolve_checkpoint(run), image_pixels([image]))
     if engine == "onnxruntime":  # export once, before either is measured
-        from unetkit.infer.engine import cached_onnx
+        from unetkit.export import cached_onnx
 
         cached_onnx(run)
     load = [round(v, 2) for v in os.getloadavg()]

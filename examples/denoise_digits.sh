@@ -10,7 +10,7 @@ OUT=${1:-runs/denoise_digits}
 FIGURE=${FIGURE:-docs/images/denoise_digits.png}
 . .venv/bin/activate
 rm -rf "$OUT"
-unetkit train --task denoise --data "$DATA" --model basic_unet --epochs 8 --batch-size 64 --lr 2e-3 \
+unetkit train --task denoise --data "$DATA" --patch-size 0 --model basic_unet --epochs 8 --batch-size 64 --lr 2e-3 \
     --set steps_per_epoch=100 --set warmup_epochs=0.3 --set threads=2 \
     --set synthetic_train=3600 --set synthetic_val=900 --out "$OUT"  # the two sizes apply to synthetic:digits
 python examples/eval_restoration.py "$OUT" --amounts 0.2 0.4 0.6 --figure "$FIGURE"

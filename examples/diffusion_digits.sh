@@ -15,7 +15,7 @@ IMAGES=${IMAGES:-docs/images}
 . .venv/bin/activate
 rm -rf "$OUT"
 start=$(date +%s)
-unetkit train --task diffusion --data "$DATA" --model ddpm_unet --epochs 10 --batch-size 64 --lr 2e-3 --amp bf16 \
+unetkit train --task diffusion --data "$DATA" --patch-size 0 --model ddpm_unet --epochs 10 --batch-size 64 --lr 2e-3 --amp bf16 \
     --set steps_per_epoch=210 --set beta_schedule=linear --set warmup_epochs=0.15 --set ema_decay=0.995 \
     --set threads=2 --set channels_last=false \
     --set synthetic_train=3600 --set synthetic_val=900 --out "$OUT"  # the two sizes apply to synthetic:digits

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from unetkit.infer.restore import evaluate_denoiser, evaluate_superres, held_out_digits, load_restoration_model
-from unetkit.train.report import save_png
+from unetkit.viz import save_png
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 import unetkit
+from unetkit import viz
 from unetkit.data import write_image
 from unetkit.metrics.evaluate import evaluate_dataset
-from unetkit.train import report
 
 SPLITS = {"train": range(0, 70), "val": range(80, 90), "test": range(100, 155)}
 CORONAL_STEP = 2  # every 2nd coronal section of the test slab
@@ -113,12 +113,12 @@ def save_figure(views: dict[str, list[np.ndarray]], path: Path, classes: tuple[i
     panels = []
     for view, i in FIGURE_SLICES:
         img, target, pred = (views[f"{view}_{k}"][i] for k in ("images", "targets", "preds"))
-        panels += [report.overlay(img[None], pred == k, target == k) for k in classes]
+        panels += [viz.overlay(img[None], pred == k, target == k) for k in classes]
     height = max(p.shape[0] for p in panels)
     # black below the shorter (coronal) panels, a white 4-pixel rule between panels
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0))) for p in panels]
     padded = [np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=255) for p in padded]
-    return report.save_png(np.concatenate(padded, axis=1), path)
+    return viz.save_png(np.concatenate(padded, axis=1), path)
 
 
 def main() -> None:

@@ -27,10 +27,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "unetkit"
 
 # a site that breaks a rule and is being fixed elsewhere: {(path under src/unetkit, rule): why}. An entry
 # whose site is gone is harmless; delete it when its fix has landed.
-KNOWN: dict[tuple[str, str], str] = {
-    ("train/image2image.py", "torch.load without weights_only=True"): "issue 17 loads the state once, safely",
-    ("train/image2image.py", "text weights_only=False"): "issue 17 loads the state once, safely",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 # where a rule's call is the reviewed, safe way: {(path, rule)}
 ALLOWED = {
     ("infer/exported.py", "torch.export.load"),  # after infer/export_check.check_pt2 on the same bytes

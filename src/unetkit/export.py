@@ -49,11 +49,14 @@ __all__ = [
     "ExportReport",
     "InputSides",
     "OnnxPredictor",
+    "PredictionModel",
     "TorchExportPredictor",
+    "cached_onnx",
     "export_model",
     "export_onnx",
     "export_torch",
     "load_exported",
+    "prediction_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,3 +327,68 @@ def export_model(
             raise ValueError(f"`opset` applies to the onnx format only, got opset {opset} with format torch")
         return export_torch(model, path, check=check, example_size=example_size)
     return export_onnx(model, path, opset=opset, check=check, example_size=example_size)
+
+
+def cached_onnx(checkpoint: str | Path) -> OnnxPredictor:
+    """An `OnnxPredictor` for a checkpoint directory, exporting (with the parity check) on first use into the
+    cache of `unetkit.infer.engine.onnx_cache_path`."""
+    from unetkit.infer.engine import onnx_cache_path
+    from unetkit.models.checkpoint import resolve_checkpoint
+
+    path = onnx_cache_path(checkpoint)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        report = export_onnx(resolve_checkpoint(checkpoint), path)
+        logger.info(
+            "exported %s for ONNX Runtime in %.1f s (max |diff| %.2g): %s",
+            checkpoint,
+            report.seconds,
+            report.max_abs_diff or 0.0,
+            path,
+        )
+    return OnnxPredictor(path)
+
+
+@dataclass(frozen=True)
+class PredictionModel:
+    """What `prediction_model` returns.
+
+    Attributes:
+        model: the module or exported-model predictor to run (it carries the checkpoint config).
+        task: the checkpoint's task (`segmentation`, `denoise`, `superres`, `diffusion`).
+        engine: `torch`, `onnxruntime` or `exported` (an `.onnx` / `.pt2` file given directly).
+    """
+
+    model: Any
+    task: str
+    engine: str
+
+
+def prediction_model(
+    checkpoint: str | Path, *, engine: str = "auto", device: str | torch.device | None = None, pixels: int = 0
+) -> PredictionModel:
+    """The model `unetkit predict` runs: an `.onnx` / `.pt2` file from `unetkit export`, or a checkpoint (or run)
+    directory in PyTorch or, on a CPU, in ONNX Runtime (exported and cached on first use) as
+    `unetkit.infer.engine.choose_engine` decides for `pixels` input pixels.
+
+    Args:
+        checkpoint: a run directory, checkpoint directory or exported file.
+        engine: `auto`, `torch` or `onnxruntime`.
+        device: where the model runs (default: CUDA when available, else the CPU).
+        pixels: the total pixels to predict (the `auto` engine exports only when it pays).
+    """
+    from unetkit._device import resolve_device
+    from unetkit.infer.engine import choose_engine
+    from unetkit.models.checkpoint import load_model, read_checkpoint_config
+
+    path = Path(checkpoint)
+    if path.is_file() and path.suffix.lower() in FORMATS.values():
+        model = load_exported(path)
+        config = getattr(model, "checkpoint_config", None) or {}
+        return PredictionModel(model, str(config.get("task", "segmentation")), "exported")
+    task = str(read_checkpoint_config(path).get("task", "segmentation"))
+    target = resolve_device(device, flag="--device")
+    chosen = choose_engine(engine, target, path, pixels)
+    if chosen == "onnxruntime":
+        return PredictionModel(cached_onnx(path), task, chosen)
+    return PredictionModel(load_model(path, map_location=target), task, chosen)

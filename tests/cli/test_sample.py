@@ -20,6 +20,7 @@ def diffusion_run(tmp_path_factory):
         model_options={"channels": [4, 8]},
         epochs=1,
         batch_size=4,
+        patch_size=0,
         steps_per_epoch=1,
         synthetic_train=4,
         synthetic_val=2,
@@ -96,4 +97,5 @@ def test_predict_refuses_a_diffusion_checkpoint(diffusion_run, tmp_path, capsys)
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(image)
     assert main(["predict", str(diffusion_run), str(image), "--out", str(tmp_path / "pred")]) == 2
-    assert "a diffusion checkpoint; `unetkit predict` needs a segmentation checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a diffusion checkpoint; `unetkit predict` needs a segmentation, denoise or superres checkpoint" in err

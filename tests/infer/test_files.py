@@ -61,11 +61,9 @@ def test_tiled_tiff_input_and_every_output_match_the_in_memory_prediction(tmp_pa
     np.testing.assert_allclose(tifffile.imread(written["probs"]), probs, atol=1e-6)
     mask = np.asarray(Image.open(written["mask"]))
     np.testing.assert_array_equal(mask, probs[1] > probs[0])
-    from unetkit.train import report
+    from unetkit import viz
 
-    expected = report.overlay(
-        image[None].astype(np.float32) * np.float32(1 / 255), (probs[1] > probs[0]).astype(np.int64)
-    )
+    expected = viz.overlay(image[None].astype(np.float32) * np.float32(1 / 255), (probs[1] > probs[0]).astype(np.int64))
     np.testing.assert_array_equal(np.asarray(Image.open(written["overlay"])), expected)
     labels = tifffile.imread(written["instances"])
     whole = instances_from_probs(tifffile.imread(written["probs"]), "watershed")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from unetkit.infer.predictor import Predictor, predict_file
+from unetkit.infer.files import predict_file
+from unetkit.infer.predictor import Predictor
 from unetkit.models.checkpoint import load_model
 from unetkit.serve.jobs import Job, Upload, _size
 

@@ -12,7 +12,7 @@ from PIL import Image
 from unetkit.serve.paths import Refused
 from unetkit.serve.render import OUTLINE, class_colours, render_tile, tile_box
 from unetkit.serve.view import View
-from unetkit.train.report import FN, FP, TP
+from unetkit.viz import FN, FP, TP
 
 
 def _view(tmp_path, layers: dict[str, np.ndarray], num_classes: int = 2, tile: int = 256) -> View:

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from unetkit.infer.predictor import Predictor, predict_file
+from unetkit.infer.files import predict_file
+from unetkit.infer.predictor import Predictor
 from unetkit.metrics.masks import read_mask
 from unetkit.models.checkpoint import load_model
 from unetkit.serve._infer import open_source
 from unetkit.serve.view import build_view, class_map
-from unetkit.train.report import display_image
+from unetkit.viz import display_image
 
 
 def test_level_zero_is_the_predicted_files(runs_root, tmp_path):

@@ -9,21 +9,21 @@ import time
 import torch
 
 from unetkit import TrainConfig, train
-from unetkit.train import loop
+from unetkit.train.engine import Engine
 
 MODE, OUT = sys.argv[1], sys.argv[2]
-real = loop._Trainer.train_epoch
+real = Engine.train_epoch
 
 
-def train_epoch(self: loop._Trainer, epoch: int) -> float:
+def train_epoch(self: Engine, epoch: int, steps: int | None = None) -> float:
     if self.world.rank == 1 and epoch == 1:
         if MODE == "raise":
             raise RuntimeError("rank 1 fails on purpose")
         time.sleep(600)  # alive but silent: rank 0 must give up after `dist_timeout`
-    return real(self, epoch)
+    return real(self, epoch, steps)
 
 
-loop._Trainer.train_epoch = train_epoch  # type: ignore[method-assign]
+Engine.train_epoch = train_epoch  # type: ignore[method-assign]
 torch.set_num_threads(1)
 config = {
     "data": "synthetic:cells",

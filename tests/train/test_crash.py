@@ -1,6 +1,7 @@
 """Crash safety of training: Ctrl-C saves the step reached and resume continues from it exactly; runs
-killed with SIGKILL at random moments resume to the weights of an uninterrupted run (a few trials here,
-20 under `-m slow`, more with `benchmarks/crash_trials.py`); `--deterministic` runs are bitwise equal.
+killed with SIGKILL or stopped by SIGINT / SIGTERM at random moments resume to the weights of an uninterrupted
+run (a few trials here, 21 under `-m slow`, more with `benchmarks/crash_trials.py`); `--deterministic` runs
+are bitwise equal. `test_engine.py` has the same for every task.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from safetensors.torch import load_file
 
 from unetkit import TrainConfig, train
 from unetkit.cli.main import main
-from unetkit.train import loop
+from unetkit.train.engine import Engine
 from unetkit.train.interrupt import TrainingInterrupted
+from unetkit.train.tasks import segmentation
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -53,7 +55,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _ctrl_c_at(monkeypatch: pytest.MonkeyPatch, call: int, times: int = 1) -> None:
     """Send this process SIGINT `times` times during the `call`-th loss evaluation (1-based; every training
     step and every validation image evaluates the loss once)."""
-    real = loop.SegmentationLoss.forward
+    real = segmentation.SegmentationLoss.forward
     count = {"n": 0}
 
     def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -63,7 +65,7 @@ def _ctrl_c_at(monkeypatch: pytest.MonkeyPatch, call: int, times: int = 1) -> No
                 signal.raise_signal(signal.SIGINT)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop.SegmentationLoss, "forward", forward)
+    monkeypatch.setattr(segmentation.SegmentationLoss, "forward", forward)
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +129,15 @@ def test_ctrl_c_through_the_cli_exits_130_and_says_how_to_continue(tmp_path, mon
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_config(tmp_path, monkeypatch, whole):
-    real = loop._Trainer.train_epoch
+    real = Engine.train_epoch
 
     def killed(self, epoch):  # type: ignore[no-untyped-def]
         raise SystemExit("killed")  # nothing saved: as SIGKILL in epoch 1 leaves it
 
-    monkeypatch.setattr(loop._Trainer, "train_epoch", killed)
+    monkeypatch.setattr(Engine, "train_epoch", killed)
     with pytest.raises(SystemExit):
         train(_config(tmp_path / "cut"))
-    monkeypatch.setattr(loop._Trainer, "train_epoch", real)
+    monkeypatch.setattr(Engine, "train_epoch", real)
     assert (tmp_path / "cut" / "config.yaml").is_file() and not (tmp_path / "cut" / "last").exists()
     (tmp_path / "cut" / ".last.tmpab12cd").mkdir()  # what a save killed midway leaves
     (tmp_path / "cut" / ".metrics.x1y2.tmp.csv").write_text("half")
@@ -172,16 +174,17 @@ def _crash_trials(tmp_path: Path, *args: str) -> dict:
 
 
 def test_killed_runs_resume_to_the_same_weights(tmp_path):
-    """Three trials: SIGKILL at a random moment and SIGKILL as a checkpoint save begins, and SIGINT."""
+    """Three trials: SIGKILL (at a random moment or as a checkpoint save begins), SIGINT and SIGTERM."""
     report = _crash_trials(tmp_path, "--trials", "3", "--models", "unet", "--epochs", "3", "--max-kills", "2")
     summary = report["summary"]
     assert summary["trials"] == 3 and summary["all_same"]
     assert summary["signals_sent"] >= 2
+    assert [t["signal"] for t in report["trials"]] == ["kill", "int", "term"]
     for trial in report["trials"]:
         assert all(trial["identical"].values()), trial
 
 
 @pytest.mark.slow
 def test_twenty_crash_trials(tmp_path):
-    report = _crash_trials(tmp_path, "--trials", "20")
-    assert report["summary"]["all_same"] and report["summary"]["signals_sent"] >= 20
+    report = _crash_trials(tmp_path, "--trials", "21")
+    assert report["summary"]["all_same"] and report["summary"]["signals_sent"] >= 21

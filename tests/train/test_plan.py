@@ -50,7 +50,7 @@ def test_timed_plan_fills_the_budget():
 
 
 def test_batchnorm_statistics_are_averaged_in_the_first_epoch():
-    from unetkit.train.loop import _batchnorm_momentum
+    from unetkit.train.engine import _batchnorm_momentum
 
     bn = torch.nn.BatchNorm2d(1)
     model = torch.nn.Sequential(bn)

@@ -18,8 +18,8 @@ from unetkit import TrainConfig, load_model, train
 from unetkit.cli.main import main
 from unetkit.data import write_image
 from unetkit.models.checkpoint import FORMAT_VERSION
-from unetkit.train import loop
-from unetkit.train.loop import TrainingDiverged
+from unetkit.train.engine import Engine, TrainingDiverged
+from unetkit.train.tasks import segmentation
 
 TINY = {
     "data": "synthetic:cells",
@@ -57,14 +57,14 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
     """Make the next run die with Ctrl-C in the middle of epoch `epoch` (0-based), after `last/` of the
     previous epoch has been written."""
-    real = loop._Trainer.train_epoch
+    real = Engine.train_epoch
 
-    def train_epoch(self: loop._Trainer, e: int) -> float:
+    def train_epoch(self: Engine, e: int, steps: int | None = None) -> float:
         if e == epoch:
             raise KeyboardInterrupt
-        return real(self, e)
+        return real(self, e, steps)
 
-    monkeypatch.setattr(loop._Trainer, "train_epoch", train_epoch)
+    monkeypatch.setattr(Engine, "train_epoch", train_epoch)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_config_file_errors_name_the_file_and_key(tmp_path, capsys):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    real = loop.SegmentationLoss.forward
+    real = segmentation.SegmentationLoss.forward
     calls = {"n": 0}
 
     def forward(self, logits, target, **kwargs):  # type: ignore[no-untyped-def]
@@ -182,8 +182,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
         calls["n"] += 1
         return calls["n"] > 2 + 2  # epoch 1: 2 train steps + 2 validation images; then NaN
 
-    monkeypatch.setattr(loop.SegmentationLoss, "forward", forward)
-    monkeypatch.setattr(loop.SegmentationLoss, "training_calls_poisoned", poisoned, raising=False)
+    monkeypatch.setattr(segmentation.SegmentationLoss, "forward", forward)
+    monkeypatch.setattr(segmentation.SegmentationLoss, "training_calls_poisoned", poisoned, raising=False)
     run = tmp_path / "run"
     cfg = _config(run)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1.*last.*\(epoch 1\)"):
@@ -336,13 +336,13 @@ def test_mixed_precision_and_optimizers_train_finite(tmp_path, amp, optimizer):
 
 def test_early_stopping_stops_after_patience(tmp_path, monkeypatch):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
-    real = loop._Trainer.validate
+    real = Engine.validate
 
-    def validate(self, epoch):  # type: ignore[no-untyped-def]
-        metrics = real(self, epoch)
-        return {**metrics, "dice": next(scores)}
+    def validate(self):  # type: ignore[no-untyped-def]
+        metrics, picture = real(self)
+        return {**metrics, "dice": next(scores)}, picture
 
-    monkeypatch.setattr(loop._Trainer, "validate", validate)
+    monkeypatch.setattr(Engine, "validate", validate)
     result = train(_config(tmp_path / "run", epochs=6, early_stopping=2))
     assert result.stopped_early and [r["epoch"] for r in result.history] == [1, 2, 3, 4]
     assert result.best_epoch == 2

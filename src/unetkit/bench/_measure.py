@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import unetkit
+from unetkit.version import __version__
 
 __all__ = ["cpu_ticks", "machine", "others_share", "peak", "proc_kib", "reset_peak", "sync", "versions"]
 
@@ -91,7 +91,7 @@ def versions(*optional: str) -> dict[str, str]:
     found = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "unetkit": unetkit.__version__,
+        "unetkit": __version__,
         "numpy": np.__version__,
     }
     for name in optional:

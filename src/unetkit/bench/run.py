@@ -47,8 +47,7 @@ def end_to_end(device: torch.device, *, quick: bool, warmup: int, steps: int) ->
     """`unet` trained by the real trainer on a folder of PNGs (read, normalised, held on the device, random
     patches, the default augmentation with elastic deformation) against the same trainer's step fed one
     fixed on-device batch of the same shape."""
-    from unetkit.train.config import TrainConfig
-    from unetkit.train.loop import _Trainer
+    from unetkit.train import Engine, TrainConfig
 
     size, batch = {"quick": (64, 2), "cpu": (128, 4), "full": (512, 16)}[_profile(device, quick)]
     with tempfile.TemporaryDirectory(prefix="unetkit-bench-") as tmp:
@@ -68,22 +67,21 @@ def end_to_end(device: torch.device, *, quick: bool, warmup: int, steps: int) ->
             warmup_epochs=0.0,
             device=str(device),
         ).validate()
-        trainer = _Trainer(config, Path(tmp) / "run", progress=False)
-        trainer.steps = warmup
-        trainer.train_epoch(0)  # compile and autotune outside the timing
-        trainer.steps = steps
+        engine = Engine(config, Path(tmp) / "run")
+        engine.train_epoch(0, steps=warmup)  # compile and autotune outside the timing
         sync(device)
         start = time.perf_counter()
-        trainer.train_epoch(1)
+        engine.train_epoch(1, steps=steps)
         sync(device)
         pipeline_s = time.perf_counter() - start
-        shape = trainer.sampler.batch(list(range(batch)), torch.Generator().manual_seed(0))
-        fixed = {k: v.clone() for k, v in shape.items()}
-        trainer.step.read()
+        gen, aug_gen = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(0)
+        drawn = engine.task.batch(list(range(batch)), gen, aug_gen, slice(0, batch))
+        fixed = {k: v.clone() for k, v in drawn.items()}
+        engine.step.read()
         start = time.perf_counter()
         for _ in range(steps):
-            trainer.step(fixed)
-        trainer.step.read()
+            engine.step(fixed)
+        engine.step.read()
         sync(device)
         synthetic_s = time.perf_counter() - start
     pipeline, synthetic = batch * steps / pipeline_s, batch * steps / synthetic_s

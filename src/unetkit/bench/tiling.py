@@ -13,13 +13,11 @@ softmax probabilities as a host array, from a host image. The untiled reference 
 the whole image, run when it fits (CUDA: tried, and skipped with the error when it fails; CPU: run when an
 estimate of its activations fits in half the available memory).
 
-Timing: one warm-up call per method, one call to measure memory, then `--repeats` timed calls taken in
-turn (method after method, so that a busy machine slows them alike); the median is reported, as MP/s
-(megapixels of image per second). Peak memory, one call per method: on CUDA `max_memory_allocated` after
-`reset_peak_memory_stats`; on Linux CPUs the growth of the process's resident set: freed heap handed back
-(`malloc_trim`), the kernel's high-water mark reset (`/proc/self/clear_refs`), then `VmHWM` after the call
-minus `VmRSS` before it. The stand-in rows run both tilers with a model that does no arithmetic
-(`x -> [x, -x]`): what is left is the tilers' own cost (reading, batching, blending, stitching).
+Timing: one warm-up call per method, one call to measure memory, then `--repeats` timed calls in turn (so
+that a busy machine slows them alike); the median is reported as MP/s. Peak memory: on CUDA
+`max_memory_allocated` after `reset_peak_memory_stats`; on Linux CPUs the growth of the resident set
+(`malloc_trim`, `/proc/self/clear_refs`, then `VmHWM` after minus `VmRSS` before). The stand-in rows run both
+tilers with a model that does no arithmetic (`x -> [x, -x]`): what is left is the tilers' own cost.
 
 The model: a `unet` with random weights (seeded) whose BatchNorm statistics are estimated on crops of the
 image and whose head bias splits the pixels evenly between the two classes. Left as initialised, a random
@@ -48,9 +46,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-import unetkit
+from unetkit._device import resolve_device
 from unetkit.bench._measure import cpu_ticks, machine, others_share, peak, proc_kib, reset_peak, sync, versions
-from unetkit.infer import Predictor, plan_tiles
+from unetkit.infer import Predictor, plan_tiles, predict
+from unetkit.models import create_model
 from unetkit.models.inference import forward_whole
 
 RESULTS = Path("benchmarks") / "results"  # relative to the working directory
@@ -100,7 +99,7 @@ def make_image(size: int, seed: int) -> np.ndarray:
 def make_model(cfg: BenchConfig, image: np.ndarray, device: torch.device) -> nn.Module:
     """A seeded `unet` with BatchNorm statistics from crops of `image` and classes split evenly."""
     torch.manual_seed(cfg.seed)
-    model = unetkit.create_model("unet", in_channels=1, num_classes=2, base_channels=cfg.base_channels).to(device)
+    model = create_model("unet", in_channels=1, num_classes=2, base_channels=cfg.base_channels).to(device)
     side = min(cfg.tile, cfg.size)
     x = torch.from_numpy(image)[None]
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -155,9 +154,7 @@ def methods(
         return torch.softmax(out.float(), dim=1)  # as `Predictor`: float32 softmax
 
     def run_ours() -> np.ndarray:
-        return unetkit.predict(
-            ours, image, tile=cfg.tile, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.batch_size
-        )
+        return predict(ours, image, tile=cfg.tile, overlap=cfg.overlap, blend=cfg.blend, batch_size=cfg.batch_size)
 
     @torch.inference_mode()
     def run_monai() -> np.ndarray:
@@ -328,9 +325,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
+    try:
+        device = resolve_device(args.device, flag="--device").type
+    except ValueError as err:
+        parser.error(str(err))
     size, base, tile, batch, repeats = DEFAULTS["quick" if args.quick else device]
     cfg = BenchConfig(
         device=device,

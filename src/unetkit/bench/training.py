@@ -32,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from unetkit._deps import MissingDependency
 from unetkit.bench._measure import peak, reset_peak, sync
 from unetkit.losses import SegmentationLoss
 from unetkit.models import create_model
@@ -101,7 +102,7 @@ def build_model(case: Case, quick: bool = False) -> nn.Module:
         try:
             import segmentation_models_pytorch as smp
         except ImportError as err:
-            raise ImportError(
+            raise MissingDependency(
                 f"segmentation_models_pytorch does not import ({err}); it needs timm and a torchvision built for "
                 "this torch (pip install segmentation-models-pytorch where torchvision matches)"
             ) from err

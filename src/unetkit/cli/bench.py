@@ -14,16 +14,10 @@ MODELS = ("unet", "unet_classic", "sa_unet", "monai_unet", "monai_basicunet", "s
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
+    from unetkit._device import resolve_device
     from unetkit.bench.run import markdown, run_bench
 
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device!r} asked for, but CUDA is not available here")
+    device = resolve_device(args.device, flag="--device")
     for name in args.models or ():
         if name not in MODELS:
             raise ValueError(f"--models: unknown case {name!r}; expected some of {', '.join(MODELS)}")

@@ -76,13 +76,13 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     """
     from torchmetrics.functional.classification import binary_stat_scores
 
+    from unetkit import viz
     from unetkit.data.synthetic import make_synthetic
     from unetkit.infer import predict
     from unetkit.metrics.confusion import mean_defined
     from unetkit.models.checkpoint import load_model
-    from unetkit.train import report
     from unetkit.train.config import TrainConfig
-    from unetkit.train.loop import train
+    from unetkit.train.engine import train
 
     s = settings
     run = _prepare_out(out)
@@ -126,7 +126,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
         tp, fp, tn, fn, _ = binary_stat_scores(labels, target).double().tolist()
         totals += torch.tensor([tp, fp, tn, fn], dtype=torch.float64)
         rows.append({"image": test.names[i], **_binary_scores(tp, fp, tn, fn)})
-        overlays.append(report.overlay(test.images[i], labels.numpy(), test.targets[i]))
+        overlays.append(viz.overlay(test.images[i], labels.numpy(), test.targets[i]))
     predict_seconds = time.perf_counter() - start
     pooled = _binary_scores(*totals.tolist())
     mean = {k: mean_defined([r[k] for r in rows]) for k in pooled}
@@ -141,7 +141,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), *, progress: bo
     columns = 4 if len(overlays) >= 4 else len(overlays)
     shown = overlays[: columns * max(1, min(2, len(overlays) // max(columns, 1)))]
     grid_rows = [np.concatenate(shown[r : r + columns], axis=1) for r in range(0, len(shown), columns)]
-    report.save_png(np.concatenate(grid_rows, axis=0), out / "held_out_overlays.png")
+    viz.save_png(np.concatenate(grid_rows, axis=0), out / "held_out_overlays.png")
     shutil.copyfile(run / "curves.png", out / "curves.png")
     if (run / "samples" / "progress.gif").is_file():
         shutil.copyfile(run / "samples" / "progress.gif", out / "progress.gif")

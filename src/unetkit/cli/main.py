@@ -1,8 +1,10 @@
-"""Top-level parser and error policy: bad input (a file, a folder, an argument, a config) and errors of
-the machine (a full disk, a read-only or unwritable folder) exit with status 2 and one line naming the
-argument or file and what was expected; `--debug` shows the traceback instead. Ctrl-C exits with
-status 130 (training first saves a checkpoint it can resume from exactly). docs/errors.md lists the
-cases, each with its test.
+"""Top-level parser and error policy: bad input (a file, a folder, an argument, a config), errors of
+the machine (a full disk, a read-only or unwritable folder), a missing optional package and a run directory
+in use exit with status 2 and one line naming the argument or file and what was expected; `--debug` shows
+the traceback instead. Ctrl-C exits with status 130 and SIGTERM with 143 (training first saves a checkpoint
+it can resume from exactly). Anything else (a `TypeError`, an `ImportError` that is not a missing optional
+package, ...) is a bug in unetkit: its traceback is shown with a line asking for a report, exit status 1.
+docs/errors.md lists the cases, each with its test.
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from unetkit._errors import USER_ERRORS
+from unetkit._errors import BUG_REPORT, USER_ERRORS
 from unetkit._errors import one_line as _one_line
 from unetkit._options import close_matches
 from unetkit.cli import bench, data, demo, evaluate, export, models, predict, sample, serve, summary, train
+from unetkit.train.interrupt import TrainingInterrupted, exit_status
 from unetkit.version import __version__
 
-__all__ = ["USER_ERRORS", "build_parser", "main"]
+__all__ = ["BUG_REPORT", "USER_ERRORS", "build_parser", "main"]
 
 _COMMANDS = (models, summary, train, predict, evaluate, export, sample, data, demo, bench, serve)
 
@@ -97,7 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _close_progress_bars()
         print(f"unetkit {args.command}: {_one_line(err) if str(err) else 'interrupted'}", file=sys.stderr)
-        return 130
+        return exit_status(err.signum) if isinstance(err, TrainingInterrupted) else 130
+    except Exception as err:  # anything else is ours to fix: a TypeError, an ImportError of ours, ...
+        if args.debug:
+            raise
+        _close_progress_bars()
+        traceback.print_exc()
+        print(f"unetkit {args.command}: internal error ({type(err).__name__}): {BUG_REPORT}", file=sys.stderr)
+        return 1
 
 
 def _close_progress_bars() -> None:

@@ -1,4 +1,5 @@
-"""`unetkit predict CKPT INPUT... --out DIR`: masks for images of any size, tile by tile."""
+"""`unetkit predict CKPT INPUT... --out DIR`: masks (segmentation) or restored images (denoise, superres) for
+images of any size, tile by tile."""
 
 from __future__ import annotations
 
@@ -67,7 +68,6 @@ def _return_freed_memory() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unetkit.infer.engine import image_pixels, load_for_prediction
     from unetkit.infer.predictor import Predictor
 
     if not 0.0 <= args.overlap < 1.0:
@@ -83,8 +83,19 @@ def _run(args: argparse.Namespace) -> int:
     check_outputs(folders={"--out": args.out}, inputs=[*inputs, *folders, *checkpoint_inputs(args.checkpoint)])
     _return_freed_memory()
     device = None if args.device == "auto" else check_device(args.device)
+    from unetkit.export import prediction_model
+    from unetkit.infer.engine import image_pixels
+
     pixels = image_pixels(inputs) if args.engine == "auto" else 0
-    model = load_for_prediction(args.checkpoint, device=device, engine=args.engine, pixels=pixels)
+    loaded = prediction_model(args.checkpoint, engine=args.engine, device=device, pixels=pixels)
+    model: Any = loaded.model
+    if loaded.task in ("denoise", "superres"):  # image-to-image: restored images of any size, tile by tile
+        return _restore(args, model, inputs, device)
+    if loaded.task != "segmentation":  # diffusion: unetkit sample
+        raise ValueError(
+            f"{args.checkpoint}: a {loaded.task} checkpoint; `unetkit predict` needs a segmentation, denoise or "
+            "superres checkpoint (diffusion models draw images with `unetkit sample`)"
+        )
     predictor = Predictor(model, device=device, tta=args.tta)
     return _predict_all(predictor, inputs, args)
 
@@ -92,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
 def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -> int:
     """The batch: stale temporaries cleared, each input predicted (or skipped), a summary line; with
     `--skip-errors` a bad file is reported and passed over, and the run exits with status 2 at the end."""
+    from unetkit._errors import one_line as _one_line
     from unetkit._fs import WriteError
-    from unetkit.cli.main import _one_line
     from unetkit.infer.files import existing_outputs, predict_file, remove_dead_temps
 
     out = Path(args.out)
@@ -134,12 +145,28 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
     return 0
 
 
+def _restore(args: argparse.Namespace, model: Any, inputs: list[Path], device: str | None) -> int:
+    """`unetkit predict` of a denoise / superres checkpoint: one restored image per input."""
+    from unetkit.infer.restore import restore_file
+
+    given = [flag for flag, on in (("--probs", args.probs), ("--overlay", args.overlay)) if on]
+    given += ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
+    if given:
+        raise ValueError(f"{', '.join(given)}: for segmentation checkpoints; {args.checkpoint} restores images")
+    tiling = {"tile": args.tile, "overlap": args.overlap, "blend": args.blend, "batch_size": args.batch_size}
+    for i, path in enumerate(inputs, 1):
+        written = restore_file(model, path, args.out, **tiling, tta=args.tta, device=device)
+        print(f"[{i}/{len(inputs)}] {path} -> {written}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "predict",
-        help="masks for images of any size (tiled)",
+        help="masks (or restored images) for images of any size (tiled)",
         description="Predict masks with a checkpoint (a run directory or a checkpoint directory) for image "
-        "files, folders or glob patterns. Unpadded models use the paper's overlap-tile strategy (seamless); "
+        "files, folders or glob patterns; a denoise or superres checkpoint writes restored images instead (superres: "
+        "up-sampled by its scale factor). Unpadded models use the paper's overlap-tile strategy (seamless); "
         "padded ones overlapping tiles blended by weights.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

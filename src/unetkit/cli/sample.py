@@ -18,10 +18,9 @@ def _zoomed(grid: np.ndarray, zoom: int) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
+    from unetkit import viz
+    from unetkit._device import resolve_device
     from unetkit.diffusion import load_diffusion_model, sample
-    from unetkit.train import report
 
     for name, flag in (("n", "-n"), ("zoom", "--zoom"), ("columns", "--columns"), ("batch_size", "--batch-size")):
         if getattr(args, name) < 1:
@@ -31,9 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must name a .png file, got {out}")
     written = {"--out": out, **({"--trajectory": args.trajectory} if args.trajectory else {})}
     check_outputs(files=written, inputs=checkpoint_inputs(args.checkpoint))
-    device = torch.device(
-        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    )
+    device = resolve_device(args.device, flag="--device")
     model, schedule, shape = load_diffusion_model(args.checkpoint, device=device)
     steps = args.steps if args.steps is not None else (schedule.steps if args.sampler == "ddpm" else 50)
     if not 1 <= steps <= schedule.steps:
@@ -52,14 +49,14 @@ def _run(args: argparse.Namespace) -> int:
         record=record,
         device=device,
     )
-    report.save_png(_zoomed(report.image_grid(drawn.images.numpy(), columns=args.columns), args.zoom), out)
+    viz.save_png(_zoomed(viz.image_grid(drawn.images.numpy(), columns=args.columns), args.zoom), out)
     print(f"{args.n} samples ({args.sampler}, {steps} steps, seed {args.seed}) written to {out}")
     if args.trajectory:
         rows = min(args.n, args.columns)
         frames = [*drawn.frames, drawn.images]  # x_t at the recorded timesteps, then the sample
         table = np.stack([f[:rows].numpy() for f in frames], axis=1).reshape(-1, *shape)  # row = one sample
-        grid = report.image_grid(table, columns=len(frames))
-        report.save_png(_zoomed(grid, args.zoom), Path(args.trajectory))
+        grid = viz.image_grid(table, columns=len(frames))
+        viz.save_png(_zoomed(grid, args.zoom), Path(args.trajectory))
         shown = ", ".join(str(t) for t in drawn.timesteps)
         print(f"refinement steps (x_t at t = {shown}, then the sample) written to {args.trajectory}")
     return 0

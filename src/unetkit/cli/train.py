@@ -33,7 +33,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--data": (
         "data",
         str,
-        "folder with images/ and masks/, or synthetic:cells|vessels|shapes; digits tasks: synthetic:digits or mnist",
+        "folder with images/ and masks/, or synthetic:cells|vessels|shapes; image-to-image tasks: a folder of "
+        "images, synthetic:digits, mnist or synthetic:NAME",
     ),
     "--model": ("model", str, "model name (see `unetkit models`)"),
     "--epochs": ("epochs", int, "training epochs"),
@@ -42,7 +43,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--patch-size": ("patch_size", int, "training patch side (0 = whole images)"),
     "--lr": ("lr", float, "peak learning rate"),
     "--optimizer": ("optimizer", str, "adam, adamw or sgd"),
-    "--loss": ("loss", str, "auto, bce, ce, dice, dice_bce, dice_ce or weighted_ce"),
+    "--loss": ("loss", str, "auto, bce, ce, dice, dice_bce, dice_ce or weighted_ce; image-to-image: mse or l1"),
     "--amp": ("amp", str, "auto, bf16, fp16 or off"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N"),
     "--seed": ("seed", int, "random seed"),
@@ -54,7 +55,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
 }
 
-SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm")
+SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm", "grad_checkpointing")
 RANK_ERRORS = "UNETKIT_RANK_ERRORS"  # environment: the folder where launched processes leave their error line
 
 
@@ -112,7 +113,8 @@ def _without_devices(argv: list[str]) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from unetkit.train import distributed
-    from unetkit.train.loop import TrainingDiverged, train
+    from unetkit.train.engine import TrainingDiverged, train
+    from unetkit.train.interrupt import TrainingInterrupted, exit_status
 
     config = None
     user_set: set[str] | None = None  # the fields the user gave, which the plan keeps
@@ -152,11 +154,15 @@ def _run(args: argparse.Namespace) -> int:
         if main:
             print(f"unetkit train: error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        if main:
+            raise  # the top level prints where the run was saved
+        return exit_status(err.signum)
     except _user_errors() as err:
         folder = os.environ.get(RANK_ERRORS)
         if args.debug or not folder:
             raise
-        from unetkit.cli.main import _one_line
+        from unetkit._errors import one_line as _one_line
 
         Path(folder, f"rank{distributed.env_rank():05d}").write_text(_one_line(err))  # the launcher prints it
         return 2
@@ -164,13 +170,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     best = result.history[result.best_epoch - 1] if result.history else {}
     keys: list[str] = [k for k in ("dice", "iou", "psnr", "ssim") if k in best] or ["val_loss"]
-    shown = ", ".join(f"{k} {best[k]:.4f}" for k in keys if k in best)
+    shown = ", ".join(f"{k} {best[k]:.4f}" for k in keys if k in best) or "no validation images"
     print(f"best epoch {result.best_epoch}: {shown}; run written to {result.run_dir}")
     return 0
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from unetkit.cli.main import USER_ERRORS
+    from unetkit._errors import USER_ERRORS
 
     return USER_ERRORS
 
@@ -216,8 +222,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model; writes a run directory",
         description="Train on a folder (images/ + masks/) or built-in synthetic data; --task denoise, superres "
-        "or diffusion train image-to-image models on digits. Every setting can come from --config FILE.yaml "
-        "(see RUN/config.yaml of any run); flags and --set override it.",
+        "or diffusion train image-to-image models on a folder of images (any size, grey or RGB) or built-in ones. "
+        "Every setting can come from --config FILE.yaml (see RUN/config.yaml of any run); flags and --set "
+        "override it. Ctrl-C or SIGTERM saves RUN/last at the next step (exit status 130 / 143); --resume RUN "
+        "continues exactly. A run directory in use by another training process is refused.",
     )
     for flag, (_, kind, text) in FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)
@@ -241,6 +249,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="torch.compile the model (default: on CUDA only; --no-compile turns it off)",
     )
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise on CPU)")
+    parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass: less memory, more compute",
+    )
     parser.add_argument("--weight-map", action="store_true", help="the U-Net paper's border weight map")
     parser.add_argument(
         "--separate-touching",

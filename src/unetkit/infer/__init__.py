@@ -2,7 +2,8 @@
 (`tiling`), predictions on arrays (`predictor`) and on files (`files`: region readers in `readers`, band
 writers in `writers`, instance labels block by block in `instances_tiled`)."""
 
-from unetkit.infer.predictor import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_file, predict_labels
+from unetkit.infer.files import predict_file
+from unetkit.infer.predictor import DEFAULT_OVERLAP, DEFAULT_TILE, Predictor, predict, predict_labels
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_starts, plan_tiles, run_tiled
 
 __all__ = [

@@ -7,33 +7,23 @@ s of compiling); `sa_unet` 0.47 s against 0.88 / 1.29 / 0.92 s. An earlier run o
 1.76 s. ONNX Runtime is the fastest CPU engine, but exporting costs 10-20 s once, so `auto` uses it when an export
 of the checkpoint is already cached, or when the inputs are large enough (>= `AUTO_PIXELS`) for the saved time to
 repay the export. Exports are cached by the checkpoint's content under `$UNETKIT_CACHE` (default
-`~/.cache/unetkit`).
+`~/.cache/unetkit`). Exporting is `unetkit.export`'s (`cached_onnx`, `prediction_model`), which imports this
+module; this module imports no export code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from unetkit.models.checkpoint import resolve_checkpoint
 
-__all__ = [
-    "AUTO_PIXELS",
-    "ENGINES",
-    "cached_onnx",
-    "choose_engine",
-    "image_pixels",
-    "load_for_prediction",
-    "onnx_cache_path",
-]
+__all__ = ["AUTO_PIXELS", "ENGINES", "choose_engine", "image_pixels", "onnx_cache_path"]
 
-logger = logging.getLogger(__name__)
 ENGINES = ("auto", "torch", "onnxruntime")
 AUTO_PIXELS = 4_000_000  # ~1.1 s saved per 0.26 MP (unet base 16) repays a ~17 s export after ~4 MP
 
@@ -89,48 +79,3 @@ def choose_engine(engine: str, device: torch.device, checkpoint: Path, pixels: i
         return "torch"
     cached = onnx_cache_path(checkpoint).is_file()
     return "onnxruntime" if cached or pixels >= AUTO_PIXELS else "torch"
-
-
-def cached_onnx(checkpoint: str | Path):  # type: ignore[no-untyped-def]
-    """An `OnnxPredictor` for a checkpoint directory, exporting (with the parity check) on first use."""
-    from unetkit.export import export_onnx
-    from unetkit.infer.exported import OnnxPredictor
-
-    path = onnx_cache_path(checkpoint)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        report = export_onnx(resolve_checkpoint(checkpoint), path)
-        logger.info(
-            "exported %s for ONNX Runtime in %.1f s (max |diff| %.2g): %s",
-            checkpoint,
-            report.seconds,
-            report.max_abs_diff or 0.0,
-            path,
-        )
-    return OnnxPredictor(path)
-
-
-def load_for_prediction(
-    checkpoint: str | Path, *, device: str | None = None, engine: str = "auto", pixels: int = 0
-) -> Any:
-    """The model `unetkit predict` runs for `checkpoint`: an exported `.onnx` / `.pt2` file as it is, else the
-    checkpoint (or run) directory in the engine `choose_engine` picks for `pixels` input pixels on `device`
-    (None: CUDA when available for the choice; the model is loaded on the CPU then, as `Predictor` decides).
-
-    Raises:
-        ValueError: a checkpoint of another task than segmentation (denoise, superres, diffusion).
-    """
-    path = Path(checkpoint)
-    if path.is_file() and path.suffix.lower() in (".onnx", ".pt2"):  # from `unetkit export`
-        from unetkit.infer.exported import load_exported
-
-        return load_exported(path)
-    from unetkit.models.checkpoint import load_model, read_checkpoint_config
-
-    task = read_checkpoint_config(path).get("task", "segmentation")
-    if task != "segmentation":  # denoise / superres / diffusion: examples/eval_restoration.py, unetkit sample
-        raise ValueError(f"{path}: a {task} checkpoint; `unetkit predict` needs a segmentation checkpoint")
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if choose_engine(engine, target, path, pixels) == "onnxruntime":
-        return cached_onnx(path)
-    return load_model(path, map_location=device or "cpu")

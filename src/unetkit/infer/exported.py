@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from unetkit._deps import MissingDependency
 from unetkit.infer.export_check import check_onnx, check_pt2
 from unetkit.layers import pad_to_multiple, unpad
 
@@ -48,7 +49,7 @@ def require(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependency(
             f"{name} is not installed; exporting and running exported models need it: {_INSTALL_HINT}"
         ) from err
 

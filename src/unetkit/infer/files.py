@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 MASK_FORMATS = ("auto", "png", "tif", "zarr")
 OVERLAY_SAMPLE_PIXELS = 4 * 2**20  # overlay contrast from the 1st-99th percentiles of at most this many pixels
-OVERLAY_ALPHA = 0.45  # as unetkit.train.report.overlay
+OVERLAY_ALPHA = 0.45  # as unetkit.viz.overlay
 OVERLAY_CHUNK = 1024  # columns of the overlay drawn at a time
 WATERSHED_BYTES_PER_PIXEL = 120  # distance, h-maxima reconstruction, watershed queue and labels, per block pixel
 
@@ -68,7 +68,7 @@ def output_names(stem: str, height: int, width: int, mask_format: str = "auto") 
 
 
 def _display_limits(source: ImageSource) -> tuple[np.floating, np.floating]:
-    """The 1st and 99th percentiles of the (scaled) image, as `unetkit.train.report.display_image` takes
+    """The 1st and 99th percentiles of the (scaled) image, as `unetkit.viz.display_image` takes
     them, from every pixel up to `OVERLAY_SAMPLE_PIXELS`, else from a regular grid of that many."""
     stride = max(1, math.ceil(math.sqrt(source.height * source.width / OVERLAY_SAMPLE_PIXELS)))
     rows = []
@@ -83,8 +83,8 @@ def _display_limits(source: ImageSource) -> tuple[np.floating, np.floating]:
 
 def _overlay_band(image: np.ndarray, classes: np.ndarray, limits: tuple[np.floating, np.floating]) -> np.ndarray:
     """`(C, h, W)` scaled image and `(h, W)` classes -> `(3, h, W)` uint8: the prediction in green over the
-    contrast-stretched image, as `unetkit.train.report.overlay` draws it with fixed display limits."""
-    from unetkit.train.report import TP
+    contrast-stretched image, as `unetkit.viz.overlay` draws it with fixed display limits."""
+    from unetkit.viz import TP
 
     lo, hi = limits
     x = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from unetkit._device import resolve_device
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Predictor", "predict", "predict_file", "predict_labels"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Predictor", "predict", "predict_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Predictor:
             std = std if std is not None else preprocess.get("std")
         if device is None:
             params = list(model.parameters()) if isinstance(model, nn.Module) else []
-            device = params[0].device if params else ("cuda" if torch.cuda.is_available() else "cpu")
+            device = params[0].device if params else resolve_device(None)
         self.device = torch.device(device)
         self.channels_last = isinstance(model, nn.Module)
         if isinstance(model, nn.Module):  # in place, as `model.eval()`: channels-last is ~2x faster on CPU too
@@ -318,8 +319,3 @@ def _fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:
     fitted = config.get("instances") or {}
     keys = ("min_size",) if fitted.get("method") != method else ("min_size", "h", "threshold", "smoothing", "sharpen")
     return {key: fitted[key] for key in keys if key in fitted}
-
-
-# --- files: unetkit.infer.files (imported last: it builds on this module) --------------------------
-
-from unetkit.infer.files import predict_file  # noqa: E402

@@ -101,13 +101,21 @@ def recover_dir(target: Path) -> bool:
     return False
 
 
-def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+def save_model(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, bytes] | None = None,
+) -> Path:
     """Write `model` as a checkpoint directory at `path` (atomically).
 
     Args:
         model: a model from `create_model` (it carries `model_name` and `model_config`); wrappers are removed.
         path: the checkpoint directory.
         extra: more JSON-serialisable entries for `config.json` (preprocessing, label values, metrics).
+        files: more files for the directory, name -> content (e.g. the training state beside `last/`'s weights),
+            written and replaced together with the weights.
     """
     from safetensors.torch import save
 
@@ -135,6 +143,8 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
         }
         (tmp / WEIGHTS).write_bytes(weights)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+        for name, content in (files or {}).items():
+            (tmp / name).write_bytes(content)
         replace_dir(tmp, path)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -262,9 +262,12 @@ class JobStore:
         job.status = "predicting"
         options = self.options
         pixels = _infer.image_pixels([job.image.path]) if options.engine == "auto" else 0
-        model = _infer.load_for_prediction(
+        loaded = _infer.prediction_model(
             self.runs[job.run], device=options.device, engine=options.engine, pixels=pixels
         )
+        if loaded.task != "segmentation":
+            raise ValueError(f"{self.runs[job.run]}: a {loaded.task} checkpoint; the page predicts segmentation runs")
+        model = loaded.model
         predictor = _infer.Predictor(model, device=options.device, tta=job.tta)
         job.outputs = _infer.predict_file(
             predictor,

@@ -34,7 +34,7 @@ class TensorSet:
     """Normalised images and their targets on one device; lists because sizes may differ."""
 
     images: list[torch.Tensor]  # (C, H, W) float32, normalised
-    targets: list[torch.Tensor]  # (H, W) int64
+    targets: list[torch.Tensor]  # (H, W) int64; empty for the image-to-image tasks (the image is the target)
     valid: list[torch.Tensor]  # (H, W) bool
     weights: list[torch.Tensor] | None  # (H, W) float32 weight maps
     names: list[str]
@@ -285,13 +285,16 @@ class PatchSampler:
     def batch(
         self, indices: list[int], generator: torch.Generator, rows: slice | None = None
     ) -> dict[str, torch.Tensor]:
-        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target`, `valid`[, `weight`] `(B, h, w)`.
+        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target` (when the data has
+        targets), `valid`[, `weight`] `(B, h, w)`.
 
         With `rows`, crop positions are drawn for all `indices` (same generator state on every process)
         and only the crops of `indices[rows]` are cut: a process's share of a batch split across
         processes, each patch the same as in the unsplit batch.
         """
         crops: dict[str, list[torch.Tensor]] = {"image": [], "target": [], "valid": []}
+        if not self.data.targets:
+            del crops["target"]
         if self.data.weights is not None:
             crops["weight"] = []
         h, w = self.height, self.width
@@ -310,12 +313,12 @@ class PatchSampler:
             if mine is not None and n not in mine:
                 continue
             image = _pad_to(self.data.images[i], h, w, mode="reflect")
-            target = _pad_to(self.data.targets[i], h, w, mode="constant")
             valid = _pad_to(self.data.valid[i], h, w, mode="constant", value=False)
             window = (slice(top, top + h), slice(left, left + w))
             crops["image"].append(image[(slice(None), *window)])
-            crops["target"].append(target[window])
             crops["valid"].append(valid[window])
+            if self.data.targets:
+                crops["target"].append(_pad_to(self.data.targets[i], h, w, mode="constant")[window])
             if self.data.weights is not None:
                 crops["weight"].append(_pad_to(self.data.weights[i], h, w, mode="constant", value=1.0)[window])
         return {k: torch.stack(v) for k, v in crops.items()}

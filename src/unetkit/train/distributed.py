@@ -135,6 +135,15 @@ class World:
         total = torch.stack(values).sum() if values else torch.zeros((), device=self.device)
         return self.sum_(total) / count
 
+    def agree(self, flag: bool) -> bool:
+        """Whether any process passes True (one tiny all-reduce: every process must call it at the same point);
+        `flag` itself in one process. The engine's stop on SIGINT / SIGTERM, decided together."""
+        if self.size == 1:
+            return flag
+        value = torch.tensor(int(flag), device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Rank 0's buffers (BatchNorm running statistics) on every process, in place."""
         if self.size > 1:
@@ -218,10 +227,14 @@ def launch(argv: list[str], nproc: int) -> None:
 
     Raises:
         LaunchFailed: a process failed; the launcher has stopped the others. Its error is in the output above.
+        KeyboardInterrupt / TrainingInterrupted: Ctrl-C or SIGTERM reached the launcher, which passed SIGTERM on
+            to the processes (they save `last/` together and stop; see `unetkit.train.interrupt`).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
+
+    from unetkit.train.interrupt import TrainingInterrupted
 
     if nproc < 1:
         raise ValueError(f"`devices` must be >= 1, got {nproc}")
@@ -237,6 +250,11 @@ def launch(argv: list[str], nproc: int) -> None:
     except SignalException as err:  # the launcher has stopped the processes
         if err.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
+        if err.sigval == signal.SIGTERM:
+            raise TrainingInterrupted(
+                "terminated (SIGTERM): the processes were asked to save and stop; rank 0's report is above",
+                signal.SIGTERM,
+            ) from None
         raise
     finally:
         for sig, handler in handlers.items():

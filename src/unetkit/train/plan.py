@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from unetkit._device import resolve_device
 from unetkit.train.config import TrainConfig, parse_duration
 
 __all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances"]
@@ -86,12 +87,6 @@ class Plan:
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2, default=str) + "\n").encode())
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _depth(patch: int) -> int:
     depth = 0
     while depth < MAX_DEPTH and patch // 2 ** (depth + 1) >= MIN_EDGE:
@@ -133,7 +128,7 @@ def make_plan(
     config: TrainConfig, fingerprint: dict[str, Any], *, given: set[str], measure: bool = True
 ) -> tuple[TrainConfig, Plan]:
     """The planned config: `config` with every setting not in `given` chosen from `fingerprint`."""
-    device = _device(config.device)
+    device = resolve_device(config.device)
     kind = "cuda" if device.type == "cuda" else "cpu"
     budget = parse_duration(config.time_budget or DEFAULT_BUDGET)
     settings: dict[str, Any] = {}

@@ -1,4 +1,9 @@
-"""One optimisation step of the project's training path, shared by the trainer and `unetkit bench`.
+"""One optimisation step of the project's training path, for every task, shared by the engine and
+`unetkit bench`; and the moving average of the weights (`EMA`) that any task can keep.
+
+A batch is a dict: `image` (the model input), `target`, optional `valid` and `weight` (pixel masks the loss
+honours) and, for diffusion, `t` (the timesteps, the model's second input). The loss is any module called as
+`loss_fn(output, target, weight=..., valid=...)`.
 
 The fast path on CUDA (the defaults `TrainConfig` resolves there): bf16 autocast, channels-last inputs,
 `torch.compile`, fused AdamW, cuDNN autotuning, and no host-device synchronisation inside the step. The
@@ -9,6 +14,7 @@ device; `read()` copies them to the host once per log interval. (fp16 autocast k
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -21,7 +27,19 @@ from unetkit.layers import center_crop
 
 Reducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-__all__ = ["Reducer", "StepReading", "TrainStep", "crop_to", "resolve_amp", "resolve_compile", "set_fast_backends"]
+__all__ = [
+    "EMA",
+    "TIMESTEPS",
+    "Reducer",
+    "StepReading",
+    "TrainStep",
+    "crop_to",
+    "resolve_amp",
+    "resolve_compile",
+    "set_fast_backends",
+]
+
+TIMESTEPS = "t"  # the batch key of a second model input (diffusion timesteps)
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -54,7 +72,42 @@ def crop_to(batch: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, tor
     """Copy-and-crop the targets of an unpadded model to its smaller output."""
     if batch["target"].shape[-2:] == like.shape[-2:]:
         return batch
-    return {k: (v if k == "image" else center_crop(v, like=like)) for k, v in batch.items()}
+    return {k: (v if k in ("image", TIMESTEPS) else center_crop(v, like=like)) for k, v in batch.items()}
+
+
+class EMA:
+    """An exponential moving average of a model's weights, `ema <- d ema + (1 - d) w` after every update, with
+    the warm-up `d = min(decay, (1 + n) / (10 + n))` at update `n` (as timm's `ModelEmaV2` / Ho et al. sample
+    from); buffers (BatchNorm statistics) are copied. `module` is a frozen copy of the model.
+
+    Args:
+        model: the model being trained (unwrapped: not DDP or compiled).
+        decay: the average's decay in (0, 1), e.g. 0.995.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"`decay` must be in (0, 1), got {decay!r}")
+        self.decay = decay
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        ema_params: list[torch.Tensor] = list(self.module.parameters())
+        params: list[torch.Tensor] = list(model.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
 
 
 @dataclass
@@ -86,6 +139,7 @@ class TrainStep:
         grad_clip: max gradient norm; 0 disables clipping.
         net: the module to call when it is not `model` itself, e.g. `model` wrapped in
             DistributedDataParallel (clipping and state stay with `model`).
+        ema: a moving average of `model`'s weights, updated after every optimiser step.
     """
 
     def __init__(
@@ -101,6 +155,7 @@ class TrainStep:
         compile_mode: str | None = None,
         grad_clip: float = 0.0,
         net: nn.Module | None = None,
+        ema: EMA | None = None,
     ) -> None:
         self.model = model
         self.loss_fn = loss_fn
@@ -109,6 +164,7 @@ class TrainStep:
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.grad_clip = grad_clip
+        self.ema = ema
         net = model if net is None else net
         self.forward = torch.compile(net, mode=compile_mode) if compile else net
         self.device = next(model.parameters()).device
@@ -125,13 +181,14 @@ class TrainStep:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One update from `batch` (`image`, `target`, optional `valid` and `weight`); returns the loss
+        """One update from `batch` (`image`, `target`, optional `valid`, `weight` and `t`); returns the loss
         as a device tensor (reading it syncs: leave that to `read`)."""
         image = batch["image"]
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
+        inputs = (image, batch[TIMESTEPS]) if TIMESTEPS in batch else (image,)
         with self.autocast():
-            logits = self.forward(image)
+            logits = self.forward(*inputs)
         batch = crop_to(batch, logits)
         loss = self.loss_fn(logits.float(), batch["target"], weight=batch.get("weight"), valid=batch.get("valid"))
         self.optimizer.zero_grad(set_to_none=True)
@@ -143,6 +200,8 @@ class TrainStep:
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         loss = loss.detach()
         self._loss_sum += loss
         bad = ~torch.isfinite(loss) & (self._first_bad < 0)

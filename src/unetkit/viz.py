@@ -1,12 +1,12 @@
-"""What a run writes besides checkpoints: `metrics.csv`, `curves.png`, validation overlays per epoch
-under `samples/` and `samples/progress.gif` across epochs. Every file is written atomically.
+"""Pictures: prediction overlays, image grids, loss and metric curves, animated GIFs; written atomically.
+
+Below the engines (as MONAI's `visualize/`): training, prediction, evaluation and the page draw with it, and
+drawing a PNG imports no training or inference code.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,19 @@ import numpy as np
 
 from unetkit._fs import atomic_write_bytes
 
-__all__ = ["display_image", "image_grid", "overlay", "plot_curves", "save_gif", "save_png", "write_metrics_csv"]
+__all__ = [
+    "center_crops",
+    "display_image",
+    "image_grid",
+    "overlay",
+    "picture_row",
+    "plot_curves",
+    "save_gif",
+    "save_png",
+]
 
 # overlay colours: true positive, false positive, false negative (green / red / blue)
 TP, FP, FN = (0, 200, 0), (230, 30, 30), (40, 90, 255)
-
-
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
-    """One row per epoch, columns in first-seen order."""
-    columns: list[str] = []
-    for row in history:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, metrics: tuple[str, ...] = ("dice", "iou")) -> Path:
@@ -63,30 +59,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path, metrics: tuple[str, .
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def epoch_reports(
-    history: list[dict[str, Any]],
-    run: Path,
-    writer: Any,
-    epochs: int,
-    *,
-    curve_metrics: tuple[str, ...] = ("dice", "iou"),
-    write: bool = True,
-) -> None:
-    """After an epoch: metrics.csv, curves.png and TensorBoard scalars (when `write`: rank 0 alone writes), and
-    the epoch's log line."""
-    row = history[-1]
-    if write:
-        write_metrics_csv(history, run / "metrics.csv")
-        plot_curves(history, run / "curves.png", metrics=curve_metrics)
-        if writer is not None:
-            for key, value in row.items():
-                if isinstance(value, float):
-                    writer.add_scalar(key, value, row["epoch"])
-            writer.flush()
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "seconds")
-        logging.getLogger("unetkit.train").info("epoch %d/%d: %s (%.1f s)", row["epoch"], epochs, shown, row["seconds"])
 
 
 def display_image(image: np.ndarray) -> np.ndarray:
@@ -157,3 +129,25 @@ def image_grid(images: np.ndarray, columns: int = 8, pad: int = 2, value: float 
         top, left = pad + r * (height + pad), pad + c * (width + pad)
         grid[top : top + height, left : left + width] = np.moveaxis(np.clip(tile, 0, 1), 0, -1)
     return (grid * 255).round().astype(np.uint8)
+
+
+def picture_row(pictures: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """`(H_i, W_i, 3)` uint8 pictures side by side, each padded at the bottom to the tallest, `gap` px apart."""
+    if not pictures:
+        raise ValueError("`pictures` must hold at least one picture, got an empty list")
+    height = max(p.shape[0] for p in pictures)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, gap), (0, 0))) for p in pictures]
+    return np.concatenate(padded, axis=1)
+
+
+def center_crops(images: list[np.ndarray], limit: int = 128) -> np.ndarray:
+    """`(C, H_i, W_i)` images -> `(N, C, s, s)` centre crops of one side `s` (the smallest side, at most
+    `limit`), so that images of different sizes fit one `image_grid`."""
+    if not images:
+        raise ValueError("`images` must hold at least one image, got an empty list")
+    side = min(limit, *(min(x.shape[-2:]) for x in images))
+    crops = []
+    for x in images:
+        top, left = (x.shape[-2] - side) // 2, (x.shape[-1] - side) // 2
+        crops.append(x[:, top : top + side, left : left + side])
+    return np.stack(crops)

@@ -1,0 +1,207 @@
+"""Segmentation: a folder of images and masks or `synthetic:NAME`, random patches augmented on the training
+device, BCE / CE / Dice / weighted CE, validation Dice and IoU on whole images, prediction overlays."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from unetkit import viz
+from unetkit.data.augment import AugmentConfig, augment_batch
+from unetkit.losses import SegmentationLoss, compute_pos_weight
+from unetkit.metrics import PixelMeter
+from unetkit.train.data import check_fit, prepare_data, to_tensors
+from unetkit.train.distributed import World
+from unetkit.train.tasks.base import Forward, PatchTask, Validation, epoch_seed, output_key
+
+if TYPE_CHECKING:
+    from unetkit.train.config import TrainConfig
+
+__all__ = ["BCE_FAMILY", "SegmentationTask"]
+
+logger = logging.getLogger(__name__)
+# losses that train one sigmoid channel on binary masks; `auto` trains two softmax channels with CE, which
+# learned in one epoch where a sigmoid head sat at "everything foreground" (README, "BCE")
+BCE_FAMILY = ("bce", "dice", "dice_bce")
+
+
+def _predict(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+class SegmentationTask(PatchTask):
+    """Reads the data (fails before anything is written when it or the settings do not fit) and serves the engine."""
+
+    name = "segmentation"
+    curve_metrics = ("dice", "iou")
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.monitor = "dice" if config.monitor == "auto" else config.monitor
+        prepared = prepare_data(
+            config.data,
+            mask_mode=config.mask_mode,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+            synthetic_train=config.synthetic_train,
+            synthetic_val=config.synthetic_val,
+            synthetic_size=config.synthetic_size,
+            separate_touching=config.separate_touching,
+            ignore_index=config.ignore_index,
+            normalize=config.normalize,
+        )
+        self.prepared = prepared
+        binary = prepared.mask.num_classes == 2
+        self.out_key = output_key(config.model)
+        self.out_channels = config.out_channels or (
+            1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes
+        )
+        wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
+        super().__init__(
+            to_tensors(prepared.train, prepared.normalization, device, weight_map=wmap),
+            config.patch_size,
+            config.foreground_oversample,
+        )
+        self.val_set = to_tensors(prepared.val, prepared.normalization, device)
+        check_fit(config, prepared, self.out_channels, self.out_key)
+        self.train_size = len(self.train_set)
+        self.bn_average_epochs = config.bn_average_epochs
+        self.augment = (
+            None
+            if config.augment.get("enabled", True) is False
+            else AugmentConfig(**{k: v for k, v in config.augment.items() if k != "enabled"})
+        )
+        self.loss_fn = self._make_loss()
+
+    def attach(self, model: nn.Module) -> None:
+        super().attach(model)
+        if self.config.head_init == "prior":  # start at the class prior, not a random constant (train/head_init.py)
+            from unetkit.train.head_init import class_priors, init_head_to_prior
+
+            probe = torch.Generator().manual_seed(epoch_seed(self.config.seed, -1, 3))
+            images = self._sampler().batch(self.epoch_order(1, self.config.batch_size, probe), probe)["image"]
+            if self.config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            classes = max(self.prepared.mask.num_classes, 2)
+            priors = class_priors(self.train_set.targets, self.train_set.valid, classes)
+            init_head_to_prior(model, images, priors, self.out_channels)
+
+    def model_options(self) -> dict[str, Any]:
+        return {"in_channels": self.prepared.in_channels, self.out_key: self.out_channels}
+
+    def loss(self) -> nn.Module:
+        return self.loss_fn
+
+    def _make_loss(self) -> SegmentationLoss:
+        config, prepared = self.config, self.prepared
+        pos_weight = config.pos_weight
+        if pos_weight == "auto":
+            pos_weight = compute_pos_weight(prepared.train.targets, prepared.train.fov)
+        class_weights: list[float] | None = None
+        if config.class_weights == "balanced":
+            from unetkit.data.weightmap import class_balance_weights
+
+            flat = np.concatenate([t.ravel() for t in prepared.train.targets])
+            class_weights = class_balance_weights(flat, prepared.mask.num_classes).tolist()
+        elif isinstance(config.class_weights, list):
+            class_weights = [float(w) for w in config.class_weights]
+        loss_name = "weighted_ce" if config.weight_map and config.loss == "auto" else config.loss
+        return SegmentationLoss(
+            loss_name,
+            self.out_channels,
+            pos_weight=float(pos_weight) if pos_weight is not None else None,
+            class_weights=class_weights,
+        ).to(self.device)
+
+    def batch(
+        self, indices: list[int], generator: torch.Generator, augment: torch.Generator, rows: slice
+    ) -> dict[str, torch.Tensor]:
+        batch = self._sampler().batch(indices, generator, rows)
+        if self.augment is None:
+            return batch
+        extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
+        image, target, extras = augment_batch(
+            batch["image"],
+            batch["target"],
+            config=self.augment,
+            generator=augment,
+            extras=extras,
+            shard=(rows.start, len(indices)),
+        )
+        return {"image": image, "target": target, **extras}
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, forward: Forward, world: World) -> Validation:
+        meter = PixelMeter(max(self.prepared.mask.num_classes, 2), self.device)
+        losses, overlays = [], []
+        for i in world.shard(len(self.val_set)):
+            logits = forward(model, self.val_set.images[i][None])
+            target, valid = self.val_set.targets[i][None], self.val_set.valid[i][None]
+            weight = None
+            if self.val_set.weights is not None:
+                weight = self.val_set.weights[i][None]
+            elif self.loss_fn.name == "weighted_ce":  # no weight map on validation images: plain CE
+                weight = torch.ones_like(target, dtype=torch.float32)
+            losses.append(self.loss_fn(logits, target, valid=valid, weight=weight))
+            pred = _predict(logits)
+            meter.update(pred, target, valid)
+            if i < self.config.samples:
+                overlays.append(
+                    viz.overlay(
+                        self.prepared.val.images[i],
+                        pred[0].cpu().numpy(),
+                        target[0].cpu().numpy(),
+                        valid[0].cpu().numpy(),
+                    )
+                )
+        metrics: dict[str, Any] = {}
+        if len(self.val_set):
+            metrics["val_loss"] = world.average(losses, len(self.val_set)).item()
+            world.sum_(meter.counts)
+            metrics.update(meter.compute())
+        shown = [s for part in world.gather(overlays) for s in part]  # on rank 0
+        return Validation(metrics, viz.picture_row(shown) if shown else None)
+
+    def finish(self, run: Path) -> None:
+        """With `tune_instances`: fit the instance post-processing on the validation split with the best
+        weights and add it to the checkpoints' config.json (`predict --instances` reads it)."""
+        if not self.config.tune_instances:
+            return
+        import json
+
+        from unetkit._fs import atomic_write_bytes
+        from unetkit.models.checkpoint import load_model
+        from unetkit.train.plan import tune_instances
+
+        val = self.prepared.val
+        if val.instances is None or not len(val):
+            raise ValueError("`tune_instances` needs instance masks and a validation split")
+        best = load_model(run / "best", map_location=self.device)
+        fitted = tune_instances(best, self.val_set.images, val.instances)
+        logger.info("instances: watershed h %s, min_size %s fitted on the validation split (instance F1 %.4f)",
+                    fitted["h"], fitted["min_size"], fitted["f1"])  # fmt: skip
+        for sub in ("best", "last"):
+            path = run / sub / "config.json"
+            config = json.loads(path.read_text())
+            config["instances"] = fitted
+            atomic_write_bytes(path, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+
+    def extra(self) -> dict[str, Any]:
+        mask, prepared = self.prepared.mask, self.prepared
+        return {
+            "task": "segmentation",
+            "preprocess": prepared.normalization.to_dict(),
+            "mask": {
+                "mode": mask.mode,
+                "num_classes": mask.num_classes,
+                "label_values": mask.label_values,
+                "ignore_index": mask.ignore_index,
+            },
+            "output": "sigmoid" if self.out_channels == 1 else "softmax",
+        }
