@@ -49,24 +49,6 @@ def collect_inputs(items: list[str]) -> list[Path]:
     return found
 
 
-MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed: band buffers are mapped and handed back when freed
-
-
-def _return_freed_memory() -> None:
-    """Keep glibc's mmap threshold at its default instead of letting it rise to the size of the last freed
-    buffer: with it fixed, every band-sized array is its own mapping, returned to the system when freed, so
-    the threads' heaps do not keep the high-water mark of many bands (measured: 4000² masks peak at 552 MB
-    without, 427 MB with, the same as 1000²). A no-op where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return
-
-
 def _run(args: argparse.Namespace) -> int:
     from unetkit.infer.predictor import Predictor
 
@@ -81,7 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     folders = [Path(p) for p in args.inputs if Path(p).is_dir()]
     check_outputs(folders={"--out": args.out}, inputs=[*inputs, *folders, *checkpoint_inputs(args.checkpoint)])
-    _return_freed_memory()
+    from unetkit.infer.memory import return_freed_memory
+
+    return_freed_memory()
     device = None if args.device == "auto" else check_device(args.device)
     from unetkit.export import prediction_model
     from unetkit.infer.engine import image_pixels

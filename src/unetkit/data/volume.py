@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from unetkit._deps import MissingDependency
 from unetkit._fs import atomic_file
 from unetkit.data.errors import DataError
 
@@ -132,7 +133,7 @@ def _import(module: str, path: Path) -> Any:
 
             return nrrd
     except ImportError as err:
-        raise ImportError(f"{path}: NIfTI and NRRD volumes need {module}: {_MEDICAL_HINT}") from err
+        raise MissingDependency(f"{path}: NIfTI and NRRD volumes need {module}: {_MEDICAL_HINT}") from err
     raise ValueError(f"`module` must be 'nibabel' or 'nrrd', got {module!r}")
 
 

@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from unetkit._deps import MissingDependency
 from unetkit._options import look_up_option
 
 __all__ = ["BORDER_TRUNCATE_SIGMAS", "class_balance_weights", "touching_borders", "unet_weight_map"]
@@ -92,7 +93,7 @@ def _two_nearest_distances(labels: np.ndarray, num_instances: int, pad: int) -> 
     try:
         from scipy import ndimage
     except ImportError as err:  # scipy is needed here only
-        raise ImportError("`unet_weight_map` needs scipy for its distance transforms: pip install scipy") from err
+        raise MissingDependency("`unet_weight_map` needs scipy for its distance transforms: pip install scipy") from err
 
     d1 = np.full(labels.shape, np.inf)  # (H, W)
     d2 = np.full(labels.shape, np.inf)  # (H, W)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetkit._deps import MissingDependency
 from unetkit.data.errors import DataError
 
 __all__ = ["MAX_CHANNELS", "WHOLE_READ_PIXELS", "ImageSource", "open_source"]
@@ -262,7 +263,7 @@ def require_zarr() -> Any:
     try:
         import zarr
     except ImportError as err:
-        raise ImportError("zarr stores need the zarr package: pip install unetkit[zarr]") from err
+        raise MissingDependency("zarr stores need the zarr package: pip install unetkit[zarr]") from err
     return zarr
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from unetkit._deps import MissingDependency
 from unetkit.serve.jobs import ServeOptions
 
 __all__ = ["ServeOptions", "create_app", "serve"]
@@ -39,7 +40,7 @@ def _app_module() -> ModuleType:
     try:
         from unetkit.serve import app
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependency(
             f"`unetkit serve` needs Starlette and uvicorn ({err.name} is missing): {_INSTALL_HINT}"
         ) from err
     return app
@@ -82,7 +83,10 @@ def serve(
     try:
         import uvicorn
     except ImportError as err:
-        raise ImportError(f"`unetkit serve` needs uvicorn: {_INSTALL_HINT}") from err
+        raise MissingDependency(f"`unetkit serve` needs uvicorn: {_INSTALL_HINT}") from err
+    from unetkit.serve._infer import return_freed_memory
+
+    return_freed_memory()  # the allocator setting of `unetkit predict`: band buffers are handed back when freed
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     work = Path(tempfile.mkdtemp(prefix="unetkit-serve-"))
     try:

@@ -4,7 +4,16 @@ imports them from."""
 from unetkit.export import prediction_model
 from unetkit.infer.engine import image_pixels
 from unetkit.infer.files import predict_file
+from unetkit.infer.memory import return_freed_memory, trim_heap
 from unetkit.infer.predictor import Predictor
 from unetkit.infer.readers import open_source
 
-__all__ = ["Predictor", "image_pixels", "open_source", "predict_file", "prediction_model"]
+__all__ = [
+    "Predictor",
+    "image_pixels",
+    "open_source",
+    "predict_file",
+    "prediction_model",
+    "return_freed_memory",
+    "trim_heap",
+]

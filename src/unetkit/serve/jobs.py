@@ -261,6 +261,7 @@ class JobStore:
         """Predict exactly as `unetkit predict RUN IMAGE --out DIR --probs [--instances M] [--tta]` does."""
         job.status = "predicting"
         options = self.options
+        _infer.trim_heap()  # what the upload and the previous job freed goes back before this prediction
         pixels = _infer.image_pixels([job.image.path]) if options.engine == "auto" else 0
         loaded = _infer.prediction_model(
             self.runs[job.run], device=options.device, engine=options.engine, pixels=pixels
@@ -279,7 +280,7 @@ class JobStore:
         )
         config = predictor.config
         num_classes = int(config.get("mask", {}).get("num_classes") or 0)
-        del model, predictor
+        del loaded, model, predictor  # the model and its session go before the drawing
         truth = None
         if job.truth is not None:
             job.status = "scoring"
