@@ -40,7 +40,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("epochs", int, "training epochs"),
     "--out": ("out", str, "run directory to write"),
     "--batch-size": ("batch_size", int, "patches per step, all processes together (the global batch)"),
-    "--patch-size": ("patch_size", int, "training patch side (0 = whole images)"),
+    "--patch-size": ("patch_size", parse_patch, "training patch side (0 = whole images), or one per axis: 32x64x64"),
     "--lr": ("lr", float, "peak learning rate"),
     "--optimizer": ("optimizer", str, "adam, adamw or sgd"),
     "--loss": ("loss", str, "auto, bce, ce, dice, dice_bce, dice_ce or weighted_ce; image-to-image: mse or l1"),
@@ -54,6 +54,15 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--plan": ("plan", str, "auto (default: a folder's unset settings from its fingerprint and the device) or off"),
     "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
 }
+
+def parse_patch(text: str) -> int | list[int]:
+    """`--patch-size 64` (every axis) or `--patch-size 32x64x64` (one side per spatial axis)."""
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}")
+    return sides[0] if len(sides) == 1 else sides
+
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm", "grad_checkpointing")
 RANK_ERRORS = "UNETKIT_RANK_ERRORS"  # environment: the folder where launched processes leave their error line
