@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,17 @@ from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
 __all__ = ["add_parser", "config_from_args"]
 
+def parse_patch(text: str) -> int | list[int]:
+    """`--patch-size 64` (every axis) or `--patch-size 32x64x64` (one side per spatial axis)."""
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}") from None
+    return sides[0] if len(sides) == 1 else sides
+
+
 # flag -> TrainConfig field; unset flags (None) keep the YAML or default value
-FLAGS: dict[str, tuple[str, type, str]] = {
+FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--task": ("task", str, "segmentation (default), denoise, superres or diffusion"),
     "--data": (
         "data",
@@ -54,15 +63,6 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--plan": ("plan", str, "auto (default: a folder's unset settings from its fingerprint and the device) or off"),
     "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
 }
-
-def parse_patch(text: str) -> int | list[int]:
-    """`--patch-size 64` (every axis) or `--patch-size 32x64x64` (one side per spatial axis)."""
-    try:
-        sides = [int(part) for part in text.lower().split("x")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}")
-    return sides[0] if len(sides) == 1 else sides
-
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm", "grad_checkpointing")
 RANK_ERRORS = "UNETKIT_RANK_ERRORS"  # environment: the folder where launched processes leave their error line

@@ -82,9 +82,9 @@ class SegmentationTask(PatchTask):
             config.foreground_oversample,
         )
         self.val_set = to_tensors(prepared.val, prepared.normalization, device)
-        check_fit(config, prepared, self.out_channels, self.out_key)
         dims = model_defaults(config.model).get("spatial_dims")
         self.spatial_dims = check_spatial_dims(config, prepared, None if dims is None else int(dims))
+        check_fit(config, prepared, self.out_channels, self.out_key)
         self.dims_option = {"spatial_dims": self.spatial_dims} if dims is not None else {}
         self.train_size = len(self.train_set)
         self.bn_average_epochs = config.bn_average_epochs
