@@ -23,8 +23,28 @@ from unetkit.train.config import TrainConfig
 from unetkit.train.distributed import World
 from unetkit.train.tasks import Forward, SegmentationTask
 
-CORE = ["--epochs", "2", "--batch-size", "2", "--patch-size", "16x16x16", "--plan", "off", "--device", "cpu",
-        "--set", "steps_per_epoch=8", "--set", "lr=0.003", "--set", "threads=1", "--set", "samples=1", "--seed", "0"]
+CORE = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "16x16x16",
+    "--plan",
+    "off",
+    "--device",
+    "cpu",
+    "--set",
+    "steps_per_epoch=8",
+    "--set",
+    "lr=0.003",
+    "--set",
+    "threads=1",
+    "--set",
+    "samples=1",
+    "--seed",
+    "0",
+]
 FAST = [*CORE, "-m", "base_channels=8", "-m", "depth=2"]  # fmt: skip
 
 
@@ -106,7 +126,9 @@ def test_ignore_index_in_3d_is_left_out_of_loss_and_metric(tmp_path):
     other = logits.clone()
     other[..., :3] = 100 * torch.randn_like(other[..., :3])  # any logits where the voxels are ignored
     loss = task.loss()
-    assert torch.equal(loss(logits, batch["target"], valid=batch["valid"]), loss(other, batch["target"], valid=batch["valid"]))
+    assert torch.equal(
+        loss(logits, batch["target"], valid=batch["valid"]), loss(other, batch["target"], valid=batch["valid"])
+    )
     # the metric: Dice of the thresholded intensities over the valid voxels only, computed here
     metrics = task.validate(_Threshold(), Forward(nullcontext, False), World(torch.device("cpu"))).metrics
     image, target = task.val_set.images[0][0].numpy(), task.prepared.val.targets[0]
@@ -120,7 +142,8 @@ def test_ignore_index_in_3d_is_left_out_of_loss_and_metric(tmp_path):
 BAD = [
     ("2d-model", ["--model", "basic_unet"], r"`model` 'basic_unet' is 2-D only and .* holds volumes"),
     ("spatial-dims-2", ["-m", "spatial_dims=2"], r"`model_options.spatial_dims` 2 does not fit .*: it holds volumes"),
-    ("patch-axes", ["--patch-size", "16x16"], r"`patch_size` must give one side or 3 \(one per spatial axis\), got \[16, 16\]"),
+    ("patch-axes", ["--patch-size", "16x16"], r"`patch_size` must give one side or 3 \(one per spatial axis\), "
+     r"got \[16, 16\]"),
 ]  # fmt: skip
 
 

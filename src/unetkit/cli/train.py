@@ -27,12 +27,15 @@ from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
 __all__ = ["add_parser", "config_from_args"]
 
+
 def parse_patch(text: str) -> int | list[int]:
     """`--patch-size 64` (every axis) or `--patch-size 32x64x64` (one side per spatial axis)."""
     try:
         sides = [int(part) for part in text.lower().split("x")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}"
+        ) from None
     return sides[0] if len(sides) == 1 else sides
 
 

@@ -140,7 +140,9 @@ def _check_patch_size(config: TrainConfig) -> None:
     if config.task != "segmentation":
         raise ValueError(f"`patch_size` must be one side for task {config.task!r}, got {quote(value)}")
     if len(value) not in (2, 3) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-        raise ValueError(f"`patch_size` must be one side or 2-3 positive sides (one per spatial axis), got {quote(value)}")
+        raise ValueError(
+            f"`patch_size` must be one side or 2-3 positive sides (one per spatial axis), got {quote(value)}"
+        )
 
 
 def check_config(config: TrainConfig) -> None:

@@ -74,9 +74,9 @@ def prepare_data(
     ignore_index: int | None = None,
     normalize: str = "auto",
 ) -> PreparedData:
-    """Load `data` (a folder of images or volumes, an nnU-Net raw data set, or `synthetic:NAME`) and fit the intensity normalisation on its training split
-    (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is `image` for the synthetic sets and the
-    fingerprint's choice for folders)."""
+    """Load `data` (a folder of images or volumes, an nnU-Net raw data set, or `synthetic:NAME`) and fit the
+    intensity normalisation on its training split (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is
+    `image` for the synthetic sets and the fingerprint's choice for folders)."""
     from unetkit.data.normalize import fit_normalization
     from unetkit.data.synthetic import make_synthetic
     from unetkit.data.volume_folder import VolumeSet
@@ -87,6 +87,8 @@ def prepare_data(
         train = full.subset(list(range(synthetic_train)))
         val = full.subset(list(range(synthetic_train, synthetic_train + synthetic_val)))
     else:
+        from unetkit.data.any_folder import load_any_folder
+
         splits, mask = load_any_folder(
             data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index
         )
@@ -108,30 +110,6 @@ def prepare_data(
     if isinstance(train, VolumeSet) and train.spacing:
         spacing = tuple(float(v) for v in np.median(np.array(train.spacing, dtype=np.float64), axis=0))
     return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization, spacing)
-
-
-def load_any_folder(
-    data: str, *, mask_mode: str, val_fraction: float, seed: int, ignore_index: int | None
-) -> tuple[dict[str, SegmentationSet], MaskInfo]:
-    """The splits of a folder of images (`data.folder`), of volumes (`data.volume_folder`) or of an nnU-Net raw
-    data set (`data.nnunet`), told apart by `data.volume_folder.volume_layout`."""
-    from unetkit.data.folder import load_folder
-    from unetkit.data.volume_folder import load_volume_folder, volume_layout
-
-    layout = volume_layout(data)
-    if layout == "nnunet":
-        from unetkit.data.nnunet import load_nnunet_raw
-
-        if ignore_index is not None:
-            raise ValueError(
-                f"`ignore_index` does not apply to the nnU-Net raw data set {data}: its dataset.json declares the labels"
-            )
-        return load_nnunet_raw(data, val_fraction=val_fraction, seed=seed)  # type: ignore[return-value]
-    if layout == "folder":
-        return load_volume_folder(  # type: ignore[return-value]
-            data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index
-        )
-    return load_folder(data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index)
 
 
 def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
@@ -203,7 +181,9 @@ def check_spatial_dims(config: TrainConfig, prepared: PreparedData, model_dims: 
     chosen = explicit if explicit is not None else (3 if dims == 3 else model_dims)  # volumes: 3 by default
     if chosen != dims:
         where = "`model_options.spatial_dims`" if explicit is not None else f"model {config.model!r}: spatial_dims"
-        raise ValueError(f"{where} {chosen} does not fit {config.data}: it holds {kind}, which need spatial_dims {dims}")
+        raise ValueError(
+            f"{where} {chosen} does not fit {config.data}: it holds {kind}, which need spatial_dims {dims}"
+        )
     return dims
 
 
@@ -364,14 +344,18 @@ class PatchSampler:
     def _corner(self, i: int, generator: torch.Generator) -> list[int]:
         """The patch's first pixel in image `i`: uniform, or (oversampling) around a valid foreground pixel."""
         sizes, patch = tuple(self.data.images[i].shape[1:]), self.shape
-        corner = [int(torch.randint(max(n, p) - p + 1, (1,), generator=generator)) for n, p in zip(sizes, patch)]
+        corner = [
+            int(torch.randint(max(n, p) - p + 1, (1,), generator=generator)) for n, p in zip(sizes, patch, strict=True)
+        ]
         if self.oversample > 0:  # drawn for every patch, so the stream does not depend on the data
             pick, where = torch.rand(2, generator=generator).tolist()
             pixels = self.foreground[i]
             if pick < self.oversample and pixels.numel():
                 flat = int(pixels[min(int(where * pixels.numel()), pixels.numel() - 1)])
                 centre = np.unravel_index(flat, sizes)
-                corner = [min(max(int(c) - p // 2, 0), max(n - p, 0)) for c, n, p in zip(centre, sizes, patch)]
+                corner = [
+                    min(max(int(c) - p // 2, 0), max(n - p, 0)) for c, n, p in zip(centre, sizes, patch, strict=True)
+                ]
         return corner
 
     def batch(

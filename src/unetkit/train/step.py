@@ -33,6 +33,7 @@ def channels_last_format(x: torch.Tensor | int) -> torch.memory_format:
     rank = x if isinstance(x, int) else x.ndim
     return torch.channels_last_3d if rank == 5 else torch.channels_last
 
+
 __all__ = [
     "EMA",
     "TIMESTEPS",

@@ -169,8 +169,7 @@ class SegmentationTask(PatchTask):
             pred = _predict(logits)
             meter.update(pred, target, valid)
             if i < self.config.samples:
-                shown = _slice_of(self.prepared.val.images[i], pred[0], target[0], valid[0])
-                overlays.append(viz.overlay(*shown))
+                overlays.append(viz.overlay(*_slice_of(self.prepared.val.images[i], pred[0], target[0], valid[0])))
         metrics: dict[str, Any] = {}
         if len(self.val_set):
             metrics["val_loss"] = world.average(losses, len(self.val_set)).item()
