@@ -109,8 +109,9 @@ def volume_patch(shape: list[int], spacing: list[float] | None, voxels: int) -> 
 
     After nnU-Net's planner: start from the median shape and, while the patch holds too many voxels, shorten the
     axis of the largest physical extent by 10%; anisotropic data thus gets fewer voxels along its coarse axis, and
-    the patch covers a region of similar size in millimetres on every axis. Each side is then rounded down to a
-    multiple of `2**depth`, with `depth` the down-samplings that keep `MIN_EDGE_3D` voxels on every axis.
+    the patch covers a region of similar size in millimetres on every axis. Each side is then rounded to a multiple
+    of `2**depth` (the nearest, or down where that exceeds `voxels`), with `depth` the down-samplings that keep
+    `MIN_EDGE_3D` voxels on every axis.
     """
     patch, step = [int(n) for n in shape], spacing or [1.0] * len(shape)
     while math.prod(patch) > voxels and max(patch) > MIN_EDGE_3D:
@@ -120,7 +121,9 @@ def volume_patch(shape: list[int], spacing: list[float] | None, voxels: int) -> 
     depth = 0
     while depth < MAX_DEPTH and min(patch) // 2 ** (depth + 1) >= MIN_EDGE_3D:
         depth += 1
-    return [max(2**depth, n // 2**depth * 2**depth) for n in patch], depth
+    unit = 2**depth
+    nearest = [max(unit, round(n / unit) * unit) for n in patch]
+    return (nearest if math.prod(nearest) <= voxels else [max(unit, n // unit * unit) for n in patch]), depth
 
 
 def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device) -> float:
