@@ -84,7 +84,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_the_nnunet_raw_layout_trains_too(tmp_path):
+def test_the_nnunet_raw_layout_trains_too(tmp_path, capsys):
     vols = make_volume_folder(tmp_path / "vols", cases=4)
     raw = tmp_path / "Dataset001_Balls"
     for sub in ("imagesTr", "labelsTr"):
@@ -100,6 +100,10 @@ def test_the_nnunet_raw_layout_trains_too(tmp_path):
     assert main(["train", "--data", str(raw), "--out", str(run), *FAST, "--set", "steps_per_epoch=1"]) == 0
     config = json.loads((run / "last" / "config.json").read_text())
     assert config["model_config"]["spatial_dims"] == 3 and config["mask"]["label_values"] == [0, 1]
+    capsys.readouterr()
+    assert main(["train", "--data", str(raw), "--out", str(tmp_path / "b"), *FAST, "--ignore-index", "255"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`ignore_index` does not apply to the nnU-Net raw data set" in err[0], err
 
 
 class _Threshold(nn.Module):
