@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.cli.faults import fill_disk_on
+from tests.train.volumes import make_volume_folder
 from unetkit import TrainConfig, train
 from unetkit._fs import WriteError
 from unetkit.cli.main import main
@@ -21,7 +22,7 @@ from unetkit.train.interrupt import TrainingInterrupted
 from unetkit.train.step import TrainStep
 
 COMMON = {"epochs": 3, "batch_size": 4, "steps_per_epoch": 3, "deterministic": True, "threads": 1, "samples": 1}
-TASKS = {
+TASKS: dict[str, dict[str, object]] = {
     "segmentation": {
         "data": "synthetic:cells",
         "model": "sa_unet",  # DropBlock draws from the global generator: the hardest state to restore
@@ -31,6 +32,15 @@ TASKS = {
         "synthetic_val": 2,
         "synthetic_size": 48,
         "lr": 3e-3,
+    },
+    "segmentation-3d": {  # volumes: per-axis patches, 3D augmentation, foreground oversampling
+        "task": "segmentation",
+        "data": "",  # a folder of NIfTI volumes, written by the `whole` fixture
+        "model_options": {"base_channels": 4, "depth": 2},
+        "patch_size": [16, 16, 8],
+        "batch_size": 2,
+        "foreground_oversample": 0.5,
+        "plan": "off",
     },
     "denoise": {"data": "synthetic:digits", "synthetic_train": 12, "synthetic_val": 3, "patch_size": 16},
     "superres": {"data": "synthetic:digits", "synthetic_train": 12, "synthetic_val": 3, "patch_size": 0},
@@ -50,7 +60,8 @@ STEPS = COMMON["epochs"] * COMMON["steps_per_epoch"]
 
 
 def _config(task: str, out: Path, **changes: object) -> TrainConfig:
-    values = {**COMMON, **({} if task == "segmentation" else IMAGE_MODEL), **TASKS[task], "task": task}
+    segmentation = task.startswith("segmentation")
+    values = {**COMMON, **({} if segmentation else IMAGE_MODEL), "task": task, **TASKS[task]}
     return TrainConfig(**{**values, "out": str(out), **changes})  # type: ignore[arg-type]
 
 
@@ -83,6 +94,7 @@ def _signal_at(monkeypatch: pytest.MonkeyPatch, call: int, signum: int) -> None:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     """The uninterrupted run of each task."""
+    TASKS["segmentation-3d"]["data"] = str(make_volume_folder(tmp_path_factory.mktemp("volumes"), cases=4))
     runs = {}
     for task in TASKS:
         run = tmp_path_factory.mktemp(f"whole-{task}") / "run"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unetkit.train.config import TrainConfig
-from unetkit.train.plan import MIN_EDGE, make_plan
+from unetkit.train.plan import MIN_EDGE, MIN_EDGE_3D, PATCH_VOXELS, make_plan, volume_patch
 
 
 def _fingerprint(mode="instances", classes=2, touching=0.6, size=(190, 174)):
@@ -106,3 +106,22 @@ def test_time_budget_parses_durations():
             parse_duration(bad)
     with pytest.raises(ValueError, match="`time_budget` must be a duration"):
         TrainConfig(time_budget="soon").validate()
+
+
+def test_volumes_get_a_patch_shape_shortest_along_the_coarse_axis():
+    # 256 x 256 x 40 voxels of 0.5 x 0.5 x 3 mm (thick slices): 128 x 128 x 120 mm
+    fingerprint = {**_fingerprint(mode="binary", touching=0.0), "shape": [256, 256, 40], "spacing": [0.5, 0.5, 3.0]}
+    config = TrainConfig(data="DIR", device="cpu").validate()
+    planned, plan = make_plan(config, fingerprint, given=set(), measure=False)
+    patch = planned.patch_size
+    assert isinstance(patch, list) and np.prod(patch) <= PATCH_VOXELS["cpu"]
+    depth = planned.model_options["depth"]
+    assert all(n % 2**depth == 0 and n // 2**depth >= MIN_EDGE_3D for n in patch)
+    assert patch[2] < patch[0] == patch[1]  # fewer voxels along the 3 mm axis ...
+    extent = [n * s for n, s in zip(patch, fingerprint["spacing"], strict=True)]
+    assert max(extent) / min(extent) < 2.5  # ... so the patch spans a similar length in mm on every axis
+    assert planned.model_options["spatial_dims"] == 3 and planned.batch_size == 2
+    assert "coarsest axis" in plan.reasons["patch_size"] and not planned.tune_instances
+    # isotropic voxels: a cube from the median shape; a volume smaller than the budget keeps its shape
+    assert volume_patch([160, 160, 160], [1.0, 1.0, 1.0], 48**3)[0] == [48, 48, 48]
+    assert volume_patch([24, 24, 16], [1.0, 1.0, 2.0], 48**3) == ([24, 24, 16], 2)

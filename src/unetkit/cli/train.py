@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,20 @@ from unetkit.train.config import TrainConfig, config_from_dict, load_config
 
 __all__ = ["add_parser", "config_from_args"]
 
+
+def parse_patch(text: str) -> int | list[int]:
+    """`--patch-size 64` (every axis) or `--patch-size 32x64x64` (one side per spatial axis)."""
+    try:
+        sides = [int(part) for part in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a side such as 64 or one per axis such as 32x64x64, got {text!r}"
+        ) from None
+    return sides[0] if len(sides) == 1 else sides
+
+
 # flag -> TrainConfig field; unset flags (None) keep the YAML or default value
-FLAGS: dict[str, tuple[str, type, str]] = {
+FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--task": ("task", str, "segmentation (default), denoise, superres or diffusion"),
     "--data": (
         "data",
@@ -40,7 +52,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("epochs", int, "training epochs"),
     "--out": ("out", str, "run directory to write"),
     "--batch-size": ("batch_size", int, "patches per step, all processes together (the global batch)"),
-    "--patch-size": ("patch_size", int, "training patch side (0 = whole images)"),
+    "--patch-size": ("patch_size", parse_patch, "training patch side (0 = whole images), or one per axis: 32x64x64"),
     "--lr": ("lr", float, "peak learning rate"),
     "--optimizer": ("optimizer", str, "adam, adamw or sgd"),
     "--loss": ("loss", str, "auto, bce, ce, dice, dice_bce, dice_ce or weighted_ce; image-to-image: mse or l1"),

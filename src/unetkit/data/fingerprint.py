@@ -40,6 +40,8 @@ class Fingerprint:
     objects: dict[str, Any]
     normalization: dict[str, Any]
     outliers: list[dict[str, str]] = field(default_factory=list)
+    shape: list[int] | None = None  # volumes: the median shape, per axis
+    spacing: list[float] | None = None  # volumes: the median voxel spacing, per axis
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,9 +53,12 @@ class Fingerprint:
     def table(self) -> str:
         """The fingerprint as an aligned text table."""
         sides = zip(self.sizes["height"], self.sizes["width"], strict=True)
+        sizes = " / ".join(f"{h}x{w}" for h, w in sides) + "  (min / median / max)"
         rows = [
             ("images", ", ".join(f"{n} {split}" for split, n in self.counts.items())),
-            ("size (HxW)", " / ".join(f"{h}x{w}" for h, w in sides) + "  (min / median / max)"),
+            *([("volume shape", "x".join(map(str, self.shape)) + "  (median)")] if self.shape else []),
+            *([("spacing", " x ".join(f"{v:g}" for v in self.spacing) + "  (median)")] if self.spacing else []),
+            *([] if self.shape else [("size (HxW)", sizes)]),
             ("dtypes", ", ".join(f"{k} ({v})" for k, v in self.dtypes.items())),
             ("channels", str(self.channels)),
         ]  # fmt: skip
@@ -168,7 +173,8 @@ def fingerprint_sets(
     for what, values in (("size", areas), ("median intensity", medians), ("foreground share", fg_share)):
         for i in np.flatnonzero(_robust_outliers(values.astype(np.float64))):
             outliers.append({"name": names[i], "why": f"{what} {values[i]:.4g} (median {np.median(values):.4g})"})
-    objects = _objects(_merged(every), info)
+    volumes = images[0].ndim == 4  # (C, D, H, W)
+    objects = {} if volumes else _objects(_merged(every), info)  # object statistics: 2-D images only
     mask = {
         "mode": info.mode,
         "num_classes": info.num_classes,
@@ -192,7 +198,15 @@ def fingerprint_sets(
         objects=objects,
         normalization=norm.to_dict(),
         outliers=outliers,
+        shape=[int(n) for n in np.median([x.shape[1:] for x in images], axis=0)] if volumes else None,
+        spacing=_median_spacing(every) if volumes else None,
     )
+
+
+def _median_spacing(sets: list[SegmentationSet]) -> list[float] | None:
+    """The median voxel spacing per axis of volume sets (`VolumeSet.spacing`); None without spacing."""
+    spacing = [s for data in sets for s in getattr(data, "spacing", [])]
+    return [float(v) for v in np.median(np.array(spacing, dtype=np.float64), axis=0)] if spacing else None
 
 
 def _dtypes(data: SegmentationSet) -> list[str]:
@@ -222,13 +236,13 @@ def fingerprint_folder(
     seed: int = 0,
     normalize: str = "auto",
 ) -> tuple[Fingerprint, dict[str, SegmentationSet], MaskInfo]:
-    """Load a folder data set (`unetkit.data.folder.load_folder`) and measure its fingerprint.
+    """Load a folder data set of images or volumes (`unetkit.data.any_folder`) and measure its fingerprint.
 
     Returns:
         The fingerprint, the loaded splits and the mask reading.
     """
-    from unetkit.data.folder import load_folder
+    from unetkit.data.any_folder import load_any_folder
 
-    splits, info = load_folder(root, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed,
-                               ignore_index=ignore_index)  # fmt: skip
+    splits, info = load_any_folder(root, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed,
+                                   ignore_index=ignore_index)  # fmt: skip
     return fingerprint_sets(root, splits, info, normalize=normalize), splits, info

@@ -135,11 +135,13 @@ class Normalization:
         return self.params(image[:, ::step, ::step] if step > 1 else image)
 
     def apply(self, image: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
-        """A `(C, H, W)` image normalised, float32 (with `params` from `image_params` or computed here)."""
+        """A `(C, H, W)` image (or `(C, D, H, W)` volume) normalised, float32 (with `params` from `image_params` or
+        computed here)."""
         if self.scheme == "none":
             return np.asarray(image, dtype=np.float32)
         p = self.image_params(image) if params is None else params
-        low, high, mean, std = (p[i][:, None, None] for i in range(4))
+        axes = (-1,) + (1,) * (image.ndim - 1)  # one value per channel of a (C, H, W) image or (C, D, H, W) volume
+        low, high, mean, std = (p[i].reshape(axes) for i in range(4))
         return ((np.clip(image, low, high) - mean) / std).astype(np.float32)
 
 

@@ -26,6 +26,7 @@ from unetkit._options import look_up_option
 from unetkit.data.errors import DataError
 from unetkit.data.folder import MASK_MODES, MAX_MASK_VALUE, _build_set, _Files, _listing, _resolve_mode, _Sample
 from unetkit.data.folder import _split_off_val as split_off_val
+from unetkit.data.masks import check_ignore_index
 from unetkit.data.types import MaskInfo, SegmentationSet
 from unetkit.data.volume import Volume, is_volume_file, read_volume, volume_stem
 
@@ -242,19 +243,26 @@ def load_cases(
 
 
 def load_volume_folder(
-    root: str | Path, *, mask_mode: str = "auto", val_fraction: float = 0.2, seed: int = 0
+    root: str | Path,
+    *,
+    mask_mode: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    ignore_index: int | None = None,
 ) -> tuple[dict[str, VolumeSet], MaskInfo]:
     """Load a folder of volumes into memory, split into `train`, `val` and `test`, as `load_folder` does for
-    images (same layout, mask modes, hold-out rule and seed).
+    images (same layout, mask modes, hold-out rule, seed and `ignore_index`: voxels of that label are no class,
+    their target 0 and False in `fov`).
 
     Raises:
         ValueError: an unknown `mask_mode` or `val_fraction` out of range.
         DataError: a missing folder, unmatched or unreadable files, sizes that disagree; the message names them.
     """
     mask_mode = look_up_option("mask_mode", mask_mode, MASK_MODES)
+    ignore = check_ignore_index(ignore_index)
     root = Path(root)
     found = scan_volume_folder(root)
-    return load_cases(found, lambda samples: _resolve_mode(samples, mask_mode, root), root, val_fraction, seed)
+    return load_cases(found, lambda samples: _resolve_mode(samples, mask_mode, root, ignore), root, val_fraction, seed)
 
 
 def volume_layout(root: str | Path) -> str | None:

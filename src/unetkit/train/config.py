@@ -65,10 +65,10 @@ class TrainConfig:
         epochs: passes over `steps_per_epoch` batches.
         batch_size: patches per step: the global batch, split evenly across processes when training on
             several (DDP); it must then be a multiple of the number of processes.
-        patch_size: side of the random training patches; for unpadded models (`unet_classic`) the side
-            of the output tile, the input adding the context margin (mirrored at image borders) and
-            raised to the next legal size; `0` trains on whole images (padded models only; the images
-            must then share one size).
+        patch_size: side of the random training patches, or [segmentation] one side per spatial axis
+            (`[32, 64, 64]` for volumes); for unpadded models (`unet_classic`) the side of the output tile,
+            the input adding the context margin (mirrored at image borders) and raised to the next legal size;
+            `0` trains on whole images (padded models only; the images must then share one size).
         steps_per_epoch: optimiser steps per epoch; `0` = one pass over the training images.
         synthetic_train: synthetic training images.
         synthetic_val: synthetic validation images.
@@ -169,7 +169,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 8
-    patch_size: int = 128
+    patch_size: int | list[int] = 128
     steps_per_epoch: int = 0
     synthetic_train: int = 64
     synthetic_val: int = 16
@@ -231,6 +231,13 @@ class TrainConfig:
         the value. Nothing is changed: the config that passes is the config that runs."""
         check_config(self)
         return self
+
+    @property
+    def patch_side(self) -> int:
+        """`patch_size` as one side: the image-to-image tasks' (`validate` refuses a list of sides for them)."""
+        if isinstance(self.patch_size, list):
+            raise ValueError(f"`patch_size` must be one side for task {self.task!r}, got {self.patch_size}")
+        return self.patch_size
 
     def fields_used(self) -> list[str]:
         """The fields the chosen task uses (every common field and its own options), in declaration order."""

@@ -95,7 +95,6 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 POSITIVE_INTS = ("epochs", "batch_size", "synthetic_train", "synthetic_val", "synthetic_size")
 COUNTS = (
-    "patch_size",
     "steps_per_epoch",
     "early_stopping",
     "samples",
@@ -132,6 +131,20 @@ def canonical_choices(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_patch_size(config: TrainConfig) -> None:
+    """One side (`0` = whole images), or for segmentation one positive side per spatial axis (volumes: 3)."""
+    value = config.patch_size
+    if not isinstance(value, list):
+        _check_int("patch_size", value, 0)
+        return
+    if config.task != "segmentation":
+        raise ValueError(f"`patch_size` must be one side for task {config.task!r}, got {quote(value)}")
+    if len(value) not in (2, 3) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(
+            f"`patch_size` must be one side or 2-3 positive sides (one per spatial axis), got {quote(value)}"
+        )
+
+
 def check_config(config: TrainConfig) -> None:
     """Every rule of the module docstring; `ValueError` naming the field, the rule and the value."""
     for name in ("data", "out", "model", "device"):
@@ -144,6 +157,7 @@ def check_config(config: TrainConfig) -> None:
         _check_int(name, getattr(config, name), 1)
     for name in COUNTS:
         _check_int(name, getattr(config, name), 0)
+    _check_patch_size(config)
     if config.seed >= 2**63:
         raise ValueError(f"`seed` must be below 2**63, got {config.seed}")
     for name in BOOLS:

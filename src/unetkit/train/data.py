@@ -7,6 +7,7 @@ pixels and the field of view arrive as `valid`, which every loss, metric and the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,12 @@ class PreparedData:
     mask: MaskInfo
     in_channels: int
     normalization: Normalization
+    spacing: tuple[float, ...] | None = None  # volumes: the training cases' median voxel spacing, per axis
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images `(C, H, W)`, 3 for volumes `(C, D, H, W)`."""
+        return int(self.train.images[0].ndim - 1)
 
 
 def prepare_data(
@@ -67,12 +74,12 @@ def prepare_data(
     ignore_index: int | None = None,
     normalize: str = "auto",
 ) -> PreparedData:
-    """Load `data` (a folder, or `synthetic:NAME`) and fit the intensity normalisation on its training split
-    (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is `image` for the synthetic sets and the
-    fingerprint's choice for folders)."""
-    from unetkit.data.folder import load_folder
+    """Load `data` (a folder of images or volumes, an nnU-Net raw data set, or `synthetic:NAME`) and fit the
+    intensity normalisation on its training split (`normalize`: `auto`, `image`, `dataset` or `none`; `auto` is
+    `image` for the synthetic sets and the fingerprint's choice for folders)."""
     from unetkit.data.normalize import fit_normalization
     from unetkit.data.synthetic import make_synthetic
+    from unetkit.data.volume_folder import VolumeSet
 
     if data.startswith(SYNTHETIC_PREFIX):
         name = data[len(SYNTHETIC_PREFIX) :]
@@ -80,7 +87,9 @@ def prepare_data(
         train = full.subset(list(range(synthetic_train)))
         val = full.subset(list(range(synthetic_train, synthetic_train + synthetic_val)))
     else:
-        splits, mask = load_folder(
+        from unetkit.data.any_folder import load_any_folder
+
+        splits, mask = load_any_folder(
             data, mask_mode=mask_mode, val_fraction=val_fraction, seed=seed, ignore_index=ignore_index
         )
         train, val = splits["train"], splits["val"]
@@ -97,7 +106,10 @@ def prepare_data(
         dtypes=dtypes if isinstance(dtypes, list) else None,
         foreground=foreground,
     )
-    return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization)
+    spacing = None
+    if isinstance(train, VolumeSet) and train.spacing:
+        spacing = tuple(float(v) for v in np.median(np.array(train.spacing, dtype=np.float64), axis=0))
+    return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization, spacing)
 
 
 def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
@@ -131,20 +143,48 @@ def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, ou
             f"`model_options.{key}` {given!r} does not fit {config.data}: {classes} classes with loss "
             f"{config.loss!r} need {out_channels} output channel(s); set `out_channels` to change it"
         )
-    largest = max((image.shape[-2:] for image in prepared.train.images), key=max, default=None)
-    if largest is not None and config.patch_size > PATCH_SLACK * max(largest):
+    dims = prepared.spatial_dims
+    patch = per_axis(config.patch_size, dims, "patch_size")
+    largest = max((image.shape[1:] for image in prepared.train.images), key=max, default=None)
+    if largest is not None and max(patch) > PATCH_SLACK * max(largest):
         raise ValueError(
             f"`patch_size` {config.patch_size} is more than {PATCH_SLACK}x the largest training image of {config.data} "
-            f"({largest[0]}x{largest[1]}): its patches would be mostly padding; give at most "
+            f"({'x'.join(map(str, largest))}): its patches would be mostly padding; give at most "
             f"{PATCH_SLACK * max(largest)}, or 0 to train on whole images"
         )
-    if config.patch_size == 0 and config.augment.get("enabled", True) is not False:
+    if not any(patch) and config.augment.get("enabled", True) is not False:
         for name, image in zip(prepared.train.names, prepared.train.images, strict=True):
-            if min(image.shape[-2:]) < 2:  # flips and elastic deformation need 2x2
+            if min(image.shape[1:]) < 2:  # flips and elastic deformation need 2 pixels per axis
                 raise ValueError(
-                    f"{config.data}: image {name!r} is {image.shape[-2]}x{image.shape[-1]}; whole-image training "
-                    "(`patch_size` 0) with augmentation needs at least 2x2: give a patch size"
+                    f"{config.data}: image {name!r} is {'x'.join(map(str, image.shape[1:]))}; whole-image training "
+                    f"(`patch_size` 0) with augmentation needs at least {'x'.join(['2'] * dims)}: give a patch size"
                 )
+
+
+def check_spatial_dims(config: TrainConfig, prepared: PreparedData, model_dims: int | None) -> int:
+    """The model's `spatial_dims` for the data: 3 for volumes, 2 for images; refuses a model that cannot take them.
+
+    Args:
+        config: the run's settings (`model`, `model_options`).
+        prepared: its data.
+        model_dims: the model's default `spatial_dims`, or None for a 2-D-only model (no such argument).
+    """
+    dims, kind = prepared.spatial_dims, "volumes" if prepared.spatial_dims == 3 else "2-D images"
+    if model_dims is None:
+        if dims == 3:
+            raise ValueError(
+                f"`model` {config.model!r} is 2-D only and {config.data} holds volumes; give a model with "
+                "`spatial_dims` (unet, sa_unet, unet_classic_3d)"
+            )
+        return 2
+    explicit = config.model_options.get("spatial_dims")
+    chosen = explicit if explicit is not None else (3 if dims == 3 else model_dims)  # volumes: 3 by default
+    if chosen != dims:
+        where = "`model_options.spatial_dims`" if explicit is not None else f"model {config.model!r}: spatial_dims"
+        raise ValueError(
+            f"{where} {chosen} does not fit {config.data}: it holds {kind}, which need spatial_dims {dims}"
+        )
+    return dims
 
 
 def _separate(data: SegmentationSet, source: str) -> SegmentationSet:
@@ -194,43 +234,45 @@ def to_tensors(
     return TensorSet(images, targets, valid, weights, list(data.names))
 
 
-def _pad_to(x: torch.Tensor, height: int, width: int, *, mode: str, value: float = 0.0) -> torch.Tensor:
-    pad_h, pad_w = max(height - x.shape[-2], 0), max(width - x.shape[-1], 0)
-    if pad_h == 0 and pad_w == 0:
+def _constant_pad(x: torch.Tensor, pad: list[int], value: float) -> torch.Tensor:
+    if x.dtype == torch.bool:
+        return F.pad(x.to(torch.uint8), pad, value=int(value)).bool()
+    return F.pad(x, pad, value=value)
+
+
+def _pad_to(x: torch.Tensor, shape: tuple[int, ...], *, mode: str, value: float = 0.0) -> torch.Tensor:
+    """`x` padded (centred) on its last `len(shape)` axes to at least `shape`: mirrored, or with `value`."""
+    pad: list[int] = []
+    for n, want in zip(reversed(x.shape[-len(shape) :]), reversed(shape), strict=True):  # F.pad order
+        extra = max(want - n, 0)
+        pad += [extra // 2, extra - extra // 2]
+    if not any(pad):
         return x
-    pad = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
     if mode == "constant":
-        if x.dtype == torch.bool:
-            return F.pad(x.to(torch.uint8), pad, value=int(value)).bool()
-        return F.pad(x, pad, value=value)
+        return _constant_pad(x, pad, value)
     from unetkit.models.inference import mirror_pad
 
-    return mirror_pad(x[None], pad)[0] if x.ndim == 3 else mirror_pad(x[None, None], pad)[0, 0]
+    images = x.ndim == len(shape) + 1  # (C, *S) images; (*S) maps
+    return mirror_pad(x[None], pad)[0] if images else mirror_pad(x[None, None], pad)[0, 0]
 
 
-def _pad_margin(data: TensorSet, margin: int) -> TensorSet:
-    """Mirror the images by `margin` on every side; targets get 0 and `valid` False there."""
+def _pad_margin(data: TensorSet, margins: tuple[int, ...]) -> TensorSet:
+    """Mirror the images by `margins` (per spatial axis) on both sides; targets get 0 and `valid` False there."""
     from unetkit.models.inference import mirror_pad
 
-    pad = (margin, margin, margin, margin)
-
-    def constant(x: torch.Tensor, value: float) -> torch.Tensor:
-        if x.dtype == torch.bool:
-            return F.pad(x.to(torch.uint8), pad, value=int(value)).bool()
-        return F.pad(x, pad, value=value)
-
+    pad = [m for m in reversed(margins) for _ in range(2)]
     return TensorSet(
         [mirror_pad(x[None], pad)[0] for x in data.images],
-        [constant(t, 0) for t in data.targets],
-        [constant(v, False) for v in data.valid],
-        None if data.weights is None else [constant(w, 1.0) for w in data.weights],
+        [_constant_pad(t, pad, 0) for t in data.targets],
+        [_constant_pad(v, pad, False) for v in data.valid],
+        None if data.weights is None else [_constant_pad(w, pad, 1.0) for w in data.weights],
         list(data.names),
     )
 
 
 class PatchSampler:
-    """Draw batches of random patches; every draw comes from a `torch.Generator`, so an epoch is
-    reproduced exactly from its seed (resume needs no sampler state).
+    """Draw batches of random patches of images `(C, H, W)` or volumes `(C, D, H, W)`; every draw comes from a
+    `torch.Generator`, so an epoch is reproduced exactly from its seed (resume needs no sampler state).
 
     Images smaller than the patch are mirror-padded and the padding is marked invalid. With
     `foreground_oversample` p, each patch is, with probability p, centred on a random valid foreground
@@ -241,20 +283,29 @@ class PatchSampler:
     cover the whole image, borders included, as in the paper's overlap-tile strategy (Fig. 2).
     """
 
-    def __init__(self, data: TensorSet, patch_size: int, margin: int = 0, foreground_oversample: float = 0.0) -> None:
+    def __init__(
+        self,
+        data: TensorSet,
+        patch_size: int | Sequence[int],
+        margin: int | Sequence[int] = 0,
+        foreground_oversample: float = 0.0,
+    ) -> None:
         """
         Args:
             data: the training tensors.
-            patch_size: input patch side; `0` uses whole images (which must then share one size).
-            margin: context pixels an unpadded model loses on each side (0 for padded models).
+            patch_size: input patch side, or shape (one side per spatial axis); `0` uses whole images (which
+                must then share one size).
+            margin: context pixels an unpadded model loses on each side, or one per axis (0 for padded models).
             foreground_oversample: share of patches centred on a valid foreground pixel, in [0, 1].
         """
         if len(data) == 0:
             raise ValueError("no training images to sample from")
         if not 0.0 <= foreground_oversample <= 1.0:
             raise ValueError(f"`foreground_oversample` must be in [0, 1], got {foreground_oversample}")
-        if margin:
-            data = _pad_margin(data, margin)
+        dims = data.images[0].ndim - 1
+        margins = per_axis(margin, dims, "margin")
+        if any(margins):
+            data = _pad_margin(data, margins)
         self.data = data
         self.oversample = float(foreground_oversample)
         # flat indices of valid foreground pixels per image, for oversampled patch centres
@@ -266,13 +317,21 @@ class PatchSampler:
             if self.oversample > 0
             else []
         )
-        if patch_size == 0:
-            sizes = {tuple(x.shape[-2:]) for x in data.images}
+        patch = per_axis(patch_size, dims, "patch_size")
+        if not any(patch):
+            sizes = {tuple(x.shape[1:]) for x in data.images}
             if len(sizes) > 1:
                 raise ValueError(f"`patch_size` 0 (whole images) needs equal image sizes, got {sorted(sizes)[:4]}")
-            self.height, self.width = sizes.pop()
-        else:
-            self.height = self.width = patch_size
+            patch = sizes.pop()
+        self.shape: tuple[int, ...] = tuple(int(n) for n in patch)
+
+    @property
+    def height(self) -> int:
+        return self.shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.shape[-1]
 
     def epoch_order(self, steps: int, batch_size: int, generator: torch.Generator) -> list[int]:
         """Image indices for an epoch: shuffled passes over the data, as many as the steps need."""
@@ -282,11 +341,28 @@ class PatchSampler:
             order += torch.randperm(len(self.data), generator=generator).tolist()
         return order[:needed]
 
+    def _corner(self, i: int, generator: torch.Generator) -> list[int]:
+        """The patch's first pixel in image `i`: uniform, or (oversampling) around a valid foreground pixel."""
+        sizes, patch = tuple(self.data.images[i].shape[1:]), self.shape
+        corner = [
+            int(torch.randint(max(n, p) - p + 1, (1,), generator=generator)) for n, p in zip(sizes, patch, strict=True)
+        ]
+        if self.oversample > 0:  # drawn for every patch, so the stream does not depend on the data
+            pick, where = torch.rand(2, generator=generator).tolist()
+            pixels = self.foreground[i]
+            if pick < self.oversample and pixels.numel():
+                flat = int(pixels[min(int(where * pixels.numel()), pixels.numel() - 1)])
+                centre = np.unravel_index(flat, sizes)
+                corner = [
+                    min(max(int(c) - p // 2, 0), max(n - p, 0)) for c, n, p in zip(centre, sizes, patch, strict=True)
+                ]
+        return corner
+
     def batch(
         self, indices: list[int], generator: torch.Generator, rows: slice | None = None
     ) -> dict[str, torch.Tensor]:
-        """Random crops of the images at `indices`: `image (B, C, h, w)`, `target` (when the data has
-        targets), `valid`[, `weight`] `(B, h, w)`.
+        """Random crops of the images at `indices`: `image (B, C, *P)`, `target` (when the data has
+        targets), `valid`[, `weight`] `(B, *P)` for the patch shape `P`.
 
         With `rows`, crop positions are drawn for all `indices` (same generator state on every process)
         and only the crops of `indices[rows]` are cut: a process's share of a batch split across
@@ -297,31 +373,31 @@ class PatchSampler:
             del crops["target"]
         if self.data.weights is not None:
             crops["weight"] = []
-        h, w = self.height, self.width
+        shape = self.shape
         mine = set(range(len(indices))[rows]) if rows is not None else None
         for n, i in enumerate(indices):
-            height, width = self.data.images[i].shape[-2:]
-            top = int(torch.randint(max(height, h) - h + 1, (1,), generator=generator))
-            left = int(torch.randint(max(width, w) - w + 1, (1,), generator=generator))
-            if self.oversample > 0:  # drawn for every patch, so the stream does not depend on the data
-                pick, where = torch.rand(2, generator=generator).tolist()
-                pixels = self.foreground[i]
-                if pick < self.oversample and pixels.numel():
-                    y, x = divmod(int(pixels[min(int(where * pixels.numel()), pixels.numel() - 1)]), int(width))
-                    top = min(max(y - h // 2, 0), max(height - h, 0))
-                    left = min(max(x - w // 2, 0), max(width - w, 0))
+            corner = self._corner(i, generator)
             if mine is not None and n not in mine:
                 continue
-            image = _pad_to(self.data.images[i], h, w, mode="reflect")
-            valid = _pad_to(self.data.valid[i], h, w, mode="constant", value=False)
-            window = (slice(top, top + h), slice(left, left + w))
+            window = tuple(slice(c, c + p) for c, p in zip(corner, shape, strict=True))
+            image = _pad_to(self.data.images[i], shape, mode="reflect")
             crops["image"].append(image[(slice(None), *window)])
-            crops["valid"].append(valid[window])
+            crops["valid"].append(_pad_to(self.data.valid[i], shape, mode="constant", value=False)[window])
             if self.data.targets:
-                crops["target"].append(_pad_to(self.data.targets[i], h, w, mode="constant")[window])
+                crops["target"].append(_pad_to(self.data.targets[i], shape, mode="constant")[window])
             if self.data.weights is not None:
-                crops["weight"].append(_pad_to(self.data.weights[i], h, w, mode="constant", value=1.0)[window])
+                crops["weight"].append(_pad_to(self.data.weights[i], shape, mode="constant", value=1.0)[window])
         return {k: torch.stack(v) for k, v in crops.items()}
+
+
+def per_axis(value: int | Sequence[int], dims: int, name: str) -> tuple[int, ...]:
+    """`value` (one int for every axis, or one per axis) as `dims` ints."""
+    if isinstance(value, int):
+        return (int(value),) * dims
+    sides = tuple(int(v) for v in value)
+    if len(sides) != dims:
+        raise ValueError(f"`{name}` must give one side or {dims} (one per spatial axis), got {list(sides)}")
+    return sides
 
 
 def steps_for_epoch(steps_per_epoch: int, num_images: int, batch_size: int) -> int:

@@ -31,6 +31,7 @@ from unetkit._fs import WriteError, check_writable
 from unetkit.layers.sync_batchnorm import convert_sync_batchnorm
 from unetkit.models import create_model
 from unetkit.models.checkpoint import load_model, unwrap_model
+from unetkit.models.inference import model_spatial_dims
 from unetkit.train.checkpointing import (
     RunCheckpoints,
     RunLock,
@@ -45,7 +46,7 @@ from unetkit.train.distributed import World, setup
 from unetkit.train.interrupt import MidEpoch, StopFlag, TrainingInterrupted
 from unetkit.train.optim import build_optimizer, build_scheduler
 from unetkit.train.reporting import RunReport, progress_bar
-from unetkit.train.step import EMA, TrainStep, resolve_amp, resolve_compile, set_fast_backends
+from unetkit.train.step import EMA, TrainStep, channels_last_format, resolve_amp, resolve_compile, set_fast_backends
 from unetkit.train.tasks import Forward, Task, epoch_seed, make_task
 
 __all__ = ["Engine", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
@@ -131,7 +132,8 @@ class Engine:
         if config.sync_batchnorm and self.world.size > 1:
             model = convert_sync_batchnorm(model, self.device)
         if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            rank = 2 + model_spatial_dims(model)  # NHWC weights for 2-D models, NDHWC for 3-D ones
+            model = model.to(memory_format=channels_last_format(rank))  # type: ignore[call-overload]
         if config.grad_checkpointing:
             enable = getattr(model, "set_grad_checkpointing", None)
             if not callable(enable):

@@ -6,6 +6,9 @@ for folders). Our own rules, after nnU-Net's experiment planner (Isensee et al. 
 - patch: the median image size (nnU-Net starts from it), capped per device (`PATCH_CAP`) and rounded to
   the network's down-sampling factor; smaller only while the budget would allow fewer than `MIN_STEPS`
   steps (on the CT-like set, 168 steps of 64^2 x 4 reached Dice 0.48 where 78 of 128^2 x 8 reached 0.91).
+- volumes (a folder of NIfTI / NRRD / TIFF stacks, nnU-Net's raw layout): the patch shape from the median
+  volume shape and voxel spacing within `PATCH_VOXELS`, shortest along the coarse axis (`volume_patch`), batch
+  `BATCH_3D`, width `WIDTH_3D`, the model with `spatial_dims` 3.
 - depth: down-samplings while the deepest feature map keeps at least `MIN_EDGE` pixels (nnU-Net: 4), at
   most `MAX_DEPTH`; width: `base_channels` per device (nnU-Net: 32 on a GPU).
 - batch: per device, at most the patches that cover `COVERAGE` of the data set's pixels per step
@@ -37,8 +40,10 @@ import torch
 
 from unetkit._device import resolve_device
 from unetkit.train.config import TrainConfig, parse_duration
+from unetkit.train.data import per_axis
+from unetkit.train.tasks.base import model_defaults
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances"]
+__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances", "volume_patch"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,11 @@ TRIAL_STEPS = 3
 # 5th percentile of the training objects' sizes)
 H_GRID = (0.5, 1.0, 2.0, 3.0)
 MIN_SIZE_SHARES = (0.0, 0.25, 0.5)
+# volumes (nnU-Net's 3D configuration: batch 2, >= 4 voxels per axis in the deepest map); voxels per patch
+PATCH_VOXELS = {"cpu": 48**3, "cuda": 128**3}
+WIDTH_3D = {"cpu": 8, "cuda": 32}
+BATCH_3D = 2
+MIN_EDGE_3D = 4
 
 
 @dataclass
@@ -94,26 +104,51 @@ def _depth(patch: int) -> int:
     return depth
 
 
+def volume_patch(shape: list[int], spacing: list[float] | None, voxels: int) -> tuple[list[int], int]:
+    """A patch shape for volumes of median `shape` and `spacing` within `voxels`, and the down-samplings it allows.
+
+    After nnU-Net's planner: start from the median shape and, while the patch holds too many voxels, shorten the
+    axis of the largest physical extent by 10%; anisotropic data thus gets fewer voxels along its coarse axis, and
+    the patch covers a region of similar size in millimetres on every axis. Each side is then rounded to a multiple
+    of `2**depth` (the nearest, or down where that exceeds `voxels`), with `depth` the down-samplings that keep
+    `MIN_EDGE_3D` voxels on every axis.
+    """
+    patch, step = [int(n) for n in shape], spacing or [1.0] * len(shape)
+    while math.prod(patch) > voxels and max(patch) > MIN_EDGE_3D:
+        extent = [n * s for n, s in zip(patch, step, strict=True)]
+        axis = max(range(len(patch)), key=lambda a: (extent[a], patch[a]))
+        patch[axis] = max(MIN_EDGE_3D, int(patch[axis] * 0.9))
+    depth = 0
+    while depth < MAX_DEPTH and min(patch) // 2 ** (depth + 1) >= MIN_EDGE_3D:
+        depth += 1
+    unit = 2**depth
+    nearest = [max(unit, round(n / unit) * unit) for n in patch]
+    return (nearest if math.prod(nearest) <= voxels else [max(unit, n // unit * unit) for n in patch]), depth
+
+
 def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device) -> float:
     """Seconds of one training step (augmentation, forward, backward, update) of `config`'s model, timed."""
     from unetkit.data.augment import AugmentConfig, augment_batch
     from unetkit.losses import SegmentationLoss
     from unetkit.models import create_model
+    from unetkit.train.step import channels_last_format
 
     torch.manual_seed(0)
     options = {"in_channels": channels, "num_classes": classes, **config.model_options}
-    model = create_model(config.model, **options).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    patch = config.patch_size if isinstance(config.patch_size, list) else [config.patch_size] * 2
+    shape = (config.batch_size, channels, *patch)
+    layout = channels_last_format(len(shape))
+    model = create_model(config.model, **options).to(device).to(memory_format=layout)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = SegmentationLoss("dice_ce", classes).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
-    shape = (config.batch_size, channels, config.patch_size, config.patch_size)
     times = []
     for step in range(TRIAL_STEPS + 1):
         start = time.perf_counter()
         x = torch.randn(shape, device=device)
         y = torch.randint(0, classes, (shape[0], *shape[2:]), device=device)
         x, y, _ = augment_batch(x, y, config=AugmentConfig(), generator=generator)
-        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+        loss = loss_fn(model(x.contiguous(memory_format=layout)), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,32 +177,50 @@ def make_plan(
     mask = fingerprint["mask"]
     classes = int(mask["num_classes"])
     channels = int(fingerprint["channels"])
-    patch = int(config.patch_size) if "patch_size" in given else min(height, width, PATCH_CAP[kind])
-    depth = _depth(patch)
-    patch = max(2**depth, patch // 2**depth * 2**depth)
-    train_pixels = fingerprint["counts"].get("train", 1) * height * width
-    batch = BATCH[kind] if "batch_size" not in given else config.batch_size
-    batch = (
-        max(MIN_BATCH, min(batch, math.ceil(COVERAGE * train_pixels / patch**2)))
-        if "batch_size" not in given
-        else batch
-    )
-    choose("model", "unet", "padded convolutions: any image size")
+    shape: list[int] = [int(n) for n in fingerprint.get("shape") or []]  # volumes: the median shape per axis
+    volumes = bool(shape)
     options = dict(config.model_options) if "model_options" in given else {}
-    options.setdefault("base_channels", WIDTH[kind])
-    options.setdefault("depth", depth)
-    choose("model_options", options, f"width {WIDTH[kind]} on {kind}; {depth} down-samplings keep the deepest map "
-           f">= {MIN_EDGE} px at patch {patch}")  # fmt: skip
-    choose("patch_size", patch, f"median image {height}x{width}, at most {PATCH_CAP[kind]} on {kind}")
-    choose("batch_size", batch, f"{BATCH[kind]} on {kind}, at most {COVERAGE:.0%} of the training pixels per step, "
-           f"at least {MIN_BATCH}")  # fmt: skip
+    if volumes:
+        planned_patch, depth = volume_patch(shape, fingerprint.get("spacing"), PATCH_VOXELS[kind])
+        patch: int | list[int] = config.patch_size if "patch_size" in given else planned_patch
+        spacing = "x".join(f"{v:g}" for v in fingerprint.get("spacing") or [1.0] * len(shape))
+        choose("patch_size", patch, f"median volume {'x'.join(map(str, shape))} at spacing {spacing}, at most "
+               f"{PATCH_VOXELS[kind]} voxels on {kind}, fewest voxels along the coarsest axis (nnU-Net)")  # fmt: skip
+        choose("batch_size", BATCH_3D, f"{BATCH_3D} volume patches per step, as nnU-Net's 3D configuration")
+        choose("model", "unet", "padded convolutions: any volume shape (spatial_dims 3)")
+        options.setdefault("base_channels", WIDTH_3D[kind])
+        options.setdefault("depth", depth)
+        if "spatial_dims" in model_defaults(settings.get("model", config.model)):  # a 2-D-only model: training says so
+            options.setdefault("spatial_dims", 3)
+        choose("model_options", options, f"width {WIDTH_3D[kind]} on {kind}; {depth} down-samplings keep the deepest "
+               f"map >= {MIN_EDGE_3D} voxels per axis at patch {'x'.join(map(str, planned_patch))}")  # fmt: skip
+    else:
+        side = int(config.patch_side) if "patch_size" in given else min(height, width, PATCH_CAP[kind])
+        depth = _depth(side)
+        patch = side = max(2**depth, side // 2**depth * 2**depth)
+        train_pixels = fingerprint["counts"].get("train", 1) * height * width
+        batch = BATCH[kind] if "batch_size" not in given else config.batch_size
+        batch = (
+            max(MIN_BATCH, min(batch, math.ceil(COVERAGE * train_pixels / side**2)))
+            if "batch_size" not in given
+            else batch
+        )
+        choose("model", "unet", "padded convolutions: any image size")
+        options.setdefault("base_channels", WIDTH[kind])
+        options.setdefault("depth", depth)
+        choose("model_options", options, f"width {WIDTH[kind]} on {kind}; {depth} down-samplings keep the deepest map "
+               f">= {MIN_EDGE} px at patch {patch}")  # fmt: skip
+        choose("patch_size", patch, f"median image {height}x{width}, at most {PATCH_CAP[kind]} on {kind}")
+        choose("batch_size", batch, f"{BATCH[kind]} on {kind}, at most {COVERAGE:.0%} of the training pixels per "
+               f"step, at least {MIN_BATCH}")  # fmt: skip
     choose("loss", "dice_ce", "Dice + cross-entropy on a softmax output, as nnU-Net")
     choose("out_channels", classes, f"{classes} classes, softmax (two channels for binary masks)")
     touching = float((fingerprint.get("objects") or {}).get("touching", 0.0))
     instances = mask["mode"] == "instances"
     choose("weight_map", instances and touching >= TOUCHING,
            f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
-    choose("tune_instances", instances, "instance masks: fit watershed h and min_size on the validation split")
+    if not volumes:  # the instance post-processing is 2-D
+        choose("tune_instances", instances, "instance masks: fit watershed h and min_size on the validation split")
     choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
     choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
     choose("mask_mode", mask["mode"], mask.get("reason", ""))
@@ -177,7 +230,9 @@ def make_plan(
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
     largest = max(int(fingerprint["sizes"]["height"][2]), int(fingerprint["sizes"]["width"][2]))
-    if planned.patch_size > 2 * largest:  # a given patch far beyond the images: training refuses it, no trial
+    if (
+        max(per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")) > 2 * largest
+    ):  # a given patch far beyond the images: training refuses it, no trial
         measure = False
     if not measure:
         reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
@@ -198,17 +253,21 @@ def make_plan(
                 seconds = single
                 torch.set_num_threads(1)
         while (
-            "patch_size" not in given and planned.patch_size > MIN_PATCH and (budget * BUDGET_USE / seconds < MIN_STEPS)
+            not volumes  # a volume's patch is already fitted to a voxel budget
+            and "patch_size" not in given
+            and planned.patch_side > MIN_PATCH
+            and (budget * BUDGET_USE / seconds < MIN_STEPS)
         ):
-            smaller = max(MIN_PATCH, planned.patch_size * 3 // 4 // 2**depth * 2**depth)
-            if smaller == planned.patch_size:
+            smaller = max(MIN_PATCH, planned.patch_side * 3 // 4 // 2**depth * 2**depth)
+            if smaller == planned.patch_side:
                 break
             planned.patch_size = settings["patch_size"] = smaller
             if "smaller" not in reasons["patch_size"]:
                 reasons["patch_size"] += f"; smaller to allow {MIN_STEPS} steps in the budget"
             seconds = _trial_seconds(planned, channels, max(classes, 2), device)
-        val_pixels = fingerprint["counts"].get("val", 0) * height * width
-        val_seconds = seconds / 3 * val_pixels / (planned.batch_size * planned.patch_size**2)  # forward only
+        sides = per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")
+        val_pixels = fingerprint["counts"].get("val", 0) * (math.prod(shape) if volumes else height * width)
+        val_seconds = seconds / 3 * val_pixels / (planned.batch_size * math.prod(sides))  # forward only
         total = max(1, int((budget * BUDGET_USE) / seconds))
         epochs = min(max(2, total // STEPS_PER_EPOCH[0]), 40)
         for _ in range(3):  # validation and per-epoch overhead come out of the steps

@@ -27,12 +27,20 @@ from unetkit.layers import center_crop
 
 Reducer = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
+
+def channels_last_format(x: torch.Tensor | int) -> torch.memory_format:
+    """The channels-last layout of a tensor (or of a tensor rank): NHWC for images, NDHWC for volumes."""
+    rank = x if isinstance(x, int) else x.ndim
+    return torch.channels_last_3d if rank == 5 else torch.channels_last
+
+
 __all__ = [
     "EMA",
     "TIMESTEPS",
     "Reducer",
     "StepReading",
     "TrainStep",
+    "channels_last_format",
     "crop_to",
     "resolve_amp",
     "resolve_compile",
@@ -70,9 +78,12 @@ def set_fast_backends(device: torch.device, deterministic: bool = False) -> None
 
 def crop_to(batch: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
     """Copy-and-crop the targets of an unpadded model to its smaller output."""
-    if batch["target"].shape[-2:] == like.shape[-2:]:
+    dims = like.ndim - 2  # spatial axes: 2 for images, 3 for volumes
+    if batch["target"].shape[-dims:] == like.shape[-dims:]:
         return batch
-    return {k: (v if k in ("image", TIMESTEPS) else center_crop(v, like=like)) for k, v in batch.items()}
+    return {
+        k: (v if k in ("image", TIMESTEPS) else center_crop(v, like=like, spatial_dims=dims)) for k, v in batch.items()
+    }
 
 
 class EMA:
@@ -185,7 +196,7 @@ class TrainStep:
         as a device tensor (reading it syncs: leave that to `read`)."""
         image = batch["image"]
         if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+            image = image.contiguous(memory_format=channels_last_format(image))
         inputs = (image, batch[TIMESTEPS]) if TIMESTEPS in batch else (image,)
         with self.autocast():
             logits = self.forward(*inputs)

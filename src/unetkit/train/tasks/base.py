@@ -9,7 +9,7 @@ resumed run draws exactly what an uninterrupted one draws.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +20,12 @@ import torch
 from torch import nn
 
 from unetkit.models import create_model
-from unetkit.models.inference import context_margin, forward_whole
-from unetkit.train.data import PatchSampler, TensorSet
+from unetkit.models.inference import context_margins, forward_whole, valid_input_shape
+from unetkit.train.data import PatchSampler, TensorSet, per_axis
 from unetkit.train.distributed import World
+from unetkit.train.step import channels_last_format
 
-__all__ = ["Forward", "PatchTask", "Task", "Validation", "epoch_seed", "output_key"]
+__all__ = ["Forward", "PatchTask", "Task", "Validation", "epoch_seed", "model_defaults", "output_key"]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -32,11 +33,16 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 101 + stream) % (2**63 - 1)
 
 
-def output_key(model: str) -> str:
-    """The name of a registered model's output-channel argument: `num_classes` or `out_channels`."""
+def model_defaults(model: str) -> dict[str, Any]:
+    """A registered model's arguments at their defaults (built on the meta device: no weights allocated)."""
     with torch.device("meta"):
         config: dict[str, Any] = create_model(model).model_config  # type: ignore[assignment]
-    return "num_classes" if "num_classes" in config else "out_channels"
+    return config
+
+
+def output_key(model: str) -> str:
+    """The name of a registered model's output-channel argument: `num_classes` or `out_channels`."""
+    return "num_classes" if "num_classes" in model_defaults(model) else "out_channels"
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class Forward:
     def __call__(self, model: nn.Module, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, C, H, W)` -> float32 output; images of any size (`forward_whole`) without `t`, `model(x, t)` with."""
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=channels_last_format(x))
         with self.autocast():
             out = forward_whole(model, x) if t is None else model(x, t)
         return out.float()
@@ -118,12 +124,14 @@ class Task(Protocol):
 class PatchTask:
     """What the tasks that train on random patches of in-memory images share: the sampler, sized to the model.
 
-    `patch_size` is the side of the training patches, raised to the model's next legal input side; for
-    unpadded models (`unet_classic`) the side of the output tile, the input adding the context margin (mirrored
-    at image borders); `0` trains on whole images (padded models only).
+    `patch_size` is the side (or per-axis shape) of the training patches, raised axis by axis to the model's next
+    legal input side; for unpadded models (`unet_classic`, `unet_classic_3d`) the side of the output tile, the
+    input adding the context margin (mirrored at image borders); `0` trains on whole images (padded models only).
     """
 
-    def __init__(self, train_set: TensorSet, patch_size: int, foreground_oversample: float = 0.0) -> None:
+    def __init__(
+        self, train_set: TensorSet, patch_size: int | Sequence[int], foreground_oversample: float = 0.0
+    ) -> None:
         self.train_set = train_set
         self.patch_size = patch_size
         self.foreground_oversample = foreground_oversample
@@ -131,15 +139,13 @@ class PatchTask:
         self.sampler: PatchSampler | None = None
 
     def attach(self, model: nn.Module) -> None:
-        patch, margin = self.patch_size, context_margin(model)
-        valid: Callable[[int], int] | None = getattr(model, "valid_input_size", None)
-        if patch and margin and valid is not None:
-            patch = int(valid(patch + 2 * margin))
-        elif patch and valid is not None:
-            patch = int(valid(patch))
-        elif margin:
+        dims = self.train_set.images[0].ndim - 1  # 2 for images (C, H, W), 3 for volumes (C, D, H, W)
+        patch, margins = per_axis(self.patch_size, dims, "patch_size"), context_margins(model, dims)
+        if any(patch):  # per axis: the next legal input side, the context margin added for unpadded models
+            patch = valid_input_shape(model, [p + 2 * m for p, m in zip(patch, margins, strict=True)])
+        elif any(margins):
             raise ValueError("`patch_size` 0 (whole images) does not fit an unpadded model; give a patch size")
-        self.sampler = PatchSampler(self.train_set, patch, margin, self.foreground_oversample)
+        self.sampler = PatchSampler(self.train_set, patch, margins, self.foreground_oversample)
         self.check_patch(self.sampler.height, self.sampler.width)
 
     def check_patch(self, height: int, width: int) -> None:

@@ -122,7 +122,7 @@ class ImageTask(PatchTask):
         )
         self.val_images = [torch.from_numpy(x).to(device) for x in self.images.val]
         self.train_size = len(tensors)
-        self.side = config.patch_size or min(min(x.shape[-2:]) for x in self.images.train)
+        self.side = config.patch_side or min(min(x.shape[-2:]) for x in self.images.train)
         self.loss_fn = ImageLoss("l1" if config.loss == "l1" else "mse")
 
     def model_options(self) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from unetkit import viz
 from unetkit.data.augment import AugmentConfig, augment_batch
 from unetkit.losses import SegmentationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
-from unetkit.train.data import check_fit, prepare_data, to_tensors
+from unetkit.train.data import check_fit, check_spatial_dims, prepare_data, to_tensors
 from unetkit.train.distributed import World
-from unetkit.train.tasks.base import Forward, PatchTask, Validation, epoch_seed, output_key
+from unetkit.train.step import channels_last_format
+from unetkit.train.tasks.base import Forward, PatchTask, Validation, epoch_seed, model_defaults, output_key
 
 if TYPE_CHECKING:
     from unetkit.train.config import TrainConfig
@@ -28,6 +29,18 @@ logger = logging.getLogger(__name__)
 # losses that train one sigmoid channel on binary masks; `auto` trains two softmax channels with CE, which
 # learned in one epoch where a sigmoid head sat at "everything foreground" (README, "BCE")
 BCE_FAMILY = ("bce", "dice", "dice_bce")
+
+
+def _slice_of(
+    image: np.ndarray, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What an overlay draws: the image, prediction, target and valid pixels; of a volume `(C, D, H, W)` the
+    slice along D with the most target foreground (the middle one when it has none)."""
+    if image.ndim == 3:
+        return image, pred.cpu().numpy(), target.cpu().numpy(), valid.cpu().numpy()
+    counts = ((target > 0) & valid).flatten(1).sum(1)  # (D,)
+    k = int(counts.argmax()) if int(counts.max()) > 0 else image.shape[1] // 2
+    return image[:, k], pred[k].cpu().numpy(), target[k].cpu().numpy(), valid[k].cpu().numpy()
 
 
 def _predict(logits: torch.Tensor) -> torch.Tensor:
@@ -69,7 +82,10 @@ class SegmentationTask(PatchTask):
             config.foreground_oversample,
         )
         self.val_set = to_tensors(prepared.val, prepared.normalization, device)
+        dims = model_defaults(config.model).get("spatial_dims")
+        self.spatial_dims = check_spatial_dims(config, prepared, None if dims is None else int(dims))
         check_fit(config, prepared, self.out_channels, self.out_key)
+        self.dims_option = {"spatial_dims": self.spatial_dims} if dims is not None else {}
         self.train_size = len(self.train_set)
         self.bn_average_epochs = config.bn_average_epochs
         self.augment = (
@@ -87,13 +103,13 @@ class SegmentationTask(PatchTask):
             probe = torch.Generator().manual_seed(epoch_seed(self.config.seed, -1, 3))
             images = self._sampler().batch(self.epoch_order(1, self.config.batch_size, probe), probe)["image"]
             if self.config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+                images = images.contiguous(memory_format=channels_last_format(images))
             classes = max(self.prepared.mask.num_classes, 2)
             priors = class_priors(self.train_set.targets, self.train_set.valid, classes)
             init_head_to_prior(model, images, priors, self.out_channels)
 
     def model_options(self) -> dict[str, Any]:
-        return {"in_channels": self.prepared.in_channels, self.out_key: self.out_channels}
+        return {"in_channels": self.prepared.in_channels, self.out_key: self.out_channels, **self.dims_option}
 
     def loss(self) -> nn.Module:
         return self.loss_fn
@@ -133,6 +149,7 @@ class SegmentationTask(PatchTask):
             generator=augment,
             extras=extras,
             shard=(rows.start, len(indices)),
+            spacing=self.prepared.spacing,  # volumes: rotations and elastic field in physical units
         )
         return {"image": image, "target": target, **extras}
 
@@ -152,14 +169,7 @@ class SegmentationTask(PatchTask):
             pred = _predict(logits)
             meter.update(pred, target, valid)
             if i < self.config.samples:
-                overlays.append(
-                    viz.overlay(
-                        self.prepared.val.images[i],
-                        pred[0].cpu().numpy(),
-                        target[0].cpu().numpy(),
-                        valid[0].cpu().numpy(),
-                    )
-                )
+                overlays.append(viz.overlay(*_slice_of(self.prepared.val.images[i], pred[0], target[0], valid[0])))
         metrics: dict[str, Any] = {}
         if len(self.val_set):
             metrics["val_loss"] = world.average(losses, len(self.val_set)).item()
@@ -204,4 +214,6 @@ class SegmentationTask(PatchTask):
                 "ignore_index": mask.ignore_index,
             },
             "output": "sigmoid" if self.out_channels == 1 else "softmax",
+            "spatial_dims": self.spatial_dims,
+            **({"spacing": list(self.prepared.spacing)} if self.prepared.spacing is not None else {}),
         }

@@ -1,0 +1,175 @@
+"""3D training through the one engine: `unetkit train` on a folder of NIfTI volumes (and nnU-Net's raw layout)
+learns, validates on whole volumes, honours `ignore_index` in loss and metric, records spatial_dims, spacing and
+the normalisation in its checkpoints; bad input is one line with exit status 2 (docs/errors.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.train.volumes import SPACING, make_volume_folder, save
+from unetkit.cli.main import main
+from unetkit.data.normalize import Normalization
+from unetkit.data.volume_folder import load_volume_folder
+from unetkit.models.checkpoint import load_model
+from unetkit.train.config import TrainConfig
+from unetkit.train.distributed import World
+from unetkit.train.tasks import Forward, SegmentationTask
+
+CORE = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "16x16x16",
+    "--plan",
+    "off",
+    "--device",
+    "cpu",
+    "--set",
+    "steps_per_epoch=8",
+    "--set",
+    "lr=0.003",
+    "--set",
+    "threads=1",
+    "--set",
+    "samples=1",
+    "--seed",
+    "0",
+]
+FAST = [*CORE, "-m", "base_channels=8", "-m", "depth=2"]  # fmt: skip
+
+
+def _dice(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(2 * (pred & target).sum() / (pred.sum() + target.sum()))
+
+
+def test_unetkit_train_on_a_folder_of_volumes_learns_and_validates_whole_volumes(tmp_path):
+    data, run = make_volume_folder(tmp_path / "vols"), tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *FAST]) == 0
+    rows = [json.loads(json.dumps(r)) for r in _csv(run / "metrics.csv")]
+    splits, _ = load_volume_folder(data, val_fraction=0.2, seed=0)  # the split training held out
+    val = splits["val"]
+    assert len(val) == 1
+    # the hand-computed baseline: predicting every voxel foreground
+    everything = _dice(np.ones_like(val.targets[0], bool), val.targets[0] > 0)
+    assert everything < 0.15
+    assert float(rows[-1]["dice"]) > 0.6 > 4 * everything
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["model_config"]["spatial_dims"] == 3 and config["spatial_dims"] == 3
+    assert config["spacing"] == list(SPACING)
+    assert config["preprocess"]["scheme"] in ("image", "dataset")
+    # validation scored the whole volume: the best weights on it, Dice computed here, equal the recorded one
+    model = load_model(run / "best").eval()
+    norm = Normalization.from_dict(config["preprocess"])
+    with torch.no_grad():
+        logits = model(torch.from_numpy(norm.apply(val.images[0]))[None])
+    pred = logits.argmax(1)[0].numpy() > 0
+    best = max(rows, key=lambda r: float(r["dice"]))
+    assert _dice(pred, val.targets[0] > 0) == pytest.approx(float(best["dice"]), abs=1e-6)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_nnunet_raw_layout_trains_too(tmp_path, capsys):
+    vols = make_volume_folder(tmp_path / "vols", cases=4)
+    raw = tmp_path / "Dataset001_Balls"
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True)
+    for image in sorted((vols / "images").iterdir()):
+        stem = image.name[: -len(".nii.gz")]
+        shutil.copy(image, raw / "imagesTr" / f"{stem}_0000.nii.gz")
+        shutil.copy(vols / "masks" / image.name, raw / "labelsTr" / image.name)
+    meta = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "ball": 1}, "numTraining": 4,
+            "file_ending": ".nii.gz"}  # fmt: skip
+    (raw / "dataset.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(raw), "--out", str(run), *FAST, "--set", "steps_per_epoch=1"]) == 0
+    config = json.loads((run / "last" / "config.json").read_text())
+    assert config["model_config"]["spatial_dims"] == 3 and config["mask"]["label_values"] == [0, 1]
+    capsys.readouterr()
+    assert main(["train", "--data", str(raw), "--out", str(tmp_path / "b"), *FAST, "--ignore-index", "255"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`ignore_index` does not apply to the nnU-Net raw data set" in err[0], err
+
+
+class _Threshold(nn.Module):
+    """Logits (0, x): foreground where the normalised intensity is positive."""
+
+    spatial_dims = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), x], dim=1)
+
+
+def test_ignore_index_in_3d_is_left_out_of_loss_and_metric(tmp_path):
+    data = make_volume_folder(tmp_path / "vols", cases=4, ignore_slab=True)
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), ignore_index=255, patch_size=[24, 24, 16],
+                         plan="off", device="cpu", augment={"enabled": False})  # fmt: skip
+    task = SegmentationTask(config.validate(), torch.device("cpu"))
+    assert task.prepared.mask.num_classes == 2  # 255 is no class
+    train = task.train_set
+    for valid, target in zip(train.valid, train.targets, strict=True):
+        assert not valid[..., :3].any() and valid[..., 3:].all() and not target[..., :3].any()
+    task.attach(_Threshold())
+    batch = task.batch([0, 1], torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), slice(0, 2))
+    logits = torch.randn(2, 2, 24, 24, 16)
+    other = logits.clone()
+    other[..., :3] = 100 * torch.randn_like(other[..., :3])  # any logits where the voxels are ignored
+    loss = task.loss()
+    assert torch.equal(
+        loss(logits, batch["target"], valid=batch["valid"]), loss(other, batch["target"], valid=batch["valid"])
+    )
+    # the metric: Dice of the thresholded intensities over the valid voxels only, computed here
+    metrics = task.validate(_Threshold(), Forward(nullcontext, False), World(torch.device("cpu"))).metrics
+    image, target = task.val_set.images[0][0].numpy(), task.prepared.val.targets[0]
+    keep = np.ones(target.shape, bool)
+    keep[..., :3] = False
+    expected = _dice((image > 0) & keep, (target > 0) & keep)
+    assert _dice(image > 0, target > 0) != pytest.approx(expected)  # the ignored slab would change it
+    assert metrics["dice"] == pytest.approx(expected, abs=1e-9)
+
+
+BAD = [
+    ("2d-model", ["--model", "basic_unet"], r"`model` 'basic_unet' is 2-D only and .* holds volumes"),
+    ("spatial-dims-2", ["-m", "spatial_dims=2"], r"`model_options.spatial_dims` 2 does not fit .*: it holds volumes"),
+    ("patch-axes", ["--patch-size", "16x16"], r"`patch_size` must give one side or 3 \(one per spatial axis\), "
+     r"got \[16, 16\]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_settings_for_volumes_exit_2_with_one_line(tmp_path, capsys, extra, message):
+    data, run = make_volume_folder(tmp_path / "vols", cases=2), tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *CORE, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and __import__("re").search(message, err[0]), err
+    assert not (run / "last").exists()
+
+
+def test_a_mask_of_another_shape_and_a_3d_model_on_images_exit_2(tmp_path, capsys):
+    data = make_volume_folder(tmp_path / "vols", cases=2)
+    save(data / "masks" / "case1.nii.gz", np.zeros((24, 24, 15), np.uint8))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "a"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "case1.nii.gz: is (24, 24, 15) voxels but its image is (24, 24, 16)" in err and len(err.splitlines()) == 1
+    images = tmp_path / "images"
+    assert main(["data", "synthetic", "shapes", "--out", str(images), "-n", "4", "--size", "32"]) == 0
+    capsys.readouterr()
+    args = ["train", "--data", str(images), "--out", str(tmp_path / "b"), "--model", "unet_classic_3d", "--plan", "off"]
+    assert main([*args, "--epochs", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model 'unet_classic_3d': spatial_dims 3 does not fit" in err and "2-D images" in err, err
