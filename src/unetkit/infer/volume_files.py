@@ -35,7 +35,7 @@ from unetkit.data.errors import DataError
 from unetkit.data.volume import GZIP_LEVEL, read_volume, volume_stem, volume_suffix, write_volume
 from unetkit.infer.grid import run_grid
 from unetkit.infer.predictor import Predictor, _tile_bar
-from unetkit.infer.volume import plan_volume, predict_volume
+from unetkit.infer.volume import AxisOrder, plan_volume, predict_volume
 
 __all__ = ["STREAMED_SUFFIXES", "predict_volume_file", "volume_mask_name"]
 
@@ -182,12 +182,13 @@ def _write_nifti(target: Path, source: _NiftiSlabs, raw: Path, dtype: Any) -> No
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)  # labels as they are, never rescaled
     header.set_intent("none")
-    header["vox_offset"] = 0  # recomputed by write_to for this header's extensions
+    offset = int(header.single_vox_offset) + int(header.extensions.get_sizeondisk())  # header, extensions, data
+    header.set_data_offset(offset)
     gz = volume_suffix(target) == ".nii.gz"
     with atomic_file(target) as tmp:
         with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) if gz else open(tmp, "wb") as out:
             header.write_to(out)
-            out.write(b"\0" * (int(header.get_data_offset()) - out.tell()))
+            out.write(b"\0" * (offset - out.tell()))
             for chunk in _chunks(raw):
                 out.write(chunk)
 
@@ -297,7 +298,8 @@ def _stream(
     sink = _LabelSink(predictor, source, order, tmp_dir / "labels.raw")
     try:
         with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
-            run_grid(predictor, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar, scale=scale)
+            model = AxisOrder(predictor, order)  # tiles in the model's own axis order
+            run_grid(model, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar, scale=scale)
     finally:
         sink.close()
     logger.info("%s: %d tiles in %d slabs along axis %d", path, plan.num_tiles, plan.num_slabs, stream)
