@@ -119,3 +119,22 @@ def test_a_folder_of_volumes_is_predicted(tmp_path, checkpoint3d):
         nibabel.save(nibabel.Nifti1Image(_volume((10, 9, 8)), np.eye(4)), folder / f"c{i}.nii.gz")
     assert main(["predict", str(checkpoint3d), str(folder), "--out", str(tmp_path / "out"), "--tile", "8"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0.nii.gz", "c1.nii.gz"]
+
+
+def test_nifti_is_read_slab_by_slab_along_its_last_axis(tmp_path, checkpoint3d, monkeypatch):
+    from unetkit.infer import volume_files
+
+    volume = _volume((12, 10, 40))
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "long.nii")
+    ranges: list[tuple[int, int]] = []
+    read = volume_files._NiftiSlabs.read
+
+    def spy(self, lo, hi):
+        ranges.append((lo, hi))
+        return read(self, lo, hi)
+
+    monkeypatch.setattr(volume_files._NiftiSlabs, "read", spy)
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint3d), str(tmp_path / "long.nii"), "--out", str(out), "--tile", "8"]) == 0
+    assert ranges == [(0, 8), (6, 14), (12, 20), (18, 26), (24, 32), (30, 38), (32, 40)]  # 8 slices at a time
+    np.testing.assert_array_equal(np.asarray(nibabel.load(out / "long.nii").dataobj), _expected(checkpoint3d, volume))

@@ -35,7 +35,7 @@ def collect_inputs(items: list[str]) -> list[Path]:
             files = sorted(p for p in path.iterdir() if listed(p))
             if not files:
                 raise FileNotFoundError(
-                    f"{path}: folder holds no image or volume files ({', '.join(IMAGE_SUFFIXES)}, .nii, .nii.gz, .nrrd)"
+                    f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)}) nor volumes (.nii, .nii.gz, .nrrd)"
                 )
             found += files
         elif path.is_file():
@@ -79,8 +79,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.overlap < 1.0:
         raise ValueError(f"`--overlap` must be in [0, 1), got {args.overlap}")
-    if args.tile is not None and args.tile < 1:
-        raise ValueError(f"`--tile` must be a positive integer, got {args.tile}")
+    if args.tile is not None and min((args.tile,) if isinstance(args.tile, int) else args.tile) < 1:
+        raise ValueError(f"`--tile` must be a positive integer (or three, for volumes), got {args.tile}")
     if args.batch_size < 1:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -161,6 +161,17 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
     return 0
 
 
+def _tile_arg(text: str) -> int | tuple[int, ...]:
+    """`--tile N` or, for volumes, `--tile D,H,W`."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or three (D,H,W), got {text!r}") from None
+    if len(sizes) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected an integer or three (D,H,W), got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def _is_3d_checkpoint(checkpoint: str) -> bool:
     """Whether a checkpoint directory holds a 3D model (the automatic engine then stays PyTorch: the ONNX path
     is 2D only)."""
@@ -193,6 +204,8 @@ def _is_volume_input(predictor: Any, path: Path, args: argparse.Namespace) -> bo
         if given:
             raise ValueError(f"{', '.join(given)}: not available for volumes yet; the mask is written ({path})")
         return True
+    if not isinstance(args.tile, (int, type(None))):
+        raise ValueError(f"`--tile` {','.join(map(str, args.tile))}: three sides are for volumes; {path} is an image")
     if suffix in (".nii", ".nii.gz", ".nrrd"):
         raise ValueError(f"{path}: a volume, and {args.checkpoint} holds a 2D model; predict volumes with a 3D checkpoint")
     return False
@@ -230,7 +243,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="INPUT", help="image files (or NAME.zarr stores), folders or glob patterns"
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--tile", type=int, default=None, help="tile side (default 512; 388 output for unet_classic)")
+    parser.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default=None,
+        help="tile side (default 512; 388 output for unet_classic); volumes: one side or D,H,W in the file's axis "
+        "order (default 96; 44,44,28 output for unet_classic_3d); slabs stream along the file's slowest axis",
+    )
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring tiles, in [0, 1)")
     parser.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "center"), help="tile blending")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")

@@ -12,7 +12,7 @@ The same two strategies as `unetkit.infer.tiling`, axis by axis:
 Memory stays bounded by streaming **slabs**: a slab is one start of the tiles along the first axis (the
 engine's axis 0, which callers choose to be the file's slowest axis), and holds every tile at that start.
 The reader is called once per slab for `tile_0 + 2 margin_0` rows of the input; the slab's weighted sums
-(`(K + 1) x tile_0 x` the other axes, float32) are the largest buffer, and finished rows go to the sink as
+(`(K + 1) x tile_0 x` the other axes, float32, finished rows divided in place) are the largest buffer, and finished rows go to the sink as
 soon as no later slab covers them. Neither the whole input nor the whole output is ever held.
 """
 
@@ -137,11 +137,12 @@ def grid_weights(plan: GridPlan) -> torch.Tensor:
 
 
 def slab_bytes(plan: GridPlan, channels: int, itemsize: int, classes: int) -> int:
-    """What one slab holds besides the model and one batch of tiles: the input slab read and the one read
-    ahead (file dtype), the weighted sums and weights (`K + 1` float32 planes) and the finished rows (`K`)."""
+    """What one slab holds besides the model and one batch of tiles: the input slab read, the one read ahead
+    and a gathered copy (file dtype), and the weighted sums and their weights (`K + 1` float32 planes; finished
+    rows are divided in place)."""
     rest = math.prod(n + 2 * m + t for n, m, t in zip(plan.shape[1:], plan.margins[1:], plan.tile[1:], strict=True))
-    inputs = 2 * channels * itemsize * (plan.tile[0] + 2 * plan.margins[0]) * rest
-    return inputs + 4 * (2 * classes + 1) * plan.tile[0] * math.prod(plan.shape[1:])
+    inputs = 3 * channels * itemsize * (plan.tile[0] + 2 * plan.margins[0]) * rest
+    return inputs + 4 * (classes + 1) * plan.tile[0] * math.prod(plan.shape[1:])
 
 
 def _slabs(plan: GridPlan) -> Iterator[tuple[int, int, int]]:
@@ -216,7 +217,6 @@ def _run(
     owned = [_owned(s, t, n) for s, t, n in zip(plan.starts, tile, shape, strict=True)] if plan.blend == "center" else []
     others = list(itertools.product(*(range(len(s)) for s in plan.starts[1:])))  # tiles of one slab, as indices
     acc: torch.Tensor | None = None  # (K, tile_0, *shape[1:]): the slab's weighted sums, rows `top ..`
-    finished_buf: torch.Tensor | None = None
     norm = torch.zeros(1, tile[0], *shape[1:], device=device)
     top, done = slabs[0][1], 0
     pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
@@ -267,11 +267,8 @@ def _run(
                 progress(done)
         assert acc is not None
         finished = done_to - top
-        if finished > 0:
-            if finished_buf is None:
-                finished_buf = torch.empty_like(acc)
-            values = torch.div(acc[:, :finished], norm[:, :finished], out=finished_buf[:, :finished])
-            sink(top, done_to, values.cpu())
+        if finished > 0:  # the finished rows are divided in place: no second slab-sized buffer
+            sink(top, done_to, acc[:, :finished].div_(norm[:, :finished]).cpu())
             left = tile[0] - finished  # rows already summed for the next slab: moved to the top
             acc[:, :left] = acc[:, finished:].clone()
             norm[:, :left] = norm[:, finished:].clone()
