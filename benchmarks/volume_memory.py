@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from predict_memory import measure  # noqa: E402
+from predict_memory import measure
 
-from unetkit import create_model, save_model  # noqa: E402
-from unetkit.bench._measure import machine, versions  # noqa: E402
+from unetkit import create_model, save_model
+from unetkit.bench._measure import machine, versions
 
 RESULTS = Path("benchmarks") / "results"
 SIZES = ("256x256x128", "1024x1024x512")
@@ -120,14 +120,15 @@ def main() -> None:
     ]
     for row in rows:
         lines.append(
-            f"| {row['size']} | {row['voxels'] / 1e6:.0f} M | {row['peak_rss_mib']:.0f} MiB | {row['slab_mib']:.0f} MiB "
-            f"| {row['seconds']:.0f} s | {row['load_before']} |"
+            f"| {row['size']} | {row['voxels'] / 1e6:.0f} M | {row['peak_rss_mib']:.0f} MiB "
+            f"| {row['slab_mib']:.0f} MiB | {row['seconds']:.0f} s | {row['load_before']} |"
         )
     if len(rows) >= 2:
         small, large = rows[0], rows[-1]
         bound = small["peak_rss_mib"] + large["slab_mib"]
+        verdict = "within" if large["peak_rss_mib"] <= bound else "ABOVE"
         lines += ["", f"Bound (small peak + one slab of the large volume): {bound:.0f} MiB; measured "
-                  f"{large['peak_rss_mib']:.0f} MiB: {'within' if large['peak_rss_mib'] <= bound else 'ABOVE'} it."]  # fmt: skip
+                  f"{large['peak_rss_mib']:.0f} MiB: {verdict} it."]  # fmt: skip
     lines += ["", f"Versions: {', '.join(f'{k} {v}' for k, v in info['versions'].items())}."]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 

@@ -34,8 +34,9 @@ def collect_inputs(items: list[str]) -> list[Path]:
         elif path.is_dir():
             files = sorted(p for p in path.iterdir() if listed(p))
             if not files:
+                images = ", ".join(IMAGE_SUFFIXES)
                 raise FileNotFoundError(
-                    f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)}) nor volumes (.nii, .nii.gz, .nrrd)"
+                    f"{path}: folder holds no image files ({images}) nor volumes (.nii, .nii.gz, .nrrd)"
                 )
             found += files
         elif path.is_file():
@@ -207,7 +208,9 @@ def _is_volume_input(predictor: Any, path: Path, args: argparse.Namespace) -> bo
     if not isinstance(args.tile, (int, type(None))):
         raise ValueError(f"`--tile` {','.join(map(str, args.tile))}: three sides are for volumes; {path} is an image")
     if suffix in (".nii", ".nii.gz", ".nrrd"):
-        raise ValueError(f"{path}: a volume, and {args.checkpoint} holds a 2D model; predict volumes with a 3D checkpoint")
+        raise ValueError(
+            f"{path}: a volume, and {args.checkpoint} holds a 2D model; predict volumes with a 3D checkpoint"
+        )
     return False
 
 

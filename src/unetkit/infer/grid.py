@@ -12,8 +12,9 @@ The same two strategies as `unetkit.infer.tiling`, axis by axis:
 Memory stays bounded by streaming **slabs**: a slab is one start of the tiles along the first axis (the
 engine's axis 0, which callers choose to be the file's slowest axis), and holds every tile at that start.
 The reader is called once per slab for `tile_0 + 2 margin_0` rows of the input; the slab's weighted sums
-(`(K + 1) x tile_0 x` the other axes, float32, finished rows divided in place) are the largest buffer, and finished rows go to the sink as
-soon as no later slab covers them. Neither the whole input nor the whole output is ever held.
+(`(K + 1) x tile_0 x` the other axes, float32, finished rows divided in place) are the largest buffer, and
+finished rows go to the sink as soon as no later slab covers them. Neither the whole input nor the whole
+output is ever held.
 """
 
 from __future__ import annotations
@@ -214,7 +215,9 @@ def _run(
 ) -> None:
     tile, margins, shape = plan.tile, plan.margins, plan.shape
     weights = grid_weights(plan).to(device)
-    owned = [_owned(s, t, n) for s, t, n in zip(plan.starts, tile, shape, strict=True)] if plan.blend == "center" else []
+    owned = (
+        [_owned(s, t, n) for s, t, n in zip(plan.starts, tile, shape, strict=True)] if plan.blend == "center" else []
+    )
     others = list(itertools.product(*(range(len(s)) for s in plan.starts[1:])))  # tiles of one slab, as indices
     acc: torch.Tensor | None = None  # (K, tile_0, *shape[1:]): the slab's weighted sums, rows `top ..`
     norm = torch.zeros(1, tile[0], *shape[1:], device=device)
@@ -259,7 +262,11 @@ def _run(
                     continue
                 part = out[b][(slice(None), slice(0, rows), *(slice(0, e) for e in extent))].float()
                 w = weights[(slice(0, rows), *(slice(0, e) for e in extent))]
-                dst = (slice(None), slice(offset, offset + rows), *(slice(c, c + e) for c, e in zip(corner, extent, strict=True)))
+                dst = (
+                    slice(None),
+                    slice(offset, offset + rows),
+                    *(slice(c, c + e) for c, e in zip(corner, extent, strict=True)),
+                )
                 acc[dst].addcmul_(part, w)
                 norm[dst] += w
             done += len(group)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unetkit._device import resolve_device
+from unetkit.infer.grid import GridPlan
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin, context_margins, model_spatial_dims, valid_input_shape
 
@@ -193,10 +194,8 @@ class Predictor:
         memory = self.memory_format if self.channels_last else torch.contiguous_format
         for k in ks:
             with autocast:
-                if volume:
-                    x_k = x.flip(_axis_flips(k)) if k else x
-                else:
-                    x_k = _dihedral(x, k) if k else x  # k = 0: no copy
+                flipped = x.flip(_axis_flips(k)) if volume else _dihedral(x, k)
+                x_k = flipped if k else x  # k = 0: no copy
                 out = self.model(x_k.contiguous(memory_format=memory))
             out = self._activate(out)
             if k:
@@ -294,7 +293,9 @@ def predict(
     if pred.spatial_dims == 3:
         from unetkit.infer.volume import predict_volume
 
-        return predict_volume(pred, image, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress)
+        return predict_volume(
+            pred, image, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
+        )
     x = _as_chw(image, pred.in_channels, scale_dtype=not pred.raw_units)
     height, width = x.shape[-2:]
     plan = _make_plan(pred, height, width, tile, overlap, blend)
@@ -324,7 +325,7 @@ class _tile_bar:
     """A tqdm bar over tiles (only when asked and the image has several tiles), or, where `progress` is a
     callable, `progress(done, total)` after each batch of tiles (e.g. the page's progress bar)."""
 
-    def __init__(self, plan: TilePlan, progress: bool | Callable[[int, int], None]) -> None:
+    def __init__(self, plan: TilePlan | GridPlan, progress: bool | Callable[[int, int], None]) -> None:
         self.total = plan.num_tiles
         self.bar = None
         self.callback = progress if callable(progress) else None

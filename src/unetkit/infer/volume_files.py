@@ -76,7 +76,10 @@ class _NiftiSlabs(_Slabs):
             with gzip.open(path, "rb") as src, open(raw, "wb") as dst:
                 shutil.copyfileobj(src, dst, COPY_CHUNK)
             path = raw
-        self.image = nibabel.load(str(path))
+        image = nibabel.load(str(path))
+        if not isinstance(image, (nibabel.Nifti1Image, nibabel.Nifti2Image)):
+            raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
+        self.image = image
         shape = tuple(int(n) for n in self.image.shape)
         if len(shape) == 5 and shape[3] == 1:  # (X, Y, Z, T=1, C): NIfTI's vector intent
             shape = shape[:3] + shape[4:]
@@ -85,10 +88,11 @@ class _NiftiSlabs(_Slabs):
         self.shape = (shape[0], shape[1], shape[2])
         self.channels = shape[3] if len(shape) == 4 else 1
         self.dtype = np.dtype(self.image.get_data_dtype())
-        slope, inter = self.image.dataobj.slope, self.image.dataobj.inter
+        proxy: Any = self.image.dataobj  # an ArrayProxy: scaling applied on reading
+        slope, inter = proxy.slope, proxy.inter
         if (slope, inter) != (1.0, 0.0):
             self.dtype = np.dtype(np.float32)  # scaled on reading, as read_volume does
-        self.header = self.image.header
+        self.header: Any = self.image.header
         self.stream_axis = 2
 
     def read(self, lo: int, hi: int) -> np.ndarray:
@@ -185,12 +189,11 @@ def _write_nifti(target: Path, source: _NiftiSlabs, raw: Path, dtype: Any) -> No
     offset = int(header.single_vox_offset) + int(header.extensions.get_sizeondisk())  # header, extensions, data
     header.set_data_offset(offset)
     gz = volume_suffix(target) == ".nii.gz"
-    with atomic_file(target) as tmp:
-        with gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) if gz else open(tmp, "wb") as out:
-            header.write_to(out)
-            out.write(b"\0" * (offset - out.tell()))
-            for chunk in _chunks(raw):
-                out.write(chunk)
+    with atomic_file(target) as tmp, gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) if gz else open(tmp, "wb") as out:
+        header.write_to(out)
+        out.write(b"\0" * (offset - out.tell()))
+        for chunk in _chunks(raw):
+            out.write(chunk)
 
 
 def _write_tiff(target: Path, shape: tuple[int, int, int], raw: Path, dtype: Any, spacing: Any) -> None:
@@ -299,7 +302,9 @@ def _stream(
     try:
         with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
             model = AxisOrder(predictor, order)  # tiles in the model's own axis order
-            run_grid(model, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar, scale=scale)
+            run_grid(
+                model, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar, scale=scale
+            )
     finally:
         sink.close()
     logger.info("%s: %d tiles in %d slabs along axis %d", path, plan.num_tiles, plan.num_slabs, stream)
@@ -322,12 +327,21 @@ def _sample(predictor: Predictor, source: _Slabs) -> torch.Tensor | None:
 
 
 def _predict_whole(
-    predictor: Predictor, path: Path, target: Path, tile: Any, overlap: float, blend: str, batch_size: int, progress: Any
+    predictor: Predictor,
+    path: Path,
+    target: Path,
+    tile: Any,
+    overlap: float,
+    blend: str,
+    batch_size: int,
+    progress: Any,
 ) -> Path:
     """NRRD (and TIFFs that are not a plain page stack): the volume read whole, labels written whole."""
     volume = read_volume(path)
     array = np.moveaxis(volume.array, -1, 0) if volume.array.ndim == 4 else volume.array
-    probs = predict_volume(predictor, array, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress)
+    probs = predict_volume(
+        predictor, array, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
+    )
     classes = probs.argmax(0)
     values = predictor.config.get("mask", {}).get("label_values")
     labels = np.asarray(values, dtype=np.int64)[classes] if values else classes
