@@ -13,8 +13,8 @@ Two strategies, chosen by the predictor's context margin:
   taken from the tile whose centre region owns it.
 
 The tiles run through the engine of `unetkit.infer.grid` (any number of axes), which `run_tiled` calls
-with a plan of two. Tile starts are planned so that the last tile ends on the image edge. Memory stays bounded: the image
-is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
+with a plan of two. Tile starts are planned so that the last tile ends on the image edge. Memory stays
+bounded: the image is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
 full output needs to be in memory; the device holds one band of input in the file's own dtype (C x
 (tile + 2 margin) rows x W), one batch of tiles in float32 and the band's weighted sums ((K + 1) x tile
 rows x W), and only finished rows come back to the host. The next band is read in a reader thread while
