@@ -24,21 +24,68 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from unetkit.infer.tiling import (
-    BLEND_MODES,
-    GAUSSIAN_FLOOR,
-    GAUSSIAN_SIGMA,
-    _aligned_starts,
-    _owned,
-    plan_starts,
-    reflect_indices,
-)
+__all__ = [
+    "BLEND_MODES",
+    "GridPlan",
+    "grid_weights",
+    "plan_grid",
+    "plan_starts",
+    "reflect_indices",
+    "run_grid",
+    "slab_bytes",
+]
 
-__all__ = ["GridPlan", "grid_weights", "plan_grid", "run_grid", "slab_bytes"]
+BLEND_MODES = ("gaussian", "constant", "center")
+GAUSSIAN_SIGMA = 0.125  # of the tile side, as nnU-Net and MONAI's `sigma_scale`
+GAUSSIAN_FLOOR = 1e-3  # weights kept above zero so that every covered pixel has a defined mean
+
+
+def plan_starts(size: int, tile: int, step: int) -> list[int]:
+    """Tile starts along one axis: `0, step, 2 step, ...`, the last one moved to end on the edge.
+
+    With `tile >= size` there is one tile at 0 (the caller pads or shrinks it).
+    """
+    if size < 1 or tile < 1 or step < 1:
+        raise ValueError(f"size, tile and step must be >= 1, got {size}, {tile}, {step}")
+    if tile >= size:
+        return [0]
+    count = math.ceil((size - tile) / step) + 1
+    starts = [min(i * step, size - tile) for i in range(count)]
+    return sorted(set(starts))
+
+
+def _aligned_starts(size: int, tile: int, align: int) -> list[int]:
+    """Starts `0, step, 2 step, ...` with `step` the largest multiple of `align` <= `tile`, until the
+    image is covered."""
+    step = max(align, (tile // align) * align)
+    count = 1 if tile >= size else math.ceil((size - tile) / step) + 1
+    return [i * step for i in range(count)]
+
+
+def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
+    """Indices `start .. stop - 1` folded into `[0, size)` by mirroring without repeating the edge
+    (numpy's `reflect`, repeated for any distance: `-1 -> 1`, `size -> size - 2`)."""
+    idx = np.arange(start, stop)
+    if size == 1:
+        return np.zeros_like(idx)
+    period = 2 * (size - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= size, period - idx, idx)
+
+
+def _owned(starts: tuple[int, ...], tile: int, size: int) -> list[tuple[int, int]]:
+    """For `center` blending: the `[lo, hi)` range each tile owns, split at the middle of each overlap."""
+    bounds = [0]
+    for a, b in itertools.pairwise(starts):
+        bounds.append((b + a + tile) // 2)
+    bounds.append(size)
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
+
 
 GridReader = Callable[[tuple[np.ndarray, ...]], torch.Tensor]
 """`reader(indices)` returns the input at those (already mirrored) indices, one array per spatial axis, as
@@ -282,3 +329,41 @@ def _run(
             acc[:, left:] = 0
             norm[:, left:] = 0
             top = done_to
+
+
+def _index(idx: np.ndarray) -> slice | torch.Tensor:
+    """A slice where `idx` is a run of consecutive indices (a view, no copy), else the indices (a gather)."""
+    if idx.size and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool((np.diff(idx) == 1).all()):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return torch.from_numpy(idx)
+
+
+class _tile_bar:
+    """A tqdm bar over tiles (only when asked and the image has several tiles), or, where `progress` is a
+    callable, `progress(done, total)` after each batch of tiles (e.g. the page's progress bar)."""
+
+    def __init__(self, plan: GridPlan | Any, progress: bool | Callable[[int, int], None]) -> None:
+        self.total = plan.num_tiles
+        self.bar = None
+        self.callback = progress if callable(progress) else None
+        if progress is True and self.total > 1:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc="tiles", leave=False, dynamic_ncols=True)
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if self.callback is not None:
+            callback, total = self.callback, self.total
+            return lambda done: callback(done, total)
+        if self.bar is None:
+            return None
+        bar = self.bar
+
+        def update(done: int) -> None:
+            bar.update(done - bar.n)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from unetkit._device import resolve_device
-from unetkit.infer.grid import GridPlan
+from unetkit.infer.grid import _index, _tile_bar
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin, context_margins, model_spatial_dims, valid_input_shape
 
@@ -234,13 +234,6 @@ def _as_chw(
     return x
 
 
-def _index(idx: np.ndarray) -> slice | torch.Tensor:
-    """A slice where `idx` is a run of consecutive indices (a view, no copy), else the indices (a gather)."""
-    if idx.size and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool((np.diff(idx) == 1).all()):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return torch.from_numpy(idx)
-
-
 def _make_plan(predictor: Predictor, height: int, width: int, tile: int | None, overlap: float, blend: str) -> TilePlan:
     if tile is None:
         tile = DEFAULT_CLASSIC_TILE if predictor.margin else DEFAULT_TILE
@@ -319,37 +312,6 @@ def predict(
 def predict_labels(model: nn.Module | Predictor, image: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray:
     """Class indices `(H, W)` (int64): the argmax of `predict`."""
     return predict(model, image, **kwargs).argmax(axis=0)
-
-
-class _tile_bar:
-    """A tqdm bar over tiles (only when asked and the image has several tiles), or, where `progress` is a
-    callable, `progress(done, total)` after each batch of tiles (e.g. the page's progress bar)."""
-
-    def __init__(self, plan: TilePlan | GridPlan, progress: bool | Callable[[int, int], None]) -> None:
-        self.total = plan.num_tiles
-        self.bar = None
-        self.callback = progress if callable(progress) else None
-        if progress is True and self.total > 1:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc="tiles", leave=False, dynamic_ncols=True)
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        if self.callback is not None:
-            callback, total = self.callback, self.total
-            return lambda done: callback(done, total)
-        if self.bar is None:
-            return None
-        bar = self.bar
-
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:

@@ -23,52 +23,24 @@ the current one runs.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from unetkit.infer.grid import (  # the one engine, for any number of axes; its planning helpers
+    BLEND_MODES,
+    GAUSSIAN_FLOOR,
+    GAUSSIAN_SIGMA,
+    GridPlan,
+    _aligned_starts,
+    plan_starts,
+    reflect_indices,
+    run_grid,
+)
+
 __all__ = ["BLEND_MODES", "TilePlan", "blend_weights", "plan_starts", "plan_tiles", "reflect_indices", "run_tiled"]
-
-BLEND_MODES = ("gaussian", "constant", "center")
-GAUSSIAN_SIGMA = 0.125  # of the tile side, as nnU-Net and MONAI's `sigma_scale`
-GAUSSIAN_FLOOR = 1e-3  # weights kept above zero so that every covered pixel has a defined mean
-
-
-def plan_starts(size: int, tile: int, step: int) -> list[int]:
-    """Tile starts along one axis: `0, step, 2 step, ...`, the last one moved to end on the edge.
-
-    With `tile >= size` there is one tile at 0 (the caller pads or shrinks it).
-    """
-    if size < 1 or tile < 1 or step < 1:
-        raise ValueError(f"size, tile and step must be >= 1, got {size}, {tile}, {step}")
-    if tile >= size:
-        return [0]
-    count = math.ceil((size - tile) / step) + 1
-    starts = [min(i * step, size - tile) for i in range(count)]
-    return sorted(set(starts))
-
-
-def _aligned_starts(size: int, tile: int, align: int) -> list[int]:
-    """Starts `0, step, 2 step, ...` with `step` the largest multiple of `align` <= `tile`, until the
-    image is covered."""
-    step = max(align, (tile // align) * align)
-    count = 1 if tile >= size else math.ceil((size - tile) / step) + 1
-    return [i * step for i in range(count)]
-
-
-def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices `start .. stop - 1` folded into `[0, size)` by mirroring without repeating the edge
-    (numpy's `reflect`, repeated for any distance: `-1 -> 1`, `size -> size - 2`)."""
-    idx = np.arange(start, stop)
-    if size == 1:
-        return np.zeros_like(idx)
-    period = 2 * (size - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= size, period - idx, idx)
 
 
 @dataclass(frozen=True)
@@ -157,15 +129,6 @@ def blend_weights(plan: TilePlan) -> torch.Tensor:
     return (w / w.max()).clamp_min(GAUSSIAN_FLOOR).float()
 
 
-def _owned(starts: tuple[int, ...], tile: int, size: int) -> list[tuple[int, int]]:
-    """For `center` blending: the `[lo, hi)` range each tile owns, split at the middle of each overlap."""
-    bounds = [0]
-    for a, b in itertools.pairwise(starts):
-        bounds.append((b + a + tile) // 2)
-    bounds.append(size)
-    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
-
-
 Reader = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 """`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`,
 in any dtype (tiles are converted to float32 and multiplied by `scale` batch by batch)."""
@@ -200,8 +163,6 @@ def run_tiled(
             uint8 pixels read as they are stored).
         prefetch: read the next band in a thread while the current one runs.
     """
-    from unetkit.infer.grid import GridPlan, run_grid  # the one engine, for any number of axes
-
     grid = GridPlan(
         (plan.height, plan.width),
         (plan.tile_h, plan.tile_w),

@@ -10,12 +10,15 @@ which its tiles run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from unetkit.infer.grid import GridPlan, plan_grid, run_grid
-from unetkit.infer.predictor import Predictor, _index, _tile_bar
+from unetkit.infer.grid import GridPlan, _index, _tile_bar, plan_grid, run_grid
+
+if TYPE_CHECKING:  # predict() of a 3D model calls predict_volume: no import back at run time
+    from unetkit.infer.predictor import Predictor
 
 __all__ = ["DEFAULT_VOLUME_TILE", "AxisOrder", "plan_volume", "predict_volume"]
 
