@@ -64,7 +64,7 @@ def test_a_padded_model_returning_2x_comes_back_as_2x(blend, tile):
     np.testing.assert_allclose(y[0], 2 * x, rtol=1e-6, atol=0)  # float rounding of the weighted mean
 
 
-def test_padded_3d_unet_tiles_agree_with_the_whole_volume_inside():
+def test_a_padded_3d_unet_gives_a_distribution_per_voxel_through_overlapping_tiles():
     torch.manual_seed(3)
     model = create_model("unet", in_channels=1, num_classes=3, base_channels=4, depth=2, spatial_dims=3).eval()
     x = torch.rand(1, 24, 20, 16)
