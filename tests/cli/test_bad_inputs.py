@@ -54,6 +54,22 @@ def _predict(tmp: Path, image: Path, *extra: str) -> tuple[list[str], Path]:
     return ["predict", str(ckpt), str(image), "--out", str(tmp / "pred"), *extra], tmp / "pred"
 
 
+def _predict3d(tmp: Path, volume: Path) -> tuple[list[str], Path]:
+    """`unetkit predict` of `volume` with an untrained 1-channel 3D `unet` checkpoint."""
+    from unetkit import create_model, save_model
+
+    model = create_model("unet", in_channels=1, num_classes=2, base_channels=4, depth=2, spatial_dims=3)
+    save_model(model, tmp / "ckpt3d", extra={"preprocess": {"mean": [0.5], "std": [0.25]}})
+    return ["predict", str(tmp / "ckpt3d"), str(volume), "--out", str(tmp / "pred")], tmp / "pred"
+
+
+def _nifti(tmp: Path, shape: tuple[int, ...]) -> Path:
+    nibabel = pytest.importorskip("nibabel")
+    path = _image_case(tmp, "vol.nii.gz")
+    nibabel.save(nibabel.Nifti1Image(np.zeros(shape, np.uint8), np.eye(4)), path)
+    return path
+
+
 def _train(tmp: Path, data: Path | str, *extra: str) -> tuple[list[str], Path]:
     return ["train", "--data", str(data), "--out", str(tmp / "run"), "--epochs", "1", *extra], tmp / "run"
 
@@ -271,6 +287,21 @@ CASES = [
     Case("dataset-missing-folder", r"nowhere: no such folder", lambda t, m: _train(t, t / "nowhere")),
     Case(
         "predict-empty-folder", r"in: folder holds no image files", lambda t, m: _predict(t, _image_case(t, "x").parent)
+    ),
+    Case(
+        "predict-volume-2d-checkpoint",
+        r"in/vol\.nii\.gz: a volume, and .*ckpt holds a 2D model; predict volumes with a 3D checkpoint",
+        lambda t, m: _predict(t, _nifti(t, (12, 10, 8))),
+    ),
+    Case(
+        "predict-image-3d-checkpoint",
+        r"in/img\.png: a 2-D image, and .*ckpt3d holds a 3D model; give volumes",
+        lambda t, m: _predict3d(t, _image_case(t, "img.png", png_bytes(np.zeros((20, 20), np.uint8)))),
+    ),
+    Case(
+        "predict-volume-channels",
+        r"in/vol\.nii\.gz: volume has 2 channels, the model expects 1",
+        lambda t, m: _predict3d(t, _nifti(t, (12, 10, 8, 2))),
     ),
     # arguments and options
     Case("unknown-model", r"unknown model 'unet_clasic'; did you mean 'unet_classic'", _case("--model", "unet_clasic")),

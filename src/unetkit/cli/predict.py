@@ -18,9 +18,13 @@ __all__ = ["add_parser", "collect_inputs"]
 def collect_inputs(items: list[str]) -> list[Path]:
     """Files, folders (their image files, sorted) and glob patterns -> image paths, checked to exist."""
     from unetkit.data.io import IMAGE_SUFFIXES
+    from unetkit.data.volume import is_volume_file, volume_stem
 
     def zarr(p: Path) -> bool:
         return p.is_dir() and p.suffix.lower() == ".zarr"
+
+    def listed(p: Path) -> bool:
+        return (p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_volume_file(p))) or zarr(p)
 
     found: list[Path] = []
     for item in items:
@@ -28,9 +32,12 @@ def collect_inputs(items: list[str]) -> list[Path]:
         if zarr(path):
             found.append(path)
         elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or zarr(p))
+            files = sorted(p for p in path.iterdir() if listed(p))
             if not files:
-                raise FileNotFoundError(f"{path}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                images = ", ".join(IMAGE_SUFFIXES)
+                raise FileNotFoundError(
+                    f"{path}: folder holds no image files ({images}) nor volumes (.nii, .nii.gz, .nrrd)"
+                )
             found += files
         elif path.is_file():
             found.append(path)
@@ -43,9 +50,10 @@ def collect_inputs(items: list[str]) -> list[Path]:
             raise FileNotFoundError(f"{path}: no such file or folder")
     stems: dict[str, Path] = {}
     for path in found:
-        if path.stem in stems and stems[path.stem] != path:
-            raise ValueError(f"{path} and {stems[path.stem]}: two inputs named {path.stem!r} would write one output")
-        stems[path.stem] = path
+        stem = volume_stem(path)
+        if stem in stems and stems[stem] != path:
+            raise ValueError(f"{path} and {stems[stem]}: two inputs named {stem!r} would write one output")
+        stems[stem] = path
     return found
 
 
@@ -54,8 +62,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.overlap < 1.0:
         raise ValueError(f"`--overlap` must be in [0, 1), got {args.overlap}")
-    if args.tile is not None and args.tile < 1:
-        raise ValueError(f"`--tile` must be a positive integer, got {args.tile}")
+    if args.tile is not None and min((args.tile,) if isinstance(args.tile, int) else args.tile) < 1:
+        raise ValueError(f"`--tile` must be a positive integer (or three, for volumes), got {args.tile}")
     if args.batch_size < 1:
         raise ValueError(f"`--batch-size` must be >= 1, got {args.batch_size}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -71,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
     from unetkit.infer.engine import image_pixels
 
     pixels = image_pixels(inputs) if args.engine == "auto" else 0
-    loaded = prediction_model(args.checkpoint, engine=args.engine, device=device, pixels=pixels)
+    engine = "torch" if args.engine == "auto" and _is_3d_checkpoint(args.checkpoint) else args.engine
+    loaded = prediction_model(args.checkpoint, engine=engine, device=device, pixels=pixels)
     model: Any = loaded.model
     if loaded.task in ("denoise", "superres"):  # image-to-image: restored images of any size, tile by tile
         return _restore(args, model, inputs, device)
@@ -101,6 +110,14 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
             print(f"[{i}/{len(inputs)}] {path}: outputs exist in {out}, skipped")
             continue
         try:
+            if _is_volume_input(predictor, path, args):
+                from unetkit.infer.volume_files import predict_volume_file
+
+                tiling = {"tile": args.tile, "overlap": args.overlap, "blend": args.blend}
+                written = predict_volume_file(predictor, path, out, **tiling, batch_size=args.batch_size, progress=True)
+                done += 1
+                print(f"[{i}/{len(inputs)}] {path} -> {written['mask']}")
+                continue
             written = predict_file(
                 predictor,
                 path,
@@ -127,6 +144,58 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
     if failed:
         raise ValueError(f"{len(failed)} of {len(inputs)} input(s) failed: {'; '.join(failed)}")
     return 0
+
+
+def _tile_arg(text: str) -> int | tuple[int, ...]:
+    """`--tile N` or, for volumes, `--tile D,H,W`."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or three (D,H,W), got {text!r}") from None
+    if len(sizes) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected an integer or three (D,H,W), got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _is_3d_checkpoint(checkpoint: str) -> bool:
+    """Whether a checkpoint directory holds a 3D model (the automatic engine then stays PyTorch: the ONNX path
+    is 2D only)."""
+    from unetkit.models.checkpoint import read_checkpoint_config
+
+    path = Path(checkpoint)
+    if path.is_file():
+        return False
+    try:
+        config = read_checkpoint_config(path)
+    except (OSError, ValueError):
+        return False  # loading it reports the problem
+    return int((config.get("model_config") or {}).get("spatial_dims", 2) or 2) == 3
+
+
+def _is_volume_input(predictor: Any, path: Path, args: argparse.Namespace) -> bool:
+    """Whether `path` goes to the volume path (a 3D model); a volume for a 2D model, or an image for a 3D one,
+    is a one-line error naming both."""
+    from unetkit.data.volume import volume_suffix
+
+    suffix = volume_suffix(path)
+    if getattr(predictor, "spatial_dims", 2) == 3:
+        if suffix is None:
+            raise ValueError(
+                f"{path}: a 2-D image, and {args.checkpoint} holds a 3D model; give volumes (.nii, .nii.gz, .nrrd, "
+                "TIFF stacks)"
+            )
+        given = [flag for flag, on in (("--probs", args.probs), ("--overlay", args.overlay)) if on]
+        given += ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
+        if given:
+            raise ValueError(f"{', '.join(given)}: not available for volumes yet; the mask is written ({path})")
+        return True
+    if not isinstance(args.tile, (int, type(None))):
+        raise ValueError(f"`--tile` {','.join(map(str, args.tile))}: three sides are for volumes; {path} is an image")
+    if suffix in (".nii", ".nii.gz", ".nrrd"):
+        raise ValueError(
+            f"{path}: a volume, and {args.checkpoint} holds a 2D model; predict volumes with a 3D checkpoint"
+        )
+    return False
 
 
 def _restore(args: argparse.Namespace, model: Any, inputs: list[Path], device: str | None) -> int:
@@ -161,7 +230,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "inputs", nargs="+", metavar="INPUT", help="image files (or NAME.zarr stores), folders or glob patterns"
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--tile", type=int, default=None, help="tile side (default 512; 388 output for unet_classic)")
+    parser.add_argument(
+        "--tile",
+        type=_tile_arg,
+        default=None,
+        help="tile side (default 512; 388 output for unet_classic); volumes: one side or D,H,W in the file's axis "
+        "order (default 96; 44,44,28 output for unet_classic_3d); slabs stream along the file's slowest axis",
+    )
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring tiles, in [0, 1)")
     parser.add_argument("--blend", default="gaussian", choices=("gaussian", "constant", "center"), help="tile blending")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")

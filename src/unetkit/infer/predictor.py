@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from unetkit._device import resolve_device
+from unetkit.infer.grid import _index, _tile_bar
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
-from unetkit.models.inference import context_margin
+from unetkit.models.inference import context_margin, context_margins, model_spatial_dims, valid_input_shape
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Predictor", "predict", "predict_labels"]
 
@@ -38,6 +39,11 @@ def _undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.flip(-1) if k >= 4 else x
 
 
+def _axis_flips(k: int) -> list[int]:
+    """The axes (of a 3D tile) the k-th of the 8 axis flips mirrors: bit `i` of k flips spatial axis `i`."""
+    return [2 + i for i in range(3) if k >> i & 1]
+
+
 class Predictor:
     """Wraps a model, or any callable `(B, C, h, w) -> (B, K, h', w')` such as an exported model, with
     what the tiler needs: preprocessing, output activation, test-time augmentation and mixed precision.
@@ -46,7 +52,8 @@ class Predictor:
         model: an `nn.Module` (a loaded checkpoint brings its normalisation and label values; it is moved
             to `device`, put in eval mode and in channels-last memory format, in place) or a callable.
         device: where tiles run; default: the model's device, else CUDA when available, else CPU.
-        tta: average the 8 flips / quarter turns (4 flips where a tile is not square).
+        tta: average the 8 flips / quarter turns (4 flips where a tile is not square); for a 3D model the 8
+            flips of the three axes (quarter turns would mix axes of different spacing).
         activation: `auto` (sigmoid for one output channel, as two probabilities; softmax otherwise),
             `sigmoid`, `softmax` or `none` (raw outputs).
         amp: bf16 autocast on CUDA (default) or not.
@@ -87,17 +94,26 @@ class Predictor:
             params = list(model.parameters()) if isinstance(model, nn.Module) else []
             device = params[0].device if params else resolve_device(None)
         self.device = torch.device(device)
+        self.spatial_dims = model_spatial_dims(model)
         self.channels_last = isinstance(model, nn.Module)
+        self.memory_format = torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
         if isinstance(model, nn.Module):  # in place, as `model.eval()`: channels-last is ~2x faster on CPU too
             model.to(self.device).eval()
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.tta = tta
         self.activation = activation
         self.amp = amp and self.device.type == "cuda"
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=self.device)
-        self.margin = context_margin(model) or int(getattr(model, "margin", 0) or 0)
+        dims = self.spatial_dims
+        if dims == 2:
+            self.margin = context_margin(model) or int(getattr(model, "margin", 0) or 0)
+            self.margins: tuple[int, ...] = (self.margin,) * 2
+        else:  # per axis: anisotropic models lose different context on each axis
+            self.margins = context_margins(model, dims)
+            self.margin = max(self.margins)
         self.align = int(getattr(model, "downsample_factor", 1) or 1)
+        self.aligns: tuple[int, ...] = tuple(getattr(model, "downsample_factors", None) or (self.align,) * dims)
         self.in_channels: int | None = getattr(model, "in_channels", None)
         if self.in_channels is None and self.mean is not None:
             self.in_channels = int(self.mean.numel())
@@ -108,6 +124,15 @@ class Predictor:
             return n
         valid: Callable[[int], int] = self.model.valid_input_size  # type: ignore[union-attr,assignment]
         return int(valid(n + 2 * self.margin)) - 2 * self.margin
+
+    def legal_output_axis(self, n: int, axis: int) -> int:
+        """The smallest legal output side `>= n` on spatial `axis` (unpadded models); `n` for padded ones."""
+        m = self.margins[axis]
+        if m == 0:
+            return n
+        shape = [2 * mi + 1 for mi in self.margins]  # the axes are independent: only `axis` is read
+        shape[axis] = n + 2 * m
+        return valid_input_shape(self.model, shape)[axis] - 2 * m
 
     def _activate(self, out: torch.Tensor) -> torch.Tensor:
         out = out.float()
@@ -142,32 +167,39 @@ class Predictor:
         assert self.normalization is not None
         if self.normalization.scheme == "none":
             return x
+        spatial = (None,) * (x.ndim - 2)
         if self._image_params is not None:
-            params = self._image_params[:, None, :, None, None]  # (4, 1, C, 1, 1)
+            params = self._image_params[(slice(None), None, slice(None), *spatial)]  # (4, 1, C, 1, 1[, 1])
         else:  # no image given: each input is its own image
             rows = [self.normalization.image_params(t.float().cpu().numpy()) for t in x]
-            params = torch.as_tensor(np.stack(rows, axis=1), dtype=torch.float32, device=x.device)[..., None, None]
+            stacked = torch.as_tensor(np.stack(rows, axis=1), dtype=torch.float32, device=x.device)
+            params = stacked[(..., *spatial)]
         low, high, mean, std = params
         return (torch.maximum(torch.minimum(x, high), low) - mean) / std
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """`(B, C, h, w)` raw pixels on `self.device` -> `(B, K, h - 2m, w - 2m)` probabilities."""
+        """`(B, C, h, w)` (or `(B, C, d, h, w)`) raw pixels on `self.device` -> `(B, K, h - 2m, w - 2m)`
+        (`(B, K, d', h', w')`) probabilities."""
         if self.normalization is not None:
             x = self._normalize(x)
         elif self.mean is not None and self.std is not None:
-            x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+            ones = (1,) * (x.ndim - 2)
+            x = (x - self.mean.view(1, -1, *ones)) / self.std.view(1, -1, *ones)
+        volume = x.ndim == 5
         square = x.shape[-1] == x.shape[-2]
-        ks = (range(8) if square else (0, 2, 4, 6)) if self.tta else (0,)
+        ks = (range(8) if square or volume else (0, 2, 4, 6)) if self.tta else (0,)
         total = None
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
+        memory = self.memory_format if self.channels_last else torch.contiguous_format
         for k in ks:
             with autocast:
-                x_k = _dihedral(x, k) if k else x  # k = 0: no copy
-                memory = torch.channels_last if self.channels_last else torch.contiguous_format
+                flipped = x.flip(_axis_flips(k)) if volume else _dihedral(x, k)
+                x_k = flipped if k else x  # k = 0: no copy
                 out = self.model(x_k.contiguous(memory_format=memory))
             out = self._activate(out)
-            out = _undo_dihedral(out, k) if k else out
+            if k:
+                out = out.flip(_axis_flips(k)) if volume else _undo_dihedral(out, k)
             total = out if total is None else total + out
         assert total is not None
         return total if len(ks) == 1 else total / len(ks)
@@ -202,13 +234,6 @@ def _as_chw(
     return x
 
 
-def _index(idx: np.ndarray) -> slice | torch.Tensor:
-    """A slice where `idx` is a run of consecutive indices (a view, no copy), else the indices (a gather)."""
-    if idx.size and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool((np.diff(idx) == 1).all()):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return torch.from_numpy(idx)
-
-
 def _make_plan(predictor: Predictor, height: int, width: int, tile: int | None, overlap: float, blend: str) -> TilePlan:
     if tile is None:
         tile = DEFAULT_CLASSIC_TILE if predictor.margin else DEFAULT_TILE
@@ -237,7 +262,8 @@ def predict(
     activation: str = "auto",
     progress: bool = False,
 ) -> np.ndarray:
-    """Probabilities `(K, H, W)` for an image of any size, tile by tile.
+    """Probabilities `(K, H, W)` for an image of any size, tile by tile; `(K, D, H, W)` for a volume
+    `(D, H, W)` or `(C, D, H, W)` with a 3D model (`unetkit.infer.volume.predict_volume`).
 
     Args:
         model: a model (e.g. from `load_model`, whose normalisation is applied), a callable predictor
@@ -257,6 +283,12 @@ def predict(
     if blend not in BLEND_MODES:
         raise ValueError(f"`blend` must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
     pred = model if isinstance(model, Predictor) else Predictor(model, device=device, tta=tta, activation=activation)
+    if pred.spatial_dims == 3:
+        from unetkit.infer.volume import predict_volume
+
+        return predict_volume(
+            pred, image, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
+        )
     x = _as_chw(image, pred.in_channels, scale_dtype=not pred.raw_units)
     height, width = x.shape[-2:]
     plan = _make_plan(pred, height, width, tile, overlap, blend)
@@ -280,37 +312,6 @@ def predict(
 def predict_labels(model: nn.Module | Predictor, image: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray:
     """Class indices `(H, W)` (int64): the argmax of `predict`."""
     return predict(model, image, **kwargs).argmax(axis=0)
-
-
-class _tile_bar:
-    """A tqdm bar over tiles (only when asked and the image has several tiles), or, where `progress` is a
-    callable, `progress(done, total)` after each batch of tiles (e.g. the page's progress bar)."""
-
-    def __init__(self, plan: TilePlan, progress: bool | Callable[[int, int], None]) -> None:
-        self.total = plan.num_tiles
-        self.bar = None
-        self.callback = progress if callable(progress) else None
-        if progress is True and self.total > 1:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, desc="tiles", leave=False, dynamic_ncols=True)
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        if self.callback is not None:
-            callback, total = self.callback, self.total
-            return lambda done: callback(done, total)
-        if self.bar is None:
-            return None
-        bar = self.bar
-
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:

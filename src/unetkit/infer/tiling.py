@@ -12,8 +12,9 @@ Two strategies, chosen by the predictor's context margin:
   with gaussian weights (centre-heavy, kept above zero), constant weights, or `center`: each pixel
   taken from the tile whose centre region owns it.
 
-Tile starts are planned so that the last tile ends on the image edge. Memory stays bounded: the image
-is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
+The tiles run through the engine of `unetkit.infer.grid` (any number of axes), which `run_tiled` calls
+with a plan of two. Tile starts are planned so that the last tile ends on the image edge. Memory stays
+bounded: the image is read and the output handed to a sink one band of tile rows at a time, so neither the input nor the
 full output needs to be in memory; the device holds one band of input in the file's own dtype (C x
 (tile + 2 margin) rows x W), one batch of tiles in float32 and the band's weighted sums ((K + 1) x tile
 rows x W), and only finished rows come back to the host. The next band is read in a reader thread while
@@ -22,53 +23,24 @@ the current one runs.
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from unetkit.infer.grid import (  # the one engine, for any number of axes; its planning helpers
+    BLEND_MODES,
+    GAUSSIAN_FLOOR,
+    GAUSSIAN_SIGMA,
+    GridPlan,
+    _aligned_starts,
+    plan_starts,
+    reflect_indices,
+    run_grid,
+)
+
 __all__ = ["BLEND_MODES", "TilePlan", "blend_weights", "plan_starts", "plan_tiles", "reflect_indices", "run_tiled"]
-
-BLEND_MODES = ("gaussian", "constant", "center")
-GAUSSIAN_SIGMA = 0.125  # of the tile side, as nnU-Net and MONAI's `sigma_scale`
-GAUSSIAN_FLOOR = 1e-3  # weights kept above zero so that every covered pixel has a defined mean
-
-
-def plan_starts(size: int, tile: int, step: int) -> list[int]:
-    """Tile starts along one axis: `0, step, 2 step, ...`, the last one moved to end on the edge.
-
-    With `tile >= size` there is one tile at 0 (the caller pads or shrinks it).
-    """
-    if size < 1 or tile < 1 or step < 1:
-        raise ValueError(f"size, tile and step must be >= 1, got {size}, {tile}, {step}")
-    if tile >= size:
-        return [0]
-    count = math.ceil((size - tile) / step) + 1
-    starts = [min(i * step, size - tile) for i in range(count)]
-    return sorted(set(starts))
-
-
-def _aligned_starts(size: int, tile: int, align: int) -> list[int]:
-    """Starts `0, step, 2 step, ...` with `step` the largest multiple of `align` <= `tile`, until the
-    image is covered."""
-    step = max(align, (tile // align) * align)
-    count = 1 if tile >= size else math.ceil((size - tile) / step) + 1
-    return [i * step for i in range(count)]
-
-
-def reflect_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices `start .. stop - 1` folded into `[0, size)` by mirroring without repeating the edge
-    (numpy's `reflect`, repeated for any distance: `-1 -> 1`, `size -> size - 2`)."""
-    idx = np.arange(start, stop)
-    if size == 1:
-        return np.zeros_like(idx)
-    period = 2 * (size - 1)
-    idx = np.mod(idx, period)
-    return np.where(idx >= size, period - idx, idx)
 
 
 @dataclass(frozen=True)
@@ -157,31 +129,12 @@ def blend_weights(plan: TilePlan) -> torch.Tensor:
     return (w / w.max()).clamp_min(GAUSSIAN_FLOOR).float()
 
 
-def _owned(starts: tuple[int, ...], tile: int, size: int) -> list[tuple[int, int]]:
-    """For `center` blending: the `[lo, hi)` range each tile owns, split at the middle of each overlap."""
-    bounds = [0]
-    for a, b in itertools.pairwise(starts):
-        bounds.append((b + a + tile) // 2)
-    bounds.append(size)
-    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]
-
-
 Reader = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 """`reader(rows, cols)` returns the image at those (already mirrored) indices as `(C, len(rows), len(cols))`,
 in any dtype (tiles are converted to float32 and multiplied by `scale` batch by batch)."""
 Sink = Callable[[int, int, torch.Tensor], None]
 """`sink(y0, y1, values)` receives finished output rows `y0 .. y1 - 1` as `(K, y1 - y0, W)`; on the CPU
 `values` is a buffer the next band reuses: a sink that keeps it beyond its return copies it."""
-
-
-def _bands(plan: TilePlan) -> Iterator[tuple[int, int, int]]:
-    """`(row index, first finished row, end of finished rows)` for each band of tiles."""
-    ys = plan.ys
-    for r, y in enumerate(ys):
-        done_to = ys[r + 1] if r + 1 < len(ys) else plan.height
-        if plan.blend == "center":
-            done_to = _owned(ys, plan.tile_h, plan.height)[r][1]
-        yield r, y, done_to
 
 
 def run_tiled(
@@ -210,95 +163,18 @@ def run_tiled(
             uint8 pixels read as they are stored).
         prefetch: read the next band in a thread while the current one runs.
     """
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
-    bands = list(_bands(plan))
-    m = plan.margin
-    cols = reflect_indices(-m, max(plan.xs) + plan.tile_w + m, plan.width)  # every column a tile reads
+    grid = GridPlan(
+        (plan.height, plan.width),
+        (plan.tile_h, plan.tile_w),
+        (plan.margin, plan.margin),
+        (plan.ys, plan.xs),
+        plan.blend,
+    )
 
-    def read(r: int) -> torch.Tensor:
-        y = bands[r][1]
-        return reader(reflect_indices(y - m, y + plan.tile_h + m, plan.height), cols)
+    def read(indices: tuple[np.ndarray, ...]) -> torch.Tensor:
+        return reader(indices[0], indices[1])
 
-    if not prefetch or len(bands) == 1:
-        _run_bands(predictor, read, plan, bands, sink, batch_size, device, progress, scale, None)
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="unetkit-band-reader") as pool:
-        _run_bands(predictor, read, plan, bands, sink, batch_size, device, progress, scale, pool)
-
-
-def _run_bands(
-    predictor: Callable[[torch.Tensor], torch.Tensor],
-    read: Callable[[int], torch.Tensor],
-    plan: TilePlan,
-    bands: list[tuple[int, int, int]],
-    sink: Sink,
-    batch_size: int,
-    device: torch.device | str,
-    progress: Callable[[int], None] | None,
-    scale: float,
-    pool: ThreadPoolExecutor | None,
-) -> None:
-    device = torch.device(device)
-    m, th, tw = plan.margin, plan.tile_h, plan.tile_w
-    weights = blend_weights(plan).to(device)
-    col_owned = _owned(plan.xs, tw, plan.width) if plan.blend == "center" else None
-    row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
-    # rolling buffers on `device`, one band (th rows) high: rows `acc_top ..` of the weighted sums
-    acc: torch.Tensor | None = None  # (K, th, W)
-    rows_out: torch.Tensor | None = None  # (K, th, W): finished rows, handed to the sink
-    norm = torch.zeros(1, th, plan.width, device=device)
-    acc_top = 0
-    done = 0
-    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
-    for r, y, done_to in bands:
-        if pool is not None:
-            assert pending is not None
-            raw = pending.result()
-            pending = pool.submit(read, r + 1) if r + 1 < len(bands) else None
-        else:
-            raw = read(r)
-        band = raw.to(device=device)  # (C, th + 2m, columns) in the file's dtype
-        band_h = min(th, plan.height - y)
-        if r == 0:
-            acc_top = y
-        top = y - acc_top
-        for i in range(0, len(plan.xs), batch_size):
-            xs = plan.xs[i : i + batch_size]
-            tiles = torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs])  # (B, C, th + 2m, tw + 2m)
-            if scale != 1.0 and not tiles.is_floating_point():
-                tiles = tiles * scale  # integers to float32, scaled, in one pass
-            else:
-                tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
-            out = predictor(tiles)  # (B, K, th, tw)
-            if out.shape[-2:] != (th, tw):
-                raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
-            if acc is None:
-                acc = torch.zeros(out.shape[1], th, plan.width, device=device)
-            for j, x in enumerate(xs, start=i):
-                tile = out[j - i, :, :band_h, : min(tw, plan.width - x)].float()
-                w = weights[:band_h, : tile.shape[-1]]
-                if plan.blend == "center":
-                    assert col_owned is not None and row_owned is not None
-                    (x0, x1), (y0, y1) = col_owned[j], row_owned[r]
-                    acc[:, y0 - acc_top : y1 - acc_top, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
-                    norm[:, y0 - acc_top : y1 - acc_top, x0:x1] = 1.0
-                else:
-                    acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
-                    norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
-            done += len(xs)
-            if progress is not None:
-                progress(done)
-        assert acc is not None
-        finished = done_to - acc_top
-        if finished > 0:
-            if rows_out is None:
-                rows_out = torch.empty_like(acc)  # one buffer for every band's finished rows
-            values = torch.div(acc[:, :finished], norm[:, :finished], out=rows_out[:, :finished])
-            sink(acc_top, done_to, values.cpu())
-            left = th - finished  # rows already summed for the next band: move them to the top, in place
-            acc[:, :left] = acc[:, finished:].clone()
-            norm[:, :left] = norm[:, finished:].clone()
-            acc[:, left:] = 0
-            norm[:, left:] = 0
-            acc_top = done_to
+    run_grid(
+        predictor, read, grid, sink, batch_size=batch_size, device=device, progress=progress, scale=scale,
+        prefetch=prefetch,
+    )  # fmt: skip

@@ -1,0 +1,140 @@
+"""`unetkit predict RUN VOLUME --out DIR` with a 3D checkpoint: the mask has the input's geometry (affine by
+nibabel, spacing in TIFF stacks) and the labels of the in-memory prediction; wrong dimensionality is one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from unetkit import create_model, load_model, save_model
+from unetkit.cli.main import main
+from unetkit.data import write_image
+from unetkit.data.volume import read_volume, write_volume
+from unetkit.infer import predict
+
+nibabel = pytest.importorskip("nibabel")
+LABELS = [0, 3, 7]
+
+
+@pytest.fixture(scope="module")
+def checkpoint3d(tmp_path_factory):
+    """An untrained padded 3D `unet` with label values 0 / 3 / 7; its conv weights are tripled (no BatchNorm) so
+    that all three classes occur."""
+    torch.manual_seed(1)
+    model = create_model("unet", in_channels=1, num_classes=3, base_channels=4, depth=2, spatial_dims=3, norm="none")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim > 1:
+                parameter.mul_(3)
+    path = tmp_path_factory.mktemp("ckpt3d") / "ckpt"
+    extra = {
+        "preprocess": {"mean": [0.5], "std": [0.05]},
+        "mask": {"mode": "multiclass", "num_classes": 3, "label_values": LABELS},
+    }
+    save_model(model, path, extra=extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint2d(tmp_path_factory):
+    model = create_model("unet", in_channels=1, base_channels=4, depth=2, num_classes=1)
+    path = tmp_path_factory.mktemp("ckpt2d") / "ckpt"
+    save_model(model, path, extra={"preprocess": {"mean": [0.5], "std": [0.25]}})
+    return path
+
+
+def _volume(shape=(23, 18, 13)):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, shape, dtype=np.uint8)
+
+
+def _expected(checkpoint, volume):
+    probs = predict(load_model(checkpoint), volume, tile=8)
+    return np.asarray(LABELS)[probs.argmax(0)]
+
+
+@pytest.mark.parametrize("name", ["case.nii.gz", "case.nii"])
+def test_nifti_mask_has_the_inputs_affine_and_the_in_memory_labels(tmp_path, checkpoint3d, name):
+    volume = _volume()
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0.1, 5.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
+    image = nibabel.Nifti1Image(volume, affine)
+    image.header.set_qform(affine, code=1)
+    nibabel.save(image, tmp_path / name)
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint3d), str(tmp_path / name), "--out", str(out), "--tile", "8"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [name]  # the mask only: no temporaries left
+    mask = nibabel.load(out / name)
+    np.testing.assert_array_equal(mask.affine, nibabel.load(tmp_path / name).affine)
+    assert int(mask.header["sform_code"]) == int(image.header["sform_code"]) and int(mask.header["qform_code"]) == 1
+    assert mask.get_data_dtype() == np.uint8 and mask.shape == volume.shape
+    labels = np.asarray(mask.dataobj)
+    expected = _expected(checkpoint3d, volume)
+    assert set(np.unique(expected).tolist()) == set(LABELS)  # the test can tell labels apart
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_tiff_stack_mask_keeps_the_spacing_and_labels(tmp_path, checkpoint3d):
+    volume = _volume((11, 20, 17))  # (Z, Y, X) pages
+    write_volume(tmp_path / "stack.tif", volume, spacing=(2.0, 0.5, 0.25))
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint3d), str(tmp_path / "stack.tif"), "--out", str(out), "--tile", "8"]) == 0
+    mask = read_volume(out / "stack.tif")
+    assert mask.spacing == (2.0, 0.5, 0.25)
+    np.testing.assert_array_equal(mask.array, _expected(checkpoint3d, volume))
+    assert tifffile.TiffFile(out / "stack.tif").series[0].axes in ("ZYX", "QYX", "IYX")
+
+
+def test_nrrd_mask_is_written_with_the_inputs_geometry(tmp_path, checkpoint3d):
+    pytest.importorskip("nrrd")
+    volume = _volume((9, 14, 12))
+    write_volume(tmp_path / "v.nrrd", volume, spacing=(1.5, 1.0, 0.7))
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint3d), str(tmp_path / "v.nrrd"), "--out", str(out), "--tile", "8"]) == 0
+    mask, source = read_volume(out / "v.nrrd"), read_volume(tmp_path / "v.nrrd")
+    np.testing.assert_allclose(mask.affine, source.affine)
+    np.testing.assert_array_equal(mask.array, _expected(checkpoint3d, volume))
+
+
+def test_a_2d_checkpoint_on_a_volume_is_one_line(tmp_path, checkpoint2d, capsys):
+    nibabel.save(nibabel.Nifti1Image(_volume(), np.eye(4)), tmp_path / "v.nii.gz")
+    assert main(["predict", str(checkpoint2d), str(tmp_path / "v.nii.gz"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "v.nii.gz: a volume" in err[0] and "holds a 2D model" in err[0]
+    assert not (tmp_path / "out" / "v.nii.gz").exists()
+
+
+def test_a_3d_checkpoint_on_an_image_is_one_line(tmp_path, checkpoint3d, capsys):
+    write_image(tmp_path / "img.png", _volume((20, 20, 1))[..., 0])
+    assert main(["predict", str(checkpoint3d), str(tmp_path / "img.png"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "img.png: a 2-D image" in err[0] and "holds a 3D model" in err[0]
+
+
+def test_a_folder_of_volumes_is_predicted(tmp_path, checkpoint3d):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        nibabel.save(nibabel.Nifti1Image(_volume((10, 9, 8)), np.eye(4)), folder / f"c{i}.nii.gz")
+    assert main(["predict", str(checkpoint3d), str(folder), "--out", str(tmp_path / "out"), "--tile", "8"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0.nii.gz", "c1.nii.gz"]
+
+
+def test_nifti_is_read_slab_by_slab_along_its_last_axis(tmp_path, checkpoint3d, monkeypatch):
+    from unetkit.infer import volume_files
+
+    volume = _volume((12, 10, 40))
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "long.nii")
+    ranges: list[tuple[int, int]] = []
+    read = volume_files._NiftiSlabs.read
+
+    def spy(self, lo, hi):
+        ranges.append((lo, hi))
+        return read(self, lo, hi)
+
+    monkeypatch.setattr(volume_files._NiftiSlabs, "read", spy)
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint3d), str(tmp_path / "long.nii"), "--out", str(out), "--tile", "8"]) == 0
+    assert ranges == [(0, 8), (6, 14), (12, 20), (18, 26), (24, 32), (30, 38), (32, 40)]  # 8 slices at a time
+    np.testing.assert_array_equal(np.asarray(nibabel.load(out / "long.nii").dataobj), _expected(checkpoint3d, volume))
