@@ -144,3 +144,30 @@ def test_bad_arguments_name_themselves(trained_unet):
     classic = create_model("unet_classic", base_channels=4)
     with pytest.raises(ValueError, match="smallest output tile, 4"):
         predict(classic, np.zeros((40, 40), np.float32), tile=3)
+
+
+class Counting(nn.Module):
+    """An elementwise predictor (each tile's output independent of its batch) that records the batch sizes
+    it gets and the torch threads it runs with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.threads: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        self.threads.append(torch.get_num_threads())
+        return torch.sigmoid(3 * x - 1)
+
+
+def test_the_predictor_gets_the_callers_threads_and_they_are_restored():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = Counting()
+        predict(model, torch.rand(1, 40, 40), tile=16, activation="none", batch_size=2)
+        assert model.threads and set(model.threads) == {2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

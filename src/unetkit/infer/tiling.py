@@ -26,6 +26,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,6 +228,77 @@ def run_tiled(
         _run_bands(predictor, read, plan, bands, sink, batch_size, device, progress, scale, pool)
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` (in this thread) for the block, then set back."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Sums:
+    """The weighted sums of one band of tile rows, rolled down the image: tiles are added in raster
+    order, and each band is finished (divided by the weights' sum, handed to the sink, the rows it shares
+    with the next band moved to the top) before the next band's first tile is added, so every pixel sees
+    the same additions in the same order however the tiles were batched."""
+
+    def __init__(self, plan: TilePlan, bands: list[tuple[int, int, int]], sink: Sink, device: torch.device) -> None:
+        self.plan, self.bands, self.sink, self.device = plan, bands, sink, device
+        self.weights = blend_weights(plan).to(device)
+        self.col_owned = _owned(plan.xs, plan.tile_w, plan.width) if plan.blend == "center" else None
+        self.row_owned = _owned(plan.ys, plan.tile_h, plan.height) if plan.blend == "center" else None
+        # rolling buffers on `device`, one band (tile_h rows) high: rows `top ..` of the image
+        self.acc: torch.Tensor | None = None  # (K, th, W)
+        self.rows_out: torch.Tensor | None = None  # (K, th, W): finished rows, handed to the sink
+        self.norm = torch.zeros(1, plan.tile_h, plan.width, device=device)
+        self.top = bands[0][1]
+        self.finished = 0  # bands handed to the sink
+
+    def add(self, r: int, j: int, out: torch.Tensor) -> None:
+        """Add the output `(K, th, tw)` of tile `j` of band `r`, finishing the bands above it first."""
+        while self.finished < r:
+            self.finish()
+        plan, y, x = self.plan, self.bands[r][1], self.plan.xs[j]
+        if self.acc is None:
+            self.acc = torch.zeros(out.shape[0], plan.tile_h, plan.width, device=self.device)
+        acc, norm, top = self.acc, self.norm, y - self.top
+        band_h = min(plan.tile_h, plan.height - y)
+        tile = out[:, :band_h, : min(plan.tile_w, plan.width - x)].float()
+        if self.col_owned is not None and self.row_owned is not None:  # `center`: each pixel from one tile
+            (x0, x1), (y0, y1) = self.col_owned[j], self.row_owned[r]
+            acc[:, y0 - self.top : y1 - self.top, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
+            norm[:, y0 - self.top : y1 - self.top, x0:x1] = 1.0
+        else:
+            w = self.weights[:band_h, : tile.shape[-1]]
+            acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
+            norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
+
+    def finish(self) -> None:
+        """Hand the rows the next band does not reach to the sink and roll the buffers up."""
+        assert self.acc is not None
+        acc, norm, done_to = self.acc, self.norm, self.bands[self.finished][2]
+        self.finished += 1
+        finished = done_to - self.top
+        if finished <= 0:
+            return
+        if self.rows_out is None:
+            self.rows_out = torch.empty_like(acc)  # one buffer for every band's finished rows
+        values = torch.div(acc[:, :finished], norm[:, :finished], out=self.rows_out[:, :finished])
+        self.sink(self.top, done_to, values.cpu())
+        left = self.plan.tile_h - finished  # rows already summed for the next band: move them to the top
+        acc[:, :left] = acc[:, finished:].clone()
+        norm[:, :left] = norm[:, finished:].clone()
+        acc[:, left:] = 0
+        norm[:, left:] = 0
+        self.top = done_to
+
+
 def _run_bands(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     read: Callable[[int], torch.Tensor],
@@ -239,66 +311,52 @@ def _run_bands(
     scale: float,
     pool: ThreadPoolExecutor | None,
 ) -> None:
+    """Batches of `batch_size` tiles of one band at a time. On the CPU, the tiler's own tensor
+    operations (stacking, scaling, blending) run in this thread alone and only the predictor gets torch's
+    intra-op threads: on a busy machine, each multi-threaded operation can wait a scheduler slice for its
+    second thread, and the tiler's operations are small and many."""
     device = torch.device(device)
-    m, th, tw = plan.margin, plan.tile_h, plan.tile_w
-    weights = blend_weights(plan).to(device)
-    col_owned = _owned(plan.xs, tw, plan.width) if plan.blend == "center" else None
-    row_owned = _owned(plan.ys, th, plan.height) if plan.blend == "center" else None
-    # rolling buffers on `device`, one band (th rows) high: rows `acc_top ..` of the weighted sums
-    acc: torch.Tensor | None = None  # (K, th, W)
-    rows_out: torch.Tensor | None = None  # (K, th, W): finished rows, handed to the sink
-    norm = torch.zeros(1, th, plan.width, device=device)
-    acc_top = 0
+    m, tw = plan.margin, plan.tile_w
+    sums = _Sums(plan, bands, sink, device)
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
     done = 0
-    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
-    for r, y, done_to in bands:
-        if pool is not None:
-            assert pending is not None
-            raw = pending.result()
-            pending = pool.submit(read, r + 1) if r + 1 < len(bands) else None
+
+    def forward(batch: list[tuple[int, int, torch.Tensor]]) -> None:
+        nonlocal done
+        tiles = torch.stack([tile for _, _, tile in batch])  # (B, C, th + 2m, tw + 2m)
+        if scale != 1.0 and not tiles.is_floating_point():
+            tiles = tiles * scale  # integers to float32, scaled, in one pass
         else:
-            raw = read(r)
-        band = raw.to(device=device)  # (C, th + 2m, columns) in the file's dtype
-        band_h = min(th, plan.height - y)
-        if r == 0:
-            acc_top = y
-        top = y - acc_top
-        for i in range(0, len(plan.xs), batch_size):
-            xs = plan.xs[i : i + batch_size]
-            tiles = torch.stack([band[:, :, x : x + tw + 2 * m] for x in xs])  # (B, C, th + 2m, tw + 2m)
-            if scale != 1.0 and not tiles.is_floating_point():
-                tiles = tiles * scale  # integers to float32, scaled, in one pass
-            else:
-                tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+            tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+        with _torch_threads(threads):
             out = predictor(tiles)  # (B, K, th, tw)
-            if out.shape[-2:] != (th, tw):
-                raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(th, tw)}")
-            if acc is None:
-                acc = torch.zeros(out.shape[1], th, plan.width, device=device)
-            for j, x in enumerate(xs, start=i):
-                tile = out[j - i, :, :band_h, : min(tw, plan.width - x)].float()
-                w = weights[:band_h, : tile.shape[-1]]
-                if plan.blend == "center":
-                    assert col_owned is not None and row_owned is not None
-                    (x0, x1), (y0, y1) = col_owned[j], row_owned[r]
-                    acc[:, y0 - acc_top : y1 - acc_top, x0:x1] = tile[:, y0 - y : y1 - y, x0 - x : x1 - x]
-                    norm[:, y0 - acc_top : y1 - acc_top, x0:x1] = 1.0
-                else:
-                    acc[:, top : top + band_h, x : x + tile.shape[-1]].addcmul_(tile, w)
-                    norm[:, top : top + band_h, x : x + tile.shape[-1]] += w
-            done += len(xs)
-            if progress is not None:
-                progress(done)
-        assert acc is not None
-        finished = done_to - acc_top
-        if finished > 0:
-            if rows_out is None:
-                rows_out = torch.empty_like(acc)  # one buffer for every band's finished rows
-            values = torch.div(acc[:, :finished], norm[:, :finished], out=rows_out[:, :finished])
-            sink(acc_top, done_to, values.cpu())
-            left = th - finished  # rows already summed for the next band: move them to the top, in place
-            acc[:, :left] = acc[:, finished:].clone()
-            norm[:, :left] = norm[:, finished:].clone()
-            acc[:, left:] = 0
-            norm[:, left:] = 0
-            acc_top = done_to
+        if out.shape[-2:] != (plan.tile_h, tw):
+            raise ValueError(f"predictor returned tiles of {tuple(out.shape[-2:])}, expected {(plan.tile_h, tw)}")
+        for k, (r, j, _) in enumerate(batch):
+            sums.add(r, j, out[k])
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+
+    batch: list[tuple[int, int, torch.Tensor]] = []  # (band, tile, input tile) waiting for a forward pass
+    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
+    with _torch_threads(1 if device.type == "cpu" else threads):
+        for r, _, _ in bands:
+            if pool is not None:
+                assert pending is not None
+                raw = pending.result()
+                pending = pool.submit(read, r + 1) if r + 1 < len(bands) else None
+            else:
+                raw = read(r)
+            band = raw.to(device=device)  # (C, th + 2m, columns) in the file's dtype
+            for j, x in enumerate(plan.xs):
+                batch.append((r, j, band[:, :, x : x + tw + 2 * m]))
+                if len(batch) == batch_size:
+                    forward(batch)
+                    batch = []
+            if batch:
+                forward(batch)
+                batch = []
+            del raw, band
+        while sums.finished < len(bands):
+            sums.finish()
