@@ -161,6 +161,24 @@ class Counting(nn.Module):
         return torch.sigmoid(3 * x - 1)
 
 
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_batches_run_across_bands_with_the_same_result_for_every_batch_size(blend):
+    """3 tiles per row and batch 4: full batches of 4 across band boundaries, not 3 + 1 forward passes per
+    row, and the same bits whatever the batch size (tiles are added in the same order)."""
+    x = torch.rand(1, 70, 50)
+    plan = plan_tiles(70, 50, tile=24, overlap=0.25, blend=blend)
+    assert (len(plan.ys), len(plan.xs)) == (4, 3)
+    results = {}
+    for batch_size in (1, 3, 4, 5, 12, 13):
+        model = Counting()
+        results[batch_size] = predict(model, x, tile=24, blend=blend, activation="none", batch_size=batch_size)
+        full, rest = divmod(plan.num_tiles, batch_size)
+        assert model.batches == [batch_size] * full + [rest] * (rest > 0)
+    for batch_size, y in results.items():
+        np.testing.assert_array_equal(y, results[1], err_msg=f"batch size {batch_size}")
+    np.testing.assert_allclose(results[4], torch.sigmoid(3 * x - 1).numpy(), rtol=1e-6, atol=0)
+
+
 def test_the_predictor_gets_the_callers_threads_and_they_are_restored():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
