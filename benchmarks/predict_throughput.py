@@ -97,7 +97,7 @@ def main() -> None:
         for _ in range(args.repeats):
             ticks, load = cpu_ticks(), os.getloadavg()[0]
             bare.append(time_bare(predictor, tiles, args.batch_size) * plan.num_tiles / len(tiles))
-            out = work / "throughput-out"
+            out = work / f"throughput-out-{os.getpid()}"  # runs sharing `--work` do not remove each other's
             start = time.perf_counter()
             predict_file(predictor, image, out, batch_size=args.batch_size)
             path.append(time.perf_counter() - start)
