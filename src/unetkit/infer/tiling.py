@@ -321,7 +321,7 @@ def _run_bands(
     device = torch.device(device)
     m, tw = plan.margin, plan.tile_w
     sums = _Sums(plan, bands, sink, device)
-    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    threads = torch.get_num_threads()  # the predictor's; the tiler's own operations take one on the CPU
     done = 0
 
     def forward(batch: list[tuple[int, int, torch.Tensor]]) -> None:
@@ -343,7 +343,7 @@ def _run_bands(
 
     batch: list[tuple[int, int, torch.Tensor]] = []  # (band, tile, input tile) waiting for a forward pass
     pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
-    with _torch_threads(1 if device.type == "cpu" else threads):
+    with _torch_threads(1 if device.type == "cpu" else threads):  # on a GPU, nothing to change
         for r, _, _ in bands:
             if pool is not None:
                 assert pending is not None
