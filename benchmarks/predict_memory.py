@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--engine", default="torch", choices=("torch", "onnxruntime", "auto"))
     parser.add_argument("--name", default="", help="suffix of the result files")
     parser.add_argument("--extra", default="", help="more `unetkit predict` flags, e.g. '--tile 1024'")
+    parser.add_argument("--keep", action="store_true", help="keep each case's outputs (for checking them)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,8 @@ def main() -> None:
             row.update(load_after=_load(), input_mib=round(image.stat().st_size / 2**20, 1), outputs=files)
             rows.append(row)
             print(json.dumps(row), flush=True)
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+            if not args.keep:
+                subprocess.run(["rm", "-rf", str(out)], check=True)
     command = shlex.join([sys.executable, *sys.argv])
     payload = {"command": command, "cpu": _cpu(), "cores": os.cpu_count(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)

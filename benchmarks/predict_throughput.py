@@ -14,7 +14,7 @@ process.
 ratio = bare seconds (projected to every tile) / file-path seconds; >= 0.9 is the goal. The two are
 measured in turn, `--repeats` times each (so that a busy machine slows them alike), and the medians are
 compared; the load average before and after each run and the share of CPU time other processes took
-are recorded. Results: benchmarks/results/predict-throughput.json|.md.
+are recorded. Results: benchmarks/results/predict-throughput[-NAME].json|.md.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--base-channels", type=int, default=0, help="0: the tiny trained model of predict_memory")
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--work", default="bench-work")
+    parser.add_argument("--name", default="", help="suffix of the result files")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def main() -> None:
         for _ in range(args.repeats):
             ticks, load = cpu_ticks(), os.getloadavg()[0]
             bare.append(time_bare(predictor, tiles, args.batch_size) * plan.num_tiles / len(tiles))
-            out = work / "throughput-out"
+            out = work / f"throughput-out-{os.getpid()}"  # runs sharing `--work` do not remove each other's
             start = time.perf_counter()
             predict_file(predictor, image, out, batch_size=args.batch_size)
             path.append(time.perf_counter() - start)
@@ -123,7 +124,7 @@ def main() -> None:
     payload = {"command": command, "model": name, "cpu": _cpu(), "cores": os.cpu_count(),
                "torch_threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / "predict-throughput"
+    stem = RESULTS / ("predict-throughput" + (f"-{args.name}" if args.name else ""))
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         f"# File path vs bare model\n\n`{command}`\n\n{name}; {payload['cpu']}, {os.cpu_count()} shared cores\n",

@@ -4,6 +4,8 @@ tiled BigTIFF, zarr); overlays as `report.overlay` draws them; instances block b
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import tifffile
@@ -15,6 +17,7 @@ from unetkit.data import write_image
 from unetkit.infer import Predictor, files, writers
 from unetkit.infer.files import predict_file, remove_dead_temps
 from unetkit.infer.instances import instances_from_probs
+from unetkit.infer.readers import ArraySource
 
 SHAPE = (150, 231)
 
@@ -116,3 +119,32 @@ def test_dead_temporaries_go_and_live_ones_stay(tmp_path, caplog):
         assert remove_dead_temps(out) == [stale]
     assert not stale.exists() and live.is_dir()
     assert f"removed {stale}, left by a prediction that was killed" in caplog.text
+
+
+class _DecodingSource(ArraySource):
+    """An in-memory image whose regions come back as fresh arrays, as a decoder makes them."""
+
+    def _region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self.array[:, y0:y1, x0:x1].copy()
+
+
+def test_statistics_sample_keeps_only_the_subsample_of_each_band(monkeypatch):
+    """The per-image statistics' subsample is read in bands; no band may stay alive through its strided view
+    (that held the whole image: 1.6 GB at 40000²)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from unetkit.data.normalize import Normalization, stat_stride
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 4096, 4096), dtype=np.uint8)  # 16 MiB
+    source = _DecodingSource(Path("img.tif"), image, 1, channels_first=True)
+    monkeypatch.setattr(files, "STAT_BAND_PIXELS", 1 << 18)  # bands of 64 rows
+    step = stat_stride(4096, 4096)
+    tracemalloc.start()
+    sample = files._statistics_sample(SimpleNamespace(normalization=Normalization("image")), source)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert step == 4
+    np.testing.assert_array_equal(sample.numpy(), image[:, ::4, ::4].astype(np.float32))
+    # the sample as uint8 parts (1 MiB), their concatenation (1 MiB), as float32 (4 MiB), one band (256 KiB)
+    assert peak < 7 * 2**20, peak

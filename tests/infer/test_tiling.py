@@ -144,3 +144,48 @@ def test_bad_arguments_name_themselves(trained_unet):
     classic = create_model("unet_classic", base_channels=4)
     with pytest.raises(ValueError, match="smallest output tile, 4"):
         predict(classic, np.zeros((40, 40), np.float32), tile=3)
+
+
+class Counting(nn.Module):
+    """An elementwise predictor (each tile's output independent of its batch) that records the batch sizes
+    it gets and the torch threads it runs with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.threads: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        self.threads.append(torch.get_num_threads())
+        return torch.sigmoid(3 * x - 1)
+
+
+@pytest.mark.parametrize("blend", BLEND_MODES)
+def test_batches_run_across_bands_with_the_same_result_for_every_batch_size(blend):
+    """3 tiles per row and batch 4: full batches of 4 across band boundaries, not 3 + 1 forward passes per
+    row, and the same bits whatever the batch size (tiles are added in the same order)."""
+    x = torch.rand(1, 70, 50)
+    plan = plan_tiles(70, 50, tile=24, overlap=0.25, blend=blend)
+    assert (len(plan.ys), len(plan.xs)) == (4, 3)
+    results = {}
+    for batch_size in (1, 3, 4, 5, 12, 13):
+        model = Counting()
+        results[batch_size] = predict(model, x, tile=24, blend=blend, activation="none", batch_size=batch_size)
+        full, rest = divmod(plan.num_tiles, batch_size)
+        assert model.batches == [batch_size] * full + [rest] * (rest > 0)
+    for batch_size, y in results.items():
+        np.testing.assert_array_equal(y, results[1], err_msg=f"batch size {batch_size}")
+    np.testing.assert_allclose(results[4], torch.sigmoid(3 * x - 1).numpy(), rtol=1e-6, atol=0)
+
+
+def test_the_predictor_gets_the_callers_threads_and_they_are_restored():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = Counting()
+        predict(model, torch.rand(1, 40, 40), tile=16, activation="none", batch_size=2)
+        assert model.threads and set(model.threads) == {2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -344,11 +344,11 @@ def _statistics_sample(predictor: Predictor, source: ImageSource) -> torch.Tenso
 
     step = stat_stride(source.height, source.width)
     rows = max(step, STAT_BAND_PIXELS // max(source.width, 1) // step * step)  # a multiple of the step
-    parts = [
-        source.region(y0, min(y0 + rows, source.height), 0, source.width)[:, ::step, ::step]
+    parts = [  # copied out of each band: a strided view would keep the whole band, and so the whole image
+        source.region(y0, min(y0 + rows, source.height), 0, source.width)[:, ::step, ::step].copy()
         for y0 in range(0, source.height, rows)
     ]
-    return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, axis=1)).astype(np.float32))
+    return torch.from_numpy(np.concatenate(parts, axis=1).astype(np.float32))
 
 
 def existing_outputs(out_dir: Path, stem: str, mask_format: str, asked: dict[str, bool]) -> bool:

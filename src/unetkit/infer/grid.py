@@ -23,6 +23,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,6 +249,86 @@ def run_grid(
         _run(predictor, read, plan, slabs, sink, batch_size, torch.device(device), progress, scale, pool)
 
 
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` for the block, then set back; `None`: left alone (GPUs)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _SlabSums:
+    """The weighted sums of one slab, rolled along axis 0: tiles are added in raster order, and each slab is
+    finished (divided by the weights' sum, handed to the sink, the rows it shares with the next slab moved to
+    the top) before the next slab's first tile is added, so every voxel sees the same additions in the same
+    order however the tiles were batched."""
+
+    def __init__(self, plan: GridPlan, slabs: list[tuple[int, int, int]], sink: GridSink, device: torch.device):
+        self.plan, self.slabs, self.sink, self.device = plan, slabs, sink, device
+        self.weights = grid_weights(plan).to(device)
+        self.owned = (
+            [_owned(s, t, n) for s, t, n in zip(plan.starts, plan.tile, plan.shape, strict=True)]
+            if plan.blend == "center"
+            else []
+        )
+        self.acc: torch.Tensor | None = None  # (K, tile_0, *shape[1:]): the slab's weighted sums, rows `top ..`
+        self.norm = torch.zeros(1, plan.tile[0], *plan.shape[1:], device=device)
+        self.top = slabs[0][1]
+        self.finished = 0  # slabs handed to the sink
+
+    def add(self, r: int, g: tuple[int, ...], corner: tuple[int, ...], out: torch.Tensor) -> None:
+        """Add the output `(K, *tile)` of the tile at `corner` (index `g` on the other axes) of slab `r`."""
+        while self.finished < r:
+            self.finish()
+        plan, start = self.plan, self.slabs[r][1]
+        tile, shape = plan.tile, plan.shape
+        if self.acc is None:
+            self.acc = torch.zeros(out.shape[0], tile[0], *shape[1:], device=self.device)
+        acc, norm, top = self.acc, self.norm, self.top
+        extent = [min(t, n - c) for t, n, c in zip(tile[1:], shape[1:], corner, strict=True)]
+        if plan.blend == "center":  # each voxel from the tile whose centre region owns it
+            lo0, hi0 = self.owned[0][r]
+            ranges = [self.owned[a + 1][k] for a, k in enumerate(g)]
+            src = (slice(None), slice(lo0 - start, hi0 - start),
+                   *(slice(lo - c, hi - c) for (lo, hi), c in zip(ranges, corner, strict=True)))  # fmt: skip
+            dst = (slice(None), slice(lo0 - top, hi0 - top), *(slice(lo, hi) for lo, hi in ranges))
+            acc[dst] = out[src].float()
+            norm[dst] = 1.0
+            return
+        rows, offset = min(tile[0], shape[0] - start), start - top
+        part = out[(slice(None), slice(0, rows), *(slice(0, e) for e in extent))].float()
+        w = self.weights[(slice(0, rows), *(slice(0, e) for e in extent))]
+        dst = (
+            slice(None),
+            slice(offset, offset + rows),
+            *(slice(c, c + e) for c, e in zip(corner, extent, strict=True)),
+        )
+        acc[dst].addcmul_(part, w)
+        norm[dst] += w
+
+    def finish(self) -> None:
+        """Hand the rows no later slab reaches to the sink and roll the buffers up."""
+        assert self.acc is not None
+        acc, norm, done_to = self.acc, self.norm, self.slabs[self.finished][2]
+        self.finished += 1
+        finished = done_to - self.top
+        if finished <= 0:
+            return
+        self.sink(self.top, done_to, acc[:, :finished].div_(norm[:, :finished]).cpu())  # divided in place
+        left = self.plan.tile[0] - finished  # rows already summed for the next slab: moved to the top
+        acc[:, :left] = acc[:, finished:].clone()
+        norm[:, :left] = norm[:, finished:].clone()
+        acc[:, left:] = 0
+        norm[:, left:] = 0
+        self.top = done_to
+
+
 def _run(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     read: Callable[[int], torch.Tensor],
@@ -260,75 +341,60 @@ def _run(
     scale: float,
     pool: ThreadPoolExecutor | None,
 ) -> None:
-    tile, margins, shape = plan.tile, plan.margins, plan.shape
-    weights = grid_weights(plan).to(device)
-    owned = (
-        [_owned(s, t, n) for s, t, n in zip(plan.starts, tile, shape, strict=True)] if plan.blend == "center" else []
-    )
+    """Batches of `batch_size` tiles in raster order, across slab boundaries (a row of tiles that the batch
+    size does not divide costs no extra, smaller forward pass; the sums see the same additions in the same
+    order for every batch size). On the CPU the engine's own tensor operations (stacking, scaling, blending)
+    run with one torch thread and only the predictor gets the caller's intra-op threads: on a busy machine
+    each multi-threaded small operation can wait a scheduler slice for its second thread (measured on 2
+    shared cores: benchmarks/results/predict-throughput.md). On a GPU the thread count is left alone."""
+    tile, margins = plan.tile, plan.margins
+    sums = _SlabSums(plan, slabs, sink, device)
+    threads = torch.get_num_threads() if device.type == "cpu" else None
     others = list(itertools.product(*(range(len(s)) for s in plan.starts[1:])))  # tiles of one slab, as indices
-    acc: torch.Tensor | None = None  # (K, tile_0, *shape[1:]): the slab's weighted sums, rows `top ..`
-    norm = torch.zeros(1, tile[0], *shape[1:], device=device)
-    top, done = slabs[0][1], 0
-    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
-    for r, start, done_to in slabs:
-        if pool is not None:
-            assert pending is not None
-            raw = pending.result()
-            pending = pool.submit(read, r + 1) if r + 1 < len(slabs) else None
+    done = 0
+
+    def forward(batch: list[tuple[int, tuple[int, ...], tuple[int, ...], torch.Tensor]]) -> None:
+        nonlocal done
+        tiles = torch.stack([t for *_, t in batch])  # (B, C, *(tile + 2 margin))
+        if scale != 1.0 and not tiles.is_floating_point():
+            tiles = tiles * scale
         else:
-            raw = read(r)
-        slab = raw.to(device=device)  # (C, tile_0 + 2 m_0, *columns) in the file's dtype
-        rows = min(tile[0], shape[0] - start)
-        offset = start - top
-        for i in range(0, len(others), batch_size):
-            group = others[i : i + batch_size]
-            corners = [tuple(plan.starts[a + 1][k] for a, k in enumerate(g)) for g in group]
-            tiles = torch.stack(
-                [slab[(slice(None), slice(None), *(slice(c, c + t + 2 * m) for c, t, m in zip(
-                    corner, tile[1:], margins[1:], strict=True)))] for corner in corners]
-            )  # fmt: skip  # (B, C, *(tile + 2 margin))
-            if scale != 1.0 and not tiles.is_floating_point():
-                tiles = tiles * scale
-            else:
-                tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+            tiles = tiles.float() if scale == 1.0 else tiles.float().mul_(scale)
+        with _torch_threads(threads):
             out = predictor(tiles)  # (B, K, *tile)
-            if tuple(out.shape[2:]) != tile:
-                raise ValueError(f"predictor returned tiles of {tuple(out.shape[2:])}, expected {tile}")
-            if acc is None:
-                acc = torch.zeros(out.shape[1], tile[0], *shape[1:], device=device)
-            for b, (g, corner) in enumerate(zip(group, corners, strict=True)):
-                extent = [min(t, n - c) for t, n, c in zip(tile[1:], shape[1:], corner, strict=True)]
-                if plan.blend == "center":  # each voxel from the tile whose centre region owns it
-                    lo0, hi0 = owned[0][r]
-                    ranges = [owned[a + 1][k] for a, k in enumerate(g)]
-                    src = (slice(None), slice(lo0 - start, hi0 - start),
-                           *(slice(lo - c, hi - c) for (lo, hi), c in zip(ranges, corner, strict=True)))  # fmt: skip
-                    dst = (slice(None), slice(lo0 - top, hi0 - top), *(slice(lo, hi) for lo, hi in ranges))
-                    acc[dst] = out[b][src].float()
-                    norm[dst] = 1.0
-                    continue
-                part = out[b][(slice(None), slice(0, rows), *(slice(0, e) for e in extent))].float()
-                w = weights[(slice(0, rows), *(slice(0, e) for e in extent))]
-                dst = (
-                    slice(None),
-                    slice(offset, offset + rows),
-                    *(slice(c, c + e) for c, e in zip(corner, extent, strict=True)),
-                )
-                acc[dst].addcmul_(part, w)
-                norm[dst] += w
-            done += len(group)
-            if progress is not None:
-                progress(done)
-        assert acc is not None
-        finished = done_to - top
-        if finished > 0:  # the finished rows are divided in place: no second slab-sized buffer
-            sink(top, done_to, acc[:, :finished].div_(norm[:, :finished]).cpu())
-            left = tile[0] - finished  # rows already summed for the next slab: moved to the top
-            acc[:, :left] = acc[:, finished:].clone()
-            norm[:, :left] = norm[:, finished:].clone()
-            acc[:, left:] = 0
-            norm[:, left:] = 0
-            top = done_to
+        if tuple(out.shape[2:]) != tile:
+            raise ValueError(f"predictor returned tiles of {tuple(out.shape[2:])}, expected {tile}")
+        for b, (r, g, corner, _) in enumerate(batch):
+            sums.add(r, g, corner, out[b])
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+
+    batch: list[tuple[int, tuple[int, ...], tuple[int, ...], torch.Tensor]] = []  # waiting for a forward pass
+    pending: Future[torch.Tensor] | None = pool.submit(read, 0) if pool is not None else None
+    with _torch_threads(1 if threads is not None else None):
+        for r, _, _ in slabs:
+            if pool is not None:
+                assert pending is not None
+                raw = pending.result()
+                pending = pool.submit(read, r + 1) if r + 1 < len(slabs) else None
+            else:
+                raw = read(r)
+            slab = raw.to(device=device)  # (C, tile_0 + 2 m_0, *columns) in the file's dtype
+            for g in others:
+                corner = tuple(plan.starts[a + 1][k] for a, k in enumerate(g))
+                spans = zip(corner, tile[1:], margins[1:], strict=True)
+                window = (slice(None), slice(None), *(slice(c, c + t + 2 * m) for c, t, m in spans))
+                batch.append((r, g, corner, slab[window]))
+                if len(batch) == batch_size:
+                    forward(batch)
+                    batch = []
+            batch = [(r, g, c, t.clone()) for r, g, c, t in batch]  # carried over: this slab's input can go
+            del raw, slab
+        if batch:
+            forward(batch)
+        while sums.finished < len(slabs):
+            sums.finish()
 
 
 def _index(idx: np.ndarray) -> slice | torch.Tensor:
