@@ -18,9 +18,9 @@ def test_progress_reports_every_batch_of_tiles(runs_root, tmp_path):
     calls: list[tuple[int, int]] = []
     predictor = Predictor(load_model(runs_root / "narrow"))
     predict_file(predictor, image, tmp_path / "out", batch_size=4, progress=lambda d, t: calls.append((d, t)))
-    # 512-pixel tiles overlapping by 0.25 (step 384): 3 across 1100 px, 2 down 700 px; the tiler runs one band of
-    # tile rows at a time, so the batches (of up to 4) hold the 3 tiles of a band
-    assert calls == [(3, 6), (6, 6)]
+    # 512-pixel tiles overlapping by 0.25 (step 384): 3 across 1100 px, 2 down 700 px; batches of 4 in raster
+    # order run across the band boundary: 4 tiles, then the last 2
+    assert calls == [(4, 6), (6, 6)]
 
 
 def test_messages_name_the_uploaded_files(tmp_path):
