@@ -1,15 +1,20 @@
 """The page's prediction jobs: progress over tiles (the callable form of `predict_file`'s progress), the
-messages naming uploaded files by their names, readable sizes."""
+tiled copy of images decoded whole (the CLI's outputs byte for byte), the messages naming uploaded files by
+their names, readable sizes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import tifffile
+import torch
 from PIL import Image
 
 from unetkit.infer.files import predict_file
 from unetkit.infer.predictor import Predictor
 from unetkit.models.checkpoint import load_model
-from unetkit.serve.jobs import Job, Upload, _size
+from unetkit.models import create_model
+from unetkit.serve.jobs import Job, Upload, _region_copy, _size
 
 
 def test_progress_reports_every_batch_of_tiles(runs_root, tmp_path):
@@ -41,3 +46,33 @@ def test_sizes_read_well():
         "5.0 MiB",
         "3.0 GiB",
     ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "dtype", "in_channels"),
+    [("L", np.uint8, 1), ("I;16", np.uint16, 1), ("RGB", np.uint8, 3), ("RGBA", np.uint8, 3), ("RGBA", np.uint8, 4)],
+)
+def test_region_copy_predicts_as_the_upload(tmp_path, mode, dtype, in_channels):
+    rng = np.random.default_rng(3)
+    channels = {"L": 1, "I;16": 1, "RGB": 3, "RGBA": 4}[mode]
+    shape = (301, 517) if channels == 1 else (301, 517, channels)
+    pixels = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    image = tmp_path / "scan 1.png"
+    Image.fromarray(pixels).save(image)
+    copy = _region_copy(image, tmp_path / "pixels")
+    assert copy is not None and copy.name == "scan 1.tif"
+    torch.manual_seed(0)
+    predictor = Predictor(create_model("unet", in_channels=in_channels, num_classes=3, base_channels=4, depth=2))
+    direct = predict_file(predictor, image, tmp_path / "direct", probs=True, tile=128)
+    copied = predict_file(predictor, copy, tmp_path / "copied", probs=True, tile=128)
+    assert direct.keys() == copied.keys()
+    for key in direct:
+        assert direct[key].name == copied[key].name
+        assert direct[key].read_bytes() == copied[key].read_bytes(), key
+
+
+def test_files_read_by_region_are_not_copied(tmp_path):
+    image = tmp_path / "scan.tif"
+    tifffile.imwrite(image, np.zeros((64, 64), np.uint8), tile=(32, 32))
+    assert _region_copy(image, tmp_path / "pixels") is None
+    assert not (tmp_path / "pixels").exists()

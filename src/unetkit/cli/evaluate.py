@@ -9,6 +9,11 @@ label values of the run (`--checkpoint RUN`, as `predict` wrote them), `--label-
 else the sorted values of the ground truth (and prediction) are the classes. `--ignore-index` (or the
 run's) leaves those ground-truth pixels out of every count. Classes absent from both sides are reported as
 absent, not scored. With `--instances` the values are instance labels.
+
+Volumes (`.nii.gz`, `.nii`, `.nrrd`, and TIFF stacks of 2-D pages, as `unetkit predict` writes them for 3D
+checkpoints) are scored the same way, in 3D, and also by their surface distances in mm (HD95, average
+surface distance, normalised surface Dice at `--tolerance` mm) through the ground truth's voxel spacing;
+`--surface` adds the distances (in pixels) for images.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ _COLUMNS = (
     ("rand_error", "RandErr"),
     ("instance_f1", "InstF1"),
     ("mean_ap", "mAP"),
+    ("hd95", "HD95"),
+    ("asd", "ASD"),
+    ("nsd", "NSD"),
 )
 
 
@@ -50,38 +58,80 @@ def _listing(items: list[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = False) -> dict[str, Path]:
-    """A file or a folder's image files -> `{stem: path}`; two files with one stem are an error. With
-    `instances`, `<stem>_instances.*` files replace `<stem>`'s mask."""
+def _stem(file: Path) -> str | None:
+    """The stem that pairs a mask file (`case.nii.gz` -> `case`), or None for a file that is no mask."""
     from unetkit.data.io import IMAGE_SUFFIXES
+    from unetkit.data.volume import volume_stem
+    from unetkit.data.volume_folder import MEDICAL_SUFFIXES
 
+    if file.name.lower().endswith(MEDICAL_SUFFIXES):
+        return volume_stem(file)
+    return file.stem if file.suffix.lower() in IMAGE_SUFFIXES else None
+
+
+def _suffixes() -> str:
+    from unetkit.data.io import IMAGE_SUFFIXES
+    from unetkit.data.volume_folder import MEDICAL_SUFFIXES
+
+    return ", ".join((*IMAGE_SUFFIXES, *MEDICAL_SUFFIXES))
+
+
+def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = False) -> dict[str, Path]:
+    """A file or a folder's mask files (images and volumes) -> `{stem: path}`; two files with one stem are an
+    error. With `instances`, `<stem>_instances.*` files replace `<stem>`'s mask."""
     if path.is_file():
-        return {path.stem: path}
+        return {_stem(path) or path.stem: path}
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
     found: dict[str, Path] = {}
     for file in sorted(path.iterdir()):
-        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+        stem = _stem(file) if file.is_file() else None
+        if stem is None:
             continue
-        if instances and file.stem.endswith(_INSTANCES):
-            found[file.stem] = file  # takes its mask's place below
+        if instances and stem.endswith(_INSTANCES):
+            found[stem] = file  # takes its mask's place below
             continue
-        if skip_extras and file.stem.endswith(_EXTRA_SUFFIXES):
+        if skip_extras and stem.endswith(_EXTRA_SUFFIXES):
             continue
-        if file.stem in found:
-            raise ValueError(f"{found[file.stem]} and {file}: two masks named {file.stem!r} in one folder")
-        found[file.stem] = file
+        if stem in found:
+            raise ValueError(f"{found[stem]} and {file}: two masks named {stem!r} in one folder")
+        found[stem] = file
     for stem in [s for s in found if instances and s.endswith(_INSTANCES)]:
         found[stem[: -len(_INSTANCES)]] = found.pop(stem)
     if not found:
-        raise FileNotFoundError(f"{path}: folder holds no mask files ({', '.join(IMAGE_SUFFIXES)})")
+        raise FileNotFoundError(f"{path}: folder holds no mask files ({_suffixes()})")
     return found
+
+
+def _is_stack(path: Path) -> bool:
+    """Whether a TIFF holds a stack of 2-D single-channel pages (a volume), not an image."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return len(series.shape) == 3 and not any(a in series.axes for a in "CS")
+    except Exception:  # not a readable TIFF: the image reader names the problem
+        return False
+
+
+def _read_side(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """A mask as int64 labels and, for a volume, its voxel spacing (mm); images give `(H, W)` and None."""
+    from unetkit.data.masks import read_mask
+    from unetkit.data.volume_folder import MEDICAL_SUFFIXES, read_labels
+
+    name = path.name.lower()
+    if name.endswith(MEDICAL_SUFFIXES) or (name.endswith((".tif", ".tiff")) and _is_stack(path)):
+        labels, volume = read_labels(path)
+        return labels, tuple(float(s) for s in volume.spacing)
+    return read_mask(path), None
 
 
 def _pair(pred: Path, gt: Path, instances: bool = False) -> tuple[list[str], dict[str, Path], dict[str, Path]]:
     preds, gts = collect_masks(pred, skip_extras=True, instances=instances), collect_masks(gt)
     if pred.is_file() and gt.is_file():  # two single files pair whatever their names
-        return [gt.stem], {gt.stem: pred}, gts
+        stem = _stem(gt) or gt.stem
+        return [stem], {stem: pred}, gts
     missing = [f"{gts[s]} (no prediction in {pred})" for s in sorted(set(gts) - set(preds))]
     missing += [f"{preds[s]} (no ground truth in {gt})" for s in sorted(set(preds) - set(gts))]
     if missing:
@@ -91,7 +141,12 @@ def _pair(pred: Path, gt: Path, instances: bool = False) -> tuple[list[str], dic
 
 def _read_fov(path: Path) -> np.ndarray:
     from unetkit.data.io import read_image
+    from unetkit.data.volume import read_volume
+    from unetkit.data.volume_folder import MEDICAL_SUFFIXES
 
+    if path.name.lower().endswith(MEDICAL_SUFFIXES) or (path.suffix.lower() in (".tif", ".tiff") and _is_stack(path)):
+        inside = np.asarray(read_volume(path).array != 0)
+        return inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
     fov = read_image(path)
     if fov.ndim == 3:
         fov = fov[..., :-1] if fov.shape[-1] in (2, 4) else fov
@@ -111,11 +166,9 @@ def _read_probs(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _counterparts(folder: Path, stems: list[str], suffix: str, what: str) -> dict[str, Path]:
-    from unetkit.data.io import IMAGE_SUFFIXES
-
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: no such folder (expected {what})")
-    found = {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    found = {_stem(p): p for p in sorted(folder.iterdir()) if p.is_file() and _stem(p) is not None}
     missing = [f"{folder / (s + suffix)}.*" for s in stems if s + suffix not in found]
     if missing:
         raise ValueError(f"{folder}: {len(missing)} {what} file(s) missing: {_listing(missing)}")
@@ -226,8 +279,24 @@ def _csv_text(result: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
+def _spacings(
+    stems: list[str], pred_files: dict[str, Path], gt_files: dict[str, Path], read: list[tuple]
+) -> list[tuple[float, ...] | None]:
+    """Each pair's voxel spacing (the ground truth's), checked against the prediction's; None for images."""
+    spacings, bad = [], []
+    for stem, (_, pred_spacing), (_, gt_spacing) in zip(stems, *read, strict=True):
+        if (pred_spacing is None) != (gt_spacing is None):
+            volume, image = (pred_files[stem], gt_files[stem]) if gt_spacing is None else (gt_files[stem], pred_files[stem])
+            raise ValueError(f"{volume} is a volume but {image} is an image; expected two masks of one kind")
+        if gt_spacing is not None and not np.allclose(pred_spacing, gt_spacing, rtol=1e-3):
+            bad.append(f"{pred_files[stem]} {pred_spacing} vs {gt_files[stem]} {gt_spacing}")
+        spacings.append(gt_spacing)
+    if bad:
+        raise ValueError(f"{len(bad)} prediction(s) differ in voxel spacing (mm) from their ground truth: {_listing(bad, 5)}")
+    return spacings
+
+
 def _run(args: argparse.Namespace) -> int:
-    from unetkit.data.masks import read_mask
     from unetkit.metrics import evaluate_dataset
 
     pred_root, gt_root = Path(args.pred), Path(args.gt)
@@ -236,8 +305,16 @@ def _run(args: argparse.Namespace) -> int:
     read = [pred_root, gt_root, *pred_files.values(), *gt_files.values()]
     read += [Path(folder) for folder in (args.fov, args.probs) if folder is not None]
     check_outputs(files=outputs, inputs=read)
-    preds = [read_mask(pred_files[s]) for s in stems]
-    gts = [read_mask(gt_files[s]) for s in stems]
+    if args.tolerance <= 0:
+        raise ValueError(f"`--tolerance` must be > 0 (mm for volumes, pixels for images), got {args.tolerance}")
+    pred_read = [_read_side(pred_files[s]) for s in stems]
+    gt_read = [_read_side(gt_files[s]) for s in stems]
+    spacings = _spacings(stems, pred_files, gt_files, [pred_read, gt_read])
+    volumes = any(s is not None for s in spacings)
+    preds, gts = [m for m, _ in pred_read], [m for m, _ in gt_read]
+    del pred_read, gt_read
+    if volumes and args.probs is not None:
+        raise ValueError("`--probs` scores AUC of 2-D masks only; these are volumes (leave --probs out)")
     bad = [f"{pred_files[s]} {p.shape} vs {gt_files[s]} {g.shape}" for s, p, g in zip(stems, preds, gts, strict=True)]
     bad = [b for b, p, g in zip(bad, preds, gts, strict=True) if p.shape != g.shape]
     if bad:
@@ -283,7 +360,14 @@ def _run(args: argparse.Namespace) -> int:
         num_classes=num_classes,
         instances=args.instances,
         iou_threshold=args.iou_threshold,
+        surface=volumes or args.surface,
+        spacings=spacings,
+        tolerance=args.tolerance,
     )
+    if volumes or args.surface:
+        unit = "mm" if volumes else "pixels"
+        print(f"surface distances (HD95, ASD) in {unit}; NSD at a tolerance of {args.tolerance:g} {unit}; "
+              "per image only (micro: -)")  # fmt: skip
     print(_table(result))
     absent = [c for c, scores in result["micro"].get("per_class", {}).items() if scores["dice"] is None]
     if absent:
@@ -305,8 +389,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="score predicted masks against ground truth",
         description="Score predicted masks against ground truth matched by file stem: accuracy, sensitivity, "
         "specificity, precision, Dice/F1, IoU, MCC, AUC (with --probs), ISBI 2012 pixel and Rand error, and "
-        "instance precision/recall/F1 and AP@[0.5:0.95] (with --instances). Per image, micro (pooled pixels) "
-        "and macro (mean over images).",
+        "instance precision/recall/F1 and AP@[0.5:0.95] (with --instances); for volumes (NIfTI, NRRD, TIFF "
+        "stacks) in 3D, with HD95, average surface distance and normalised surface Dice in mm (for images with "
+        "--surface). Per image, micro (pooled pixels) and macro (mean over images).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("pred", metavar="PRED", help="folder (or file) of predicted masks, e.g. from unetkit predict")
@@ -326,6 +411,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--iou-threshold", type=float, default=0.5, help="IoU for instance precision/recall/F1 (0.5, 0.55, ... 0.95)"
+    )
+    parser.add_argument(
+        "--surface", action="store_true", help="also HD95, ASD, NSD for images (always for volumes, in mm)"
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1.0, help="NSD tolerance: mm for volumes, pixels for images"
     )
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--csv", default=None, metavar="FILE", help="write per-image rows and summaries as CSV")

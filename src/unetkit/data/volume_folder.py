@@ -31,11 +31,13 @@ from unetkit.data.types import MaskInfo, SegmentationSet
 from unetkit.data.volume import Volume, is_volume_file, read_volume, volume_stem
 
 __all__ = [
+    "MEDICAL_SUFFIXES",
     "VolumeCase",
     "VolumeSet",
     "load_cases",
     "load_volume_folder",
     "read_case",
+    "read_labels",
     "scan_volume_folder",
     "volume_layout",
 ]
@@ -126,8 +128,15 @@ def scan_volume_folder(root: str | Path) -> dict[str, list[VolumeCase]]:
     return {"train": _scan_split(root)}
 
 
-def _read_labels(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, Volume]:
-    """A label volume as int64 `(S0, S1, S2)` of its raw, non-negative integer values."""
+def read_labels(path: str | Path, shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, Volume]:
+    """A label volume as int64 `(S0, S1, S2)` of its raw, non-negative integer values, and its `Volume` (spacing,
+    affine); `shape`, when given, is the image's, which the labels must match (training, `unetkit evaluate`).
+
+    Raises:
+        DataError: an unreadable volume, more than one channel, non-integer, negative or too large values, or
+            another shape; the message names the file.
+    """
+    path = Path(path)
     volume = read_volume(path)
     mask = volume.array[..., 0] if volume.array.ndim == 4 and volume.channels == 1 else volume.array
     if mask.ndim != 3:
@@ -137,7 +146,7 @@ def _read_labels(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, V
     low, high = mask.min().item(), mask.max().item()
     if low < 0 or high > MAX_MASK_VALUE:
         raise DataError(f"{path}: labels must be integers in [0, {MAX_MASK_VALUE}], got values from {low} to {high}")
-    if volume.shape != shape:
+    if shape is not None and volume.shape != shape:
         raise DataError(f"{path}: is {volume.shape} voxels but its image is {shape}")
     return mask.astype(np.int64), volume
 
@@ -156,7 +165,7 @@ def read_case(case: VolumeCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
     image = np.ascontiguousarray(np.concatenate(channels, axis=0), dtype=np.float32)  # (C, S0, S1, S2)
     mask = None
     if case.mask is not None:
-        mask, labels = _read_labels(case.mask, reference.shape)
+        mask, labels = read_labels(case.mask, reference.shape)
         if not np.allclose(labels.affine, reference.affine, atol=1e-3):
             logger.warning("%s: its geometry (affine) differs from its image %s", case.mask, case.images[0])
     fov = _read_fov(case.fov, reference.shape) if case.fov is not None else None

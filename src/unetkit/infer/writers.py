@@ -138,7 +138,10 @@ class TiffWriter(_RowWriter):
 
         super().__init__(path, height, width, samples, dtype)
         shape = (height, width) if samples == 1 else (samples, height, width)
-        created = tifffile.memmap(self.path, shape=shape, dtype=self.dtype)  # header and data layout only
+        # three or four planes are written as tifffile has always stored them (one RGB page, separate planes); said
+        # explicitly, as its default for them is to change
+        layout = {"photometric": "rgb", "planarconfig": "separate"} if samples in (3, 4) else {}
+        created = tifffile.memmap(self.path, shape=shape, dtype=self.dtype, **layout)  # header and layout only
         self.offset = int(created.offset)
         del created  # unmapped untouched: no page of it was read or written
         preallocate(self.path, self.path.stat().st_size)

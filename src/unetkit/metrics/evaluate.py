@@ -1,6 +1,8 @@
 """Evaluation as papers report it: pixel scores from the confusion matrix (accuracy, sensitivity,
 specificity, precision, Dice = F1, IoU, MCC and ROC AUC, the columns of the SA-UNet paper), the ISBI 2012
-measures of the U-Net paper (pixel error and Rand error) and instance scores, for one image or a data set.
+measures of the U-Net paper (pixel error and Rand error), instance scores and, with `surface=True`, the
+surface distances of `unetkit.metrics.surface` (HD95, ASD, NSD in units of the spacing: mm for volumes), for
+one image or volume, or a data set.
 
 Data-set summaries: `micro` pools the counts (and, for AUC, the pixels) of all images before scoring;
 `macro` is the mean over images of each per-image value, leaving out images where it is None. Undefined
@@ -11,7 +13,7 @@ Rand error is `1 - V_rand`, the foreground-restricted adapted Rand F-score of th
 (`skimage.metrics.adapted_rand_error`): regions are the connected components (4-connectivity) of the
 foreground (any nonzero class), or the instance labels when `instances=True` and a side holds labels;
 target background pixels are ignored. It is None when the target has no foreground pair of pixels, and
-it is not pooled (micro is None; macro is the mean over images).
+it is not pooled (micro is None; macro is the mean over images). Neither are the surface distances.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from unetkit.metrics.confusion import class_scores, mean_defined, stat_scores
 from unetkit.metrics.instance import AP_THRESHOLDS, instance_counts, instance_scores, label_components
+from unetkit.metrics.surface import SURFACE_SCORES, surface_scores
 
 __all__ = ["evaluate", "evaluate_dataset"]
 
@@ -41,8 +44,8 @@ class _Image:
 
 def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"`{name}` must be a 2-D (H, W) mask, got shape {array.shape}")
+    if array.ndim not in (2, 3):
+        raise ValueError(f"`{name}` must be a 2-D (H, W) mask or a 3-D (D, H, W) volume, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.int64)
     integer = np.issubdtype(array.dtype, np.integer)
@@ -56,6 +59,8 @@ def _as_labels(array: np.ndarray, name: str) -> np.ndarray:
 
 def _probs_per_class(probs: np.ndarray, num_classes: int, shape: tuple[int, ...]) -> np.ndarray:
     """`(H, W)`, `(1, H, W)` (foreground, binary only) or `(K, H, W)` -> float `(K', H, W)` for classes 1..K-1."""
+    if len(shape) != 2:
+        raise ValueError(f"`probs` are scored for 2-D masks only, got a mask of shape {shape}")
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim == 2:
         probs = probs[None]
@@ -109,6 +114,9 @@ def _evaluate_one(
     num_classes: int | None,
     instances: bool,
     iou_threshold: float,
+    surface: bool = False,
+    spacing: Sequence[float] | None = None,
+    tolerance: float = 1.0,
 ) -> _Image:
     if instances and iou_threshold not in AP_THRESHOLDS:
         raise ValueError(f"`iou_threshold` must be one of {AP_THRESHOLDS}, got {iou_threshold}")
@@ -152,6 +160,14 @@ def _evaluate_one(
     if instances:
         inst = instance_counts(true_regions, pred_regions, AP_THRESHOLDS)
         row.update(instance_scores(inst, AP_THRESHOLDS, iou_threshold))
+    if surface:  # outside the valid pixels both sides count as background
+        keep = (lambda a: a) if valid is None else (lambda a: np.where(valid, a, 0))
+        distances, per_class_distances = surface_scores(
+            keep(sem_pred), keep(sem_target), k, spacing=spacing, tolerance=tolerance
+        )
+        row.update(distances)
+        for cls, scores in per_class_distances.items():
+            per_class[cls].update(scores)
     if k > 2:
         row["per_class"] = per_class
     return _Image(row, counts, roc, inst)
@@ -166,32 +182,40 @@ def evaluate(
     num_classes: int | None = None,
     instances: bool = False,
     iou_threshold: float = 0.5,
+    surface: bool = False,
+    spacing: Sequence[float] | None = None,
+    tolerance: float = 1.0,
 ) -> dict[str, Any]:
-    """Score one predicted mask against its ground truth.
+    """Score one predicted mask (or volume) against its ground truth.
 
     Args:
-        pred: `(H, W)` class indices (0 = background; bool for binary), or instance labels with `instances`.
-        target: `(H, W)` ground truth, as `pred`.
+        pred: `(H, W)` or `(D, H, W)` class indices (0 = background; bool for binary), or instance labels with
+            `instances`.
+        target: the ground truth, as `pred`.
         probs: `(H, W)` or `(1, H, W)` foreground probability (binary) or `(K, H, W)` class probabilities;
-            adds `auc` (one-vs-rest ROC AUC, mean over foreground classes).
-        fov: `(H, W)` field of view or ignore mask: pixels where it is 0 are left out of every count, AUC,
-            Rand error and instance (objects are cut at its border).
+            adds `auc` (one-vs-rest ROC AUC, mean over foreground classes); 2-D masks only.
+        fov: field of view or ignore mask of `pred`'s shape: pixels where it is 0 are left out of every count,
+            AUC, Rand error and instance (objects are cut at its border), and are background for the surfaces.
         num_classes: classes including background; None: the largest label + 1 (at least 2).
         instances: also match objects (instance labels where a side holds values beyond {0, 1}, else
             connected components); pixel scores are then foreground vs background.
         iou_threshold: IoU at which `instance_precision`, `instance_recall` and `instance_f1` are reported;
             one of 0.5, 0.55, ..., 0.95.
+        surface: also the surface distances `hd95`, `asd` and `nsd` (`unetkit.metrics.surface`), per class too.
+        spacing: pixel (voxel) size per axis for them; default 1.
+        tolerance: the NSD's tolerance in units of `spacing`.
 
     Returns:
         `pixels` (valid pixels), `accuracy`, `sensitivity`, `specificity`, `precision`, `dice` (= F1),
-        `iou`, `mcc`, [`auc`], `pixel_error`, `rand_error`, [instance scores], [`per_class` when K > 2],
-        and `num_classes`. Binary: the scores of class 1; multi-class: means over foreground classes
+        `iou`, `mcc`, [`auc`], `pixel_error`, `rand_error`, [instance scores], [`hd95`, `asd`, `nsd`],
+        [`per_class` when K > 2], and `num_classes`. Binary: the scores of class 1; multi-class: means over foreground classes
         (None values left out), except `accuracy` (overall) and `pixel_error` (`1 - accuracy`, the
         ISBI 2012 pixel error on the binary map).
     """
     image = _evaluate_one(
-        pred, target, probs=probs, fov=fov, num_classes=num_classes, instances=instances, iou_threshold=iou_threshold
-    )
+        pred, target, probs=probs, fov=fov, num_classes=num_classes, instances=instances,
+        iou_threshold=iou_threshold, surface=surface, spacing=spacing, tolerance=tolerance,
+    )  # fmt: skip
     return {**image.row, "num_classes": int(image.counts.shape[0])}
 
 
@@ -225,6 +249,10 @@ def _micro(images: list[_Image], iou_threshold: float) -> dict[str, Any]:
         out["auc"] = mean_defined(aucs)
     out["pixel_error"] = None if headline["accuracy"] is None else 1.0 - headline["accuracy"]
     out["rand_error"] = None  # not poolable over images: see macro
+    if "hd95" in images[0].row:  # nor are distances
+        out.update(dict.fromkeys(SURFACE_SCORES))
+        for scores in per_class.values():
+            scores.update(dict.fromkeys(SURFACE_SCORES))
     if images[0].instance is not None:
         pooled_inst = np.sum([im.instance for im in images if im.instance is not None], axis=0)
         out.update(instance_scores(pooled_inst, AP_THRESHOLDS, iou_threshold))
@@ -243,6 +271,9 @@ def evaluate_dataset(
     num_classes: int | None = None,
     instances: bool = False,
     iou_threshold: float = 0.5,
+    surface: bool = False,
+    spacings: Sequence[Sequence[float] | None] | None = None,
+    tolerance: float = 1.0,
 ) -> dict[str, Any]:
     """Score a data set: per-image rows and micro / macro summaries.
 
@@ -255,6 +286,9 @@ def evaluate_dataset(
         num_classes: classes including background; None: the largest label over all images + 1.
         instances: as in `evaluate`.
         iou_threshold: as in `evaluate`.
+        surface: as in `evaluate` (micro holds None for the distances: they are means over images only).
+        spacings: the `spacing` of each image (None entries: 1).
+        tolerance: as in `evaluate`.
 
     Returns:
         `{"num_classes": K, "images": [{"name": ..., **scores}, ...], "micro": {...}, "macro": {...}}`.
@@ -262,7 +296,7 @@ def evaluate_dataset(
     n = len(preds)
     if n == 0:
         raise ValueError("`preds` must hold at least one image, got 0")
-    for arg, seq in (("targets", targets), ("probs", probs), ("fovs", fovs), ("names", names)):
+    for arg, seq in (("targets", targets), ("probs", probs), ("fovs", fovs), ("names", names), ("spacings", spacings)):
         if seq is not None and len(seq) != n:
             raise ValueError(f"`{arg}` must hold one entry per prediction ({n}), got {len(seq)}")
     if probs is not None and any(p is None for p in probs) and not all(p is None for p in probs):
@@ -281,6 +315,9 @@ def evaluate_dataset(
             num_classes=num_classes,
             instances=instances,
             iou_threshold=iou_threshold,
+            surface=surface,
+            spacing=None if spacings is None else spacings[i],
+            tolerance=tolerance,
         )
         for i in range(n)
     ]

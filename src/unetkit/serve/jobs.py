@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MAX_JOBS = 24  # finished jobs kept (their files deleted beyond this, oldest first)
 MAX_UPLOADS = 48  # uploads not (yet) used by a job kept
 CHUNK = 1 << 20
+_COPY_TILE = 256  # tile side of the tiled copy of an image decoded whole (`_region_copy`)
 
 
 def _size(count: int) -> str:
@@ -97,6 +98,7 @@ class Job:
     outputs: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     seconds: float | None = None
+    pixels: Path | None = None  # the tiled copy of an image decoded whole (`_region_copy`), removed after the job
 
     def as_dict(self) -> dict[str, Any]:
         """The job as the page polls it."""
@@ -121,6 +123,8 @@ class Job:
     def user_message(self, err: BaseException) -> str:
         """The one line `unetkit predict` / `evaluate` would print, naming the uploaded files by their names."""
         text = one_line(err)
+        if self.pixels is not None:
+            text = text.replace(str(self.pixels), self.image.name)
         for upload in (self.image, self.truth):
             if upload is not None:
                 text = text.replace(str(upload.path), upload.name)
@@ -261,8 +265,21 @@ class JobStore:
         """Predict exactly as `unetkit predict RUN IMAGE --out DIR --probs [--instances M] [--tta]` does."""
         job.status = "predicting"
         options = self.options
+        try:
+            self._predict(job)
+        finally:
+            if job.pixels is not None:  # the path stays known: error messages name the upload in its place
+                shutil.rmtree(job.pixels.parent, ignore_errors=True)
+
+    def _predict(self, job: Job) -> None:
+        options = self.options
         _infer.trim_heap()  # what the upload and the previous job freed goes back before this prediction
-        pixels = _infer.image_pixels([job.image.path]) if options.engine == "auto" else 0
+        image = job.image.path
+        job.pixels = _region_copy(image, job.folder / "pixels")
+        if job.pixels is not None:
+            image = job.pixels
+            _infer.trim_heap()  # the decoded image goes back before the model comes
+        pixels = _infer.image_pixels([image]) if options.engine == "auto" else 0
         loaded = _infer.prediction_model(
             self.runs[job.run], device=options.device, engine=options.engine, pixels=pixels
         )
@@ -272,7 +289,7 @@ class JobStore:
         predictor = _infer.Predictor(model, device=options.device, tta=job.tta)
         job.outputs = _infer.predict_file(
             predictor,
-            job.image.path,
+            image,
             job.folder / "out",
             probs=True,
             instances=job.instances,
@@ -292,7 +309,7 @@ class JobStore:
             with tifffile.TiffFile(job.outputs["probs"]) as tif:
                 num_classes = int(tif.series[0].shape[0])
         job.view = build_view(
-            job.image.path,
+            image,
             job.outputs,
             job.folder / "view",
             num_classes=num_classes,
@@ -300,6 +317,30 @@ class JobStore:
             truth=truth,
             progress=self._progress(job, "drawing"),
         )
+
+
+def _region_copy(image: Path, folder: Path) -> Path | None:
+    """For an image that `unetkit predict` decodes whole (PNG, JPEG, BMP, or a TIFF layout not read by region):
+    the same pixels written once as a tiled, uncompressed TIFF of the same stem in `folder`, which the
+    prediction and the drawing then read band by band, so that neither holds the whole image (an 8000² grey PNG:
+    64 MB less at the prediction's peak than the CLI on the PNG). The outputs are the CLI's, byte for byte: the
+    same names (from the stem), formats (from the size) and pixel values. None for a file read by region
+    already, and for pixel types other than 8 and 16-bit integers (predicted from the upload itself)."""
+    import numpy as np
+    import tifffile
+
+    with _infer.open_source(image, None) as source:
+        array = getattr(source, "array", None)  # only a source decoded whole holds one
+        if array is None or array.dtype not in (np.uint8, np.uint16) or array.shape[0] not in (1, 3, 4):
+            return None
+        folder.mkdir()
+        copy = folder / f"{image.stem}.tif"
+        data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+        tifffile.imwrite(
+            copy, data, tile=(_COPY_TILE, _COPY_TILE), photometric="minisblack" if data.ndim == 2 else "rgb",
+            extrasamples=[2] if data.ndim == 3 and data.shape[-1] == 4 else None,  # 2: unassociated alpha
+        )  # fmt: skip
+    return copy
 
 
 def _score(job: Job, mask: Path, truth: Path) -> tuple[Any, dict[str, Any]]:
