@@ -1,12 +1,14 @@
 """3D against 2-D slice-wise U-Nets on the same held-out slab of a real T1 MRI, scored as one volume (Dice per class
-over pooled voxels, HD95 in mm). Two tasks, with the data of the 2-D recipes:
+over pooled voxels, HD95 in mm). Three tasks, with the data of the 2-D recipes:
 
 - `tissue`: grey / white matter on the MNI152 1 mm template with nilearn's tissue masks (`examples/mri_tissue.py`
   for the data, its licence and the classes; `pip install -e ".[examples]"`). Split along the inferior-superior
   axis z with 10-slice gaps: train z 0-69, val z 80-89 (picks the best epoch), test z 100-154.
+- `brain`: brain extraction from the raw `ch2` head scan of Debian's mricron-data (`--templates`, unpacked as
+  `examples/mri_ch2.py` shows; the brain is `ch2bet > 0`), split as mri_ch2.py: train z 20-99, val z 110-119,
+  test z 130-164.
 - `lobes`: the AAL atlas' 116 regions grouped into 7 lobes (`examples/mri_ch2.py`) on the skull-stripped `ch2`
-  scan of Debian's mricron-data (`--templates`, unpacked as mri_ch2.py shows). Train z 20-99, val z 110-119,
-  test z 130-164, as mri_ch2.py.
+  scan, split as `brain`.
 
 The 3D run is `unetkit train` on a folder of two NIfTI slabs (`train/`, `val/`) with a padded `unet` in
 `spatial_dims: 3` (instance norm, as nnU-Net's 3D networks; random 64 x 64 x 32 patches, a third centred on
@@ -65,9 +67,13 @@ def load_task(task: str, templates: Path | None) -> tuple[np.ndarray, np.ndarray
     import mri_ch2
 
     if templates is None:
-        raise SystemExit("--task lobes needs --templates (mricron-data's templates folder; see mri_ch2.py)")
+        raise SystemExit(f"--task {task} needs --templates (mricron-data's templates folder; see mri_ch2.py)")
     SPLITS.clear()
     SPLITS.update(mri_ch2.SPLITS)  # mri_brain's split, which run_recipe and write_slabs read
+    if task == "brain":
+        head = mri_ch2._load(templates, "ch2.nii.gz").astype(np.float32)
+        labels = (mri_ch2._load(templates, "ch2bet.nii.gz") > 0).astype(np.uint8)
+        return np.clip(head / np.percentile(head[head > 0], 99), 0, 1), labels, ("background", "brain")
     brain = mri_ch2._load(templates, "ch2bet.nii.gz").astype(np.float32)
     image = np.clip(brain / np.percentile(brain[brain > 0], 99), 0, 1)
     return image, mri_ch2.lobe_labels(templates), mri_ch2.LOBES
@@ -91,13 +97,14 @@ def scores(pred: np.ndarray, target: np.ndarray) -> dict[str, Any]:
 
 
 def run_3d(
-    image: np.ndarray, labels: np.ndarray, out: Path, epochs: int, steps: int, lr: float = 1e-3, norm: str = "instance"
-) -> dict[str, Any]:
+    image: np.ndarray, labels: np.ndarray, out: Path, epochs: int, steps: int, lr: float = 1e-3, norm: str = "instance",
+    patch: tuple[int, int, int] = (64, 64, 32), depth: int = 3,
+) -> dict[str, Any]:  # fmt: skip
     write_slabs(out / "data", image, labels)
     config = unetkit.TrainConfig(
         data=str(out / "data"), out=str(out / "run"), model="unet",
-        model_options={"base_channels": 8, "depth": 3, "spatial_dims": 3, "norm": norm}, epochs=epochs, batch_size=2,
-        patch_size=[64, 64, 32], steps_per_epoch=steps, lr=lr, loss="dice_ce", mask_mode="classes",
+        model_options={"base_channels": 8, "depth": depth, "spatial_dims": 3, "norm": norm}, epochs=epochs,
+        batch_size=2, patch_size=list(patch), steps_per_epoch=steps, lr=lr, loss="dice_ce", mask_mode="classes",
         foreground_oversample=0.33, normalize="image", plan="off", samples=0, seed=0,
     )  # fmt: skip
     start = time.perf_counter()
@@ -130,13 +137,15 @@ def run_2d(image: np.ndarray, labels: np.ndarray, out: Path, epochs: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", choices=("tissue", "lobes"), default="tissue")
-    parser.add_argument("--templates", type=Path, default=None, help="mricron-data's templates folder (lobes)")
+    parser.add_argument("--task", choices=("tissue", "brain", "lobes"), default="tissue")
+    parser.add_argument("--templates", type=Path, default=None, help="mricron-data's templates folder (brain, lobes)")
     parser.add_argument("--out", type=Path, default=None, help="default runs/mri_3d_TASK")
     parser.add_argument("--epochs", type=int, default=12, help="3D training epochs")
     parser.add_argument("--steps", type=int, default=16, help="3D steps per epoch")
     parser.add_argument("--lr", type=float, default=1e-3, help="3D learning rate")
     parser.add_argument("--norm", default="instance", choices=("instance", "batch"), help="3D norm layers")
+    parser.add_argument("--patch", default="64x64x32", help="3D patch, XxYxZ voxels")
+    parser.add_argument("--depth", type=int, default=3, help="3D U-Net depth (poolings)")
     parser.add_argument("--epochs-2d", type=int, default=30, help="2-D training epochs (16 steps each)")
     parser.add_argument("--skip-2d", action="store_true", help="only the 3D run")
     parser.add_argument("--skip-3d", action="store_true", help="only the 2-D run")
@@ -149,8 +158,11 @@ def main() -> None:
     results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
     results |= {"task": args.task, "splits": {k: [v.start, v.stop - 1] for k, v in SPLITS.items()}}
     if not args.skip_3d:
-        results["3d"] = run_3d(image, labels, out / "3d", args.epochs, args.steps, args.lr, args.norm)
+        patch = tuple(int(v) for v in args.patch.lower().split("x"))
+        trained = run_3d(image, labels, out / "3d", args.epochs, args.steps, args.lr, args.norm, patch, args.depth)
+        results["3d"] = trained
         results["3d"] |= {"epochs": args.epochs, "steps_per_epoch": args.steps, "lr": args.lr, "norm": args.norm}
+        results["3d"] |= {"patch": list(patch), "depth": args.depth}
         saved.write_text(json.dumps(results, indent=2) + "\n")
     if not args.skip_2d:
         results["2d"] = run_2d(image, labels, out / "2d", args.epochs_2d) | {"epochs": args.epochs_2d}

@@ -12,8 +12,8 @@ from PIL import Image
 
 from unetkit.infer.files import predict_file
 from unetkit.infer.predictor import Predictor
-from unetkit.models.checkpoint import load_model
 from unetkit.models import create_model
+from unetkit.models.checkpoint import load_model
 from unetkit.serve.jobs import Job, Upload, _region_copy, _size
 
 

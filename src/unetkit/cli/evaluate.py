@@ -280,19 +280,25 @@ def _csv_text(result: dict[str, Any]) -> str:
 
 
 def _spacings(
-    stems: list[str], pred_files: dict[str, Path], gt_files: dict[str, Path], read: list[tuple]
+    stems: list[str],
+    pred_files: dict[str, Path],
+    gt_files: dict[str, Path],
+    read: list[list[tuple[np.ndarray, tuple[float, ...] | None]]],
 ) -> list[tuple[float, ...] | None]:
     """Each pair's voxel spacing (the ground truth's), checked against the prediction's; None for images."""
     spacings, bad = [], []
     for stem, (_, pred_spacing), (_, gt_spacing) in zip(stems, *read, strict=True):
         if (pred_spacing is None) != (gt_spacing is None):
-            volume, image = (pred_files[stem], gt_files[stem]) if gt_spacing is None else (gt_files[stem], pred_files[stem])
+            pair = (pred_files[stem], gt_files[stem])
+            volume, image = pair if gt_spacing is None else pair[::-1]
             raise ValueError(f"{volume} is a volume but {image} is an image; expected two masks of one kind")
         if gt_spacing is not None and not np.allclose(pred_spacing, gt_spacing, rtol=1e-3):
             bad.append(f"{pred_files[stem]} {pred_spacing} vs {gt_files[stem]} {gt_spacing}")
         spacings.append(gt_spacing)
     if bad:
-        raise ValueError(f"{len(bad)} prediction(s) differ in voxel spacing (mm) from their ground truth: {_listing(bad, 5)}")
+        raise ValueError(
+            f"{len(bad)} prediction(s) differ in voxel spacing (mm) from their ground truth: {_listing(bad, 5)}"
+        )
     return spacings
 
 
@@ -415,9 +421,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--surface", action="store_true", help="also HD95, ASD, NSD for images (always for volumes, in mm)"
     )
-    parser.add_argument(
-        "--tolerance", type=float, default=1.0, help="NSD tolerance: mm for volumes, pixels for images"
-    )
+    parser.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance: mm for volumes, pixels for images")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all results as JSON")
     parser.add_argument("--csv", default=None, metavar="FILE", help="write per-image rows and summaries as CSV")
     parser.set_defaults(func=_run)

@@ -140,8 +140,11 @@ class TiffWriter(_RowWriter):
         shape = (height, width) if samples == 1 else (samples, height, width)
         # three or four planes are written as tifffile has always stored them (one RGB page, separate planes); said
         # explicitly, as its default for them is to change
-        layout = {"photometric": "rgb", "planarconfig": "separate"} if samples in (3, 4) else {}
-        created = tifffile.memmap(self.path, shape=shape, dtype=self.dtype, **layout)  # header and layout only
+        rgb = samples in (3, 4)
+        created = tifffile.memmap(  # header and data layout only
+            self.path, shape=shape, dtype=self.dtype, photometric="rgb" if rgb else None,
+            planarconfig="separate" if rgb else None,
+        )  # fmt: skip
         self.offset = int(created.offset)
         del created  # unmapped untouched: no page of it was read or written
         preallocate(self.path, self.path.stat().st_size)

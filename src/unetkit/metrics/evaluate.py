@@ -208,8 +208,8 @@ def evaluate(
     Returns:
         `pixels` (valid pixels), `accuracy`, `sensitivity`, `specificity`, `precision`, `dice` (= F1),
         `iou`, `mcc`, [`auc`], `pixel_error`, `rand_error`, [instance scores], [`hd95`, `asd`, `nsd`],
-        [`per_class` when K > 2], and `num_classes`. Binary: the scores of class 1; multi-class: means over foreground classes
-        (None values left out), except `accuracy` (overall) and `pixel_error` (`1 - accuracy`, the
+        [`per_class` when K > 2], and `num_classes`. Binary: the scores of class 1; multi-class: means over
+        foreground classes (None values left out), except `accuracy` (overall) and `pixel_error` (`1 - accuracy`, the
         ISBI 2012 pixel error on the binary map).
     """
     image = _evaluate_one(

@@ -264,7 +264,6 @@ class JobStore:
     def _run(self, job: Job) -> None:
         """Predict exactly as `unetkit predict RUN IMAGE --out DIR --probs [--instances M] [--tta]` does."""
         job.status = "predicting"
-        options = self.options
         try:
             self._predict(job)
         finally:
