@@ -103,10 +103,17 @@ def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = Fa
     return found
 
 
-def _is_stack(path: Path) -> bool:
-    """Whether a TIFF holds a stack of 2-D single-channel pages (a volume), not an image."""
+def _is_volume(path: Path) -> bool:
+    """Whether a mask file is a volume: NIfTI / NRRD, or a TIFF holding a stack of 2-D single-channel pages."""
     import tifffile
 
+    from unetkit.data.volume_folder import MEDICAL_SUFFIXES
+
+    name = path.name.lower()
+    if name.endswith(MEDICAL_SUFFIXES):
+        return True
+    if not name.endswith((".tif", ".tiff")):
+        return False
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -118,10 +125,9 @@ def _is_stack(path: Path) -> bool:
 def _read_side(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
     """A mask as int64 labels and, for a volume, its voxel spacing (mm); images give `(H, W)` and None."""
     from unetkit.data.masks import read_mask
-    from unetkit.data.volume_folder import MEDICAL_SUFFIXES, read_labels
+    from unetkit.data.volume_folder import read_labels
 
-    name = path.name.lower()
-    if name.endswith(MEDICAL_SUFFIXES) or (name.endswith((".tif", ".tiff")) and _is_stack(path)):
+    if _is_volume(path):
         labels, volume = read_labels(path)
         return labels, tuple(float(s) for s in volume.spacing)
     return read_mask(path), None
@@ -140,18 +146,10 @@ def _pair(pred: Path, gt: Path, instances: bool = False) -> tuple[list[str], dic
 
 
 def _read_fov(path: Path) -> np.ndarray:
-    from unetkit.data.io import read_image
-    from unetkit.data.volume import read_volume
-    from unetkit.data.volume_folder import MEDICAL_SUFFIXES
+    """A field of view as `train` reads it, an image's or a volume's: True where any channel is nonzero."""
+    from unetkit.data import folder, volume_folder
 
-    if path.name.lower().endswith(MEDICAL_SUFFIXES) or (path.suffix.lower() in (".tif", ".tiff") and _is_stack(path)):
-        inside = np.asarray(read_volume(path).array != 0)
-        return inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
-    fov = read_image(path)
-    if fov.ndim == 3:
-        fov = fov[..., :-1] if fov.shape[-1] in (2, 4) else fov
-        return np.asarray(fov.any(axis=-1))
-    return fov != 0
+    return volume_folder.read_fov(path) if _is_volume(path) else folder.read_fov(path)
 
 
 def _read_probs(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -50,6 +50,7 @@ __all__ = [
     "channel_stats",
     "intensity_scale",
     "load_folder",
+    "read_fov",
     "to_chw_float",
 ]
 
@@ -230,7 +231,7 @@ def _scan_split(folder: Path) -> list[_Files]:
     return [_Files(name, images[name], masks[name], None if fovs is None else fovs[name]) for name in sorted(images)]
 
 
-def _read_fov(path: Path) -> np.ndarray:
+def read_fov(path: str | Path) -> np.ndarray:
     """A field of view as bool `(H, W)`: True where any colour channel is nonzero."""
     fov = read_image(path)
     if fov.ndim == 2:
@@ -249,7 +250,7 @@ def _read_sample(files: _Files) -> _Sample:
         raise DataError(f"{files.mask}: mask is {_size(mask)} (HxW) but its image {files.image} is {_size(image)}")
     fov = None
     if files.fov is not None:
-        fov = _read_fov(files.fov)
+        fov = read_fov(files.fov)
         if fov.shape != mask.shape:
             raise DataError(
                 f"{files.fov}: field of view is {_size(fov)} (HxW) but its image {files.image} is {_size(image)}"

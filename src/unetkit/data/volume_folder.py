@@ -37,6 +37,7 @@ __all__ = [
     "load_cases",
     "load_volume_folder",
     "read_case",
+    "read_fov",
     "read_labels",
     "scan_volume_folder",
     "volume_layout",
@@ -168,14 +169,15 @@ def read_case(case: VolumeCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
         mask, labels = read_labels(case.mask, reference.shape)
         if not np.allclose(labels.affine, reference.affine, atol=1e-3):
             logger.warning("%s: its geometry (affine) differs from its image %s", case.mask, case.images[0])
-    fov = _read_fov(case.fov, reference.shape) if case.fov is not None else None
+    fov = read_fov(case.fov, reference.shape) if case.fov is not None else None
     return image, mask, fov, reference
 
 
-def _read_fov(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """A field of view as bool `(S0, S1, S2)`: True where any channel is nonzero."""
+def read_fov(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A field of view as bool `(S0, S1, S2)`: True where any channel is nonzero; `shape`, when given, is the
+    image's, which it must match."""
     volume = read_volume(path)
-    if volume.shape != shape:
+    if shape is not None and volume.shape != shape:
         raise DataError(f"{path}: field of view is {volume.shape} voxels but its image is {shape}")
     inside = np.asarray(volume.array != 0)
     return inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
