@@ -28,12 +28,14 @@ About 1 minute on two CPU cores. Writes `results.json` and the run under `--out`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import unetkit
 from unetkit import viz
@@ -77,6 +79,19 @@ def write_folder(root: Path, image: np.ndarray, labels: np.ndarray, binary: bool
             write_image(root / split / "masks" / f"z{z:03d}.png", mask)
 
 
+def train_2d(out: Path, epochs: int, num_classes: int, **options: Any) -> torch.nn.Module:
+    """The 2-D recipes' training on the slices of `out/data` (`unet` base 16, depth 3, 128-px patches, 16 steps of
+    8 per epoch); `options` override TrainConfig fields. The run goes to `out/run`; returns its best model."""
+    binary = num_classes == 2
+    config = unetkit.TrainConfig(
+        data=str(out / "data"), out=str(out / "run"), model="unet", model_options={"base_channels": 16, "depth": 3},
+        epochs=epochs, batch_size=8, patch_size=128, steps_per_epoch=16, lr=2e-3,
+        mask_mode="binary" if binary else "classes", samples=0, seed=0,
+    )  # fmt: skip
+    unetkit.train(dataclasses.replace(config, **options))
+    return unetkit.load_model(out / "run")
+
+
 def run_recipe(
     image: np.ndarray, labels: np.ndarray, out: Path, epochs: int, num_classes: int
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
@@ -85,17 +100,10 @@ def run_recipe(
     Returns the `evaluate_dataset` results per view (with the timing) and the images, targets and
     predictions of each view, for the figure.
     """
-    binary = num_classes == 2
-    write_folder(out / "data", image, labels, binary)
-    config = unetkit.TrainConfig(
-        data=str(out / "data"), out=str(out / "run"), model="unet", model_options={"base_channels": 16, "depth": 3},
-        epochs=epochs, batch_size=8, patch_size=128, steps_per_epoch=16, lr=2e-3,
-        mask_mode="binary" if binary else "classes", samples=0, seed=0,
-    )  # fmt: skip
+    write_folder(out / "data", image, labels, num_classes == 2)
     start = time.perf_counter()
-    unetkit.train(config)
+    model = train_2d(out, epochs, num_classes)
     train_s = time.perf_counter() - start
-    model = unetkit.load_model(out / "run")
     results: dict[str, Any] = {"train_seconds": round(train_s, 1)}
     views: dict[str, list[np.ndarray]] = {}
     for view, cut in (("axial", axial), ("coronal", coronal)):

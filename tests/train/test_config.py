@@ -40,11 +40,24 @@ from unetkit.train.tasks import TASK_CLASSES
         ({"model_options": {"num_classes": True}}, "option 'num_classes' of 'unet' must be an integer, got True"),
         ({"model_options": {"channels": 6}, "model": "basic_unet"}, "option 'channels' of 'basic_unet' must be a list"),
         ({"model_options": {"depth": 0}}, "`model_options` for 'unet': `depth` must be an integer >= 1"),
+        (
+            {"model_options": {"pool": [[2, 2, "1"]], "spatial_dims": 3}},
+            "option 'pool' of 'unet' must be an integer or lists of integers",
+        ),
     ],
 )
 def test_a_bad_or_foreign_field_is_refused_naming_it(changes, message):
     with pytest.raises(ValueError, match=message):
         config_from_dict(changes)
+
+
+def test_per_level_kernels_and_pools_of_a_3d_plan_are_accepted():
+    # nnU-Net's plan for thick slices (spacing 0.6 x 0.6 x 5 mm): in-plane only for the first two levels
+    options = {"spatial_dims": 3, "depth": 3, "kernel_size": [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]}
+    options["pool"] = [[2, 2, 1], [2, 2, 1], [2, 2, 2]]
+    config_from_dict({"model_options": options, "patch_size": [64, 64, 8]})
+    with pytest.raises(ValueError, match=r"`model_options` for 'unet': .*pool"):  # the constructor's shape check
+        config_from_dict({"model_options": {**options, "pool": [[2, 2, 1]]}})
 
 
 def test_validate_changes_nothing():

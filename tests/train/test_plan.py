@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from unetkit.models import create_model
 from unetkit.train.config import TrainConfig
-from unetkit.train.plan import MIN_EDGE, MIN_EDGE_3D, PATCH_VOXELS, make_plan, volume_patch
+from unetkit.train.plan import MIN_EDGE, MIN_EDGE_3D, PATCH_VOXELS, make_plan, volume_patch, volume_pools
 
 
 def _fingerprint(mode="instances", classes=2, touching=0.6, size=(190, 174)):
@@ -115,13 +116,39 @@ def test_volumes_get_a_patch_shape_shortest_along_the_coarse_axis():
     planned, plan = make_plan(config, fingerprint, given=set(), measure=False)
     patch = planned.patch_size
     assert isinstance(patch, list) and np.prod(patch) <= PATCH_VOXELS["cpu"]
-    depth = planned.model_options["depth"]
-    assert all(n % 2**depth == 0 and n // 2**depth >= MIN_EDGE_3D for n in patch)
+    options = planned.model_options
+    pools, kernels = options["pool"], options["kernel_size"]
+    assert len(pools) == options["depth"] and len(kernels) == options["depth"] + 1
+    factors = [int(np.prod([p[axis] for p in pools])) for axis in range(3)]
+    assert all(n % f == 0 and n // f >= MIN_EDGE_3D for n, f in zip(patch, factors, strict=True))
+    # nnU-Net's rule for 3 mm slices at 0.5 mm in-plane: in-plane kernels and pooling until the in-plane spacing
+    # (0.5 -> 1 -> 2) is within twice the slice spacing, then 3x3x3 kernels and pooling on every axis
+    assert kernels[0] == [3, 3, 1] and pools[0] == [2, 2, 1] and kernels[-1] == [3, 3, 3]
+    assert factors[0] == factors[1] > factors[2]
+    assert "pooling" in plan.reasons["model_options"]
+    channels = fingerprint["channels"]
+    create_model("unet", **options, in_channels=channels)(
+        torch.zeros(1, channels, *patch)
+    )  # the planned model runs on the planned patch
     assert patch[2] < patch[0] == patch[1]  # fewer voxels along the 3 mm axis ...
     extent = [n * s for n, s in zip(patch, fingerprint["spacing"], strict=True)]
     assert max(extent) / min(extent) < 2.5  # ... so the patch spans a similar length in mm on every axis
     assert planned.model_options["spatial_dims"] == 3 and planned.batch_size == 2
     assert "coarsest axis" in plan.reasons["patch_size"] and not planned.tune_instances
     # isotropic voxels: a cube from the median shape; a volume smaller than the budget keeps its shape
-    assert volume_patch([160, 160, 160], [1.0, 1.0, 1.0], 48**3)[0] == [48, 48, 48]
-    assert volume_patch([24, 24, 16], [1.0, 1.0, 2.0], 48**3) == ([24, 24, 16], 2)
+    cube, kernels, pools = volume_patch([160, 160, 160], [1.0, 1.0, 1.0], 48**3)
+    assert cube == [48, 48, 48] and pools == [[2, 2, 2]] * 3 and kernels == [[3, 3, 3]] * 4
+    assert volume_patch([24, 24, 16], [1.0, 1.0, 2.0], 48**3) == ([24, 24, 16], [[3, 3, 3]] * 3, [[2, 2, 2]] * 2)
+    # isotropic voxels keep the uniform plan: no per-axis options
+    iso = {**_fingerprint(mode="binary", touching=0.0), "shape": [160, 160, 160], "spacing": [1.0, 1.0, 1.0]}
+    planned, _ = make_plan(config, iso, given=set(), measure=False)
+    assert "pool" not in planned.model_options and planned.model_options["depth"] == 3
+
+
+def test_volume_pools_let_an_axis_stop_where_it_runs_out_of_voxels():
+    # a flat patch of isotropic voxels: the short axis stops pooling at 4 voxels, the others go on (nnU-Net)
+    kernels, pools = volume_pools([64, 64, 16], [1.0, 1.0, 1.0])
+    assert pools == [[2, 2, 2], [2, 2, 2], [2, 2, 1], [2, 2, 1]] and kernels == [[3, 3, 3]] * 5
+    # 5 mm slices at 0.6 mm: kernel 1 along z while its spacing is over twice the in-plane one
+    kernels, pools = volume_pools([128, 128, 16], [0.6, 0.6, 5.0])
+    assert pools[:3] == [[2, 2, 1]] * 3 and kernels[:3] == [[3, 3, 1]] * 3 and kernels[3] == [3, 3, 3]

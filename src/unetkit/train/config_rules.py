@@ -287,10 +287,24 @@ def _check_model(config: TrainConfig) -> None:
         raise ValueError(f"`model_options` for {config.model!r}: {text}") from err
 
 
+PER_AXIS_OPTIONS = ("kernel_size", "pool")  # integer options that also take one value per axis and/or per level
+
+
+def _all_ints(value: Any) -> bool:
+    """Integers (not booleans), or lists / tuples of them, nested."""
+    if isinstance(value, (list, tuple)):
+        return len(value) > 0 and all(_all_ints(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_option_type(model: str, key: str, value: Any, default: Any) -> None:
     """`value` has the type of the model's default for `key` (ints for ints, numbers for floats, ...)."""
     if value is None or default is None:
         return
+    if key in PER_AXIS_OPTIONS and isinstance(default, int) and isinstance(value, (list, tuple)):
+        if _all_ints(value):  # one per axis or one per level (nnU-Net's plans); the constructor checks the shape
+            return
+        raise ValueError(f"option {key!r} of {model!r} must be an integer or lists of integers, got {quote(value)}")
     kinds: list[tuple[type | tuple[type, ...], str]] = [
         (bool, "true or false"),
         (int, "an integer"),

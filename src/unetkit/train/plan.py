@@ -8,7 +8,8 @@ for folders). Our own rules, after nnU-Net's experiment planner (Isensee et al. 
   steps (on the CT-like set, 168 steps of 64^2 x 4 reached Dice 0.48 where 78 of 128^2 x 8 reached 0.91).
 - volumes (a folder of NIfTI / NRRD / TIFF stacks, nnU-Net's raw layout): the patch shape from the median
   volume shape and voxel spacing within `PATCH_VOXELS`, shortest along the coarse axis (`volume_patch`), batch
-  `BATCH_3D`, width `WIDTH_3D`, the model with `spatial_dims` 3.
+  `BATCH_3D`, width `WIDTH_3D`, the model with `spatial_dims` 3; for thick slices, kernels of 1 and no pooling
+  along the coarse axis until the others have caught up with its spacing (`volume_pools`, nnU-Net's rule).
 - depth: down-samplings while the deepest feature map keeps at least `MIN_EDGE` pixels (nnU-Net: 4), at
   most `MAX_DEPTH`; width: `base_channels` per device (nnU-Net: 32 on a GPU).
 - batch: per device, at most the patches that cover `COVERAGE` of the data set's pixels per step
@@ -43,7 +44,7 @@ from unetkit.train.config import TrainConfig, parse_duration
 from unetkit.train.data import per_axis
 from unetkit.train.tasks.base import model_defaults
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances", "volume_patch"]
+__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances", "volume_patch", "volume_pools"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,26 +105,50 @@ def _depth(patch: int) -> int:
     return depth
 
 
-def volume_patch(shape: list[int], spacing: list[float] | None, voxels: int) -> tuple[list[int], int]:
-    """A patch shape for volumes of median `shape` and `spacing` within `voxels`, and the down-samplings it allows.
+def volume_patch(
+    shape: list[int], spacing: list[float] | None, voxels: int
+) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    """A patch shape for volumes of median `shape` and `spacing` within `voxels`, with the conv kernels per level
+    and the pooling strides per down-sampling it allows (`volume_pools`).
 
     After nnU-Net's planner: start from the median shape and, while the patch holds too many voxels, shorten the
     axis of the largest physical extent by 10%; anisotropic data thus gets fewer voxels along its coarse axis, and
     the patch covers a region of similar size in millimetres on every axis. Each side is then rounded to a multiple
-    of `2**depth` (the nearest, or down where that exceeds `voxels`), with `depth` the down-samplings that keep
-    `MIN_EDGE_3D` voxels on every axis.
+    of its axis' pooling factor (the nearest, or down where that exceeds `voxels`).
     """
     patch, step = [int(n) for n in shape], spacing or [1.0] * len(shape)
     while math.prod(patch) > voxels and max(patch) > MIN_EDGE_3D:
         extent = [n * s for n, s in zip(patch, step, strict=True)]
         axis = max(range(len(patch)), key=lambda a: (extent[a], patch[a]))
         patch[axis] = max(MIN_EDGE_3D, int(patch[axis] * 0.9))
-    depth = 0
-    while depth < MAX_DEPTH and min(patch) // 2 ** (depth + 1) >= MIN_EDGE_3D:
-        depth += 1
-    unit = 2**depth
-    nearest = [max(unit, round(n / unit) * unit) for n in patch]
-    return (nearest if math.prod(nearest) <= voxels else [max(unit, n // unit * unit) for n in patch]), depth
+    kernels, pools = volume_pools(patch, step)
+    units = [math.prod(p[axis] for p in pools) for axis in range(len(patch))]
+    nearest = [max(u, round(n / u) * u) for n, u in zip(patch, units, strict=True)]
+    if math.prod(nearest) > voxels:
+        nearest = [max(u, n // u * u) for n, u in zip(patch, units, strict=True)]
+    return nearest, kernels, pools
+
+
+def volume_pools(patch: list[int], spacing: list[float] | None) -> tuple[list[list[int]], list[list[int]]]:
+    """Conv kernels per level and pooling strides per down-sampling for `patch` at `spacing`, after nnU-Net's
+    planner (Isensee et al. 2021, Nat. Methods 18:203): at each level an axis is pooled while its current spacing
+    is at most twice the finest and it keeps `MIN_EDGE_3D` voxels; an axis coarser than that (thick slices) gets
+    kernel 1 and no pooling until the pooling of the others has brought them within that factor of it (a kernel
+    of 3, once reached, is kept where an axis stops pooling for want of voxels). At most
+    `MAX_DEPTH` down-samplings; none once no axis can be pooled. Isotropic cubes get 3 and 2 everywhere."""
+    step, size = list(spacing or [1.0] * len(patch)), [int(n) for n in patch]
+    kernels: list[list[int]] = []
+    pools: list[list[int]] = []
+    while True:
+        fine = min(step)
+        last = kernels[-1] if kernels else [1] * len(step)  # an axis with kernel 3 keeps it (nnU-Net)
+        kernels.append([3 if s <= 2 * fine or k == 3 else 1 for s, k in zip(step, last, strict=True)])
+        pool = [2 if s <= 2 * fine and n // 2 >= MIN_EDGE_3D else 1 for s, n in zip(step, size, strict=True)]
+        if len(pools) == MAX_DEPTH or 2 not in pool:
+            return kernels, pools
+        pools.append(pool)
+        step = [s * p for s, p in zip(step, pool, strict=True)]
+        size = [n // p for n, p in zip(size, pool, strict=True)]
 
 
 def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device) -> float:
@@ -181,7 +206,8 @@ def make_plan(
     volumes = bool(shape)
     options = dict(config.model_options) if "model_options" in given else {}
     if volumes:
-        planned_patch, depth = volume_patch(shape, fingerprint.get("spacing"), PATCH_VOXELS[kind])
+        planned_patch, kernels, pools = volume_patch(shape, fingerprint.get("spacing"), PATCH_VOXELS[kind])
+        depth = len(pools)
         patch: int | list[int] = config.patch_size if "patch_size" in given else planned_patch
         spacing = "x".join(f"{v:g}" for v in fingerprint.get("spacing") or [1.0] * len(shape))
         choose("patch_size", patch, f"median volume {'x'.join(map(str, shape))} at spacing {spacing}, at most "
@@ -189,11 +215,19 @@ def make_plan(
         choose("batch_size", BATCH_3D, f"{BATCH_3D} volume patches per step, as nnU-Net's 3D configuration")
         choose("model", "unet", "padded convolutions: any volume shape (spatial_dims 3)")
         options.setdefault("base_channels", WIDTH_3D[kind])
+        anisotropic = ""
+        accepts = {"kernel_size", "pool"} <= set(model_defaults(settings.get("model", config.model)))
+        if accepts and not {"depth", "kernel_size", "pool"} & set(options) and patch == planned_patch:
+            options["depth"] = depth
+            if any(k != 3 for row in kernels for k in row) or any(p != 2 for row in pools for p in row):
+                options |= {"kernel_size": kernels, "pool": pools}  # thick slices: in-plane first (nnU-Net)
+                anisotropic = f"; kernels {kernels}, pooling {pools} for the spacing"
         options.setdefault("depth", depth)
         if "spatial_dims" in model_defaults(settings.get("model", config.model)):  # a 2-D-only model: training says so
             options.setdefault("spatial_dims", 3)
+        at = "x".join(map(str, planned_patch))
         choose("model_options", options, f"width {WIDTH_3D[kind]} on {kind}; {depth} down-samplings keep the deepest "
-               f"map >= {MIN_EDGE_3D} voxels per axis at patch {'x'.join(map(str, planned_patch))}")  # fmt: skip
+               f"map >= {MIN_EDGE_3D} voxels per axis at patch {at}{anisotropic}")  # fmt: skip
     else:
         side = int(config.patch_side) if "patch_size" in given else min(height, width, PATCH_CAP[kind])
         depth = _depth(side)
