@@ -173,3 +173,26 @@ def test_a_mask_of_another_shape_and_a_3d_model_on_images_exit_2(tmp_path, capsy
     assert main([*args, "--epochs", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "model 'unet_classic_3d': spatial_dims 3 does not fit" in err and "2-D images" in err, err
+
+
+def test_the_plan_gives_thick_slices_in_plane_kernels_and_pooling_and_the_run_predicts(tmp_path):
+    import nibabel as nib
+
+    data = make_volume_folder(tmp_path / "vols", cases=4)
+    for path in sorted(data.rglob("*.nii.gz")):  # 0.5 x 0.5 mm in-plane, 2.5 mm slices (ratio 5)
+        volume = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asanyarray(volume.dataobj), np.diag([0.5, 0.5, 2.5, 1.0])), path)
+    run = tmp_path / "run"
+    args = ["--epochs", "1", "--set", "steps_per_epoch=2", "--set", "threads=1", "--device", "cpu", "--seed", "0"]
+    assert main(["train", "--data", str(data), "--out", str(run), "--plan", "auto", *args]) == 0
+    config = json.loads((run / "last" / "config.json").read_text())["model_config"]
+    # nnU-Net's rule: z (5x coarser) is convolved and pooled only once x, y have caught up with its spacing
+    assert config["pool"] == [[2, 2, 1], [2, 2, 1], [1, 1, 2]]
+    assert config["kernel_size"] == [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3]]
+    plan = json.loads((run / "plan.json").read_text())
+    assert "pooling" in json.dumps(plan)
+    out = tmp_path / "pred"
+    image = data / "images" / "case0.nii.gz"
+    assert main(["predict", str(run), str(image), "--out", str(out)]) == 0
+    (written,) = [p for p in out.iterdir() if p.name.endswith(".nii.gz")]
+    assert nib.load(written).shape == nib.load(image).shape
