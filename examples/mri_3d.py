@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
-from mri_brain import SPLITS, axial, load_t1, train_2d
+from mri_brain import SPLITS, axial, load_t1, train_2d, write_axial
 
 import unetkit
-from unetkit.data import write_image
+from unetkit.data.errors import DataError
+from unetkit.data.volume import read_volume, write_volume
 from unetkit.metrics.confusion import class_scores, stat_scores
 from unetkit.metrics.surface import surface_scores
 from unetkit.train.plan import volume_pools
@@ -110,7 +110,6 @@ def load_lesion(folder: Path | None) -> dict[str, list[Case]]:
     read by `unetkit.data.read_volume`), HU windowed to [-1000, 400] and scaled to [0, 1]."""
     if folder is None:
         raise SystemExit("--task lesion needs --radiomics (the data/ folder of pyradiomics-3.0.1.tar.gz)")
-    from unetkit.data.volume import read_volume
 
     def read(name: str) -> Case:
         volume = read_volume(folder / f"{name}_image.nrrd")  # the package's reader: array and spacing (mm)
@@ -122,27 +121,19 @@ def load_lesion(folder: Path | None) -> dict[str, list[Case]]:
 
 
 def write_volumes(root: Path, splits: dict[str, list[Case]]) -> None:
-    """`root/{train,val}/images|masks/NAME.nii.gz`, each on its voxel spacing."""
+    """`root/{train,val}/images|masks/NAME.nii.gz`, each on its voxel spacing (`unetkit.data.volume.write_volume`)."""
     for split in ("train", "val"):
         for case in splits[split]:
             for sub, array in (("images", case.image.astype(np.float32)), ("masks", case.labels.astype(np.uint8))):
-                (root / split / sub).mkdir(parents=True, exist_ok=True)
-                affine = np.diag([*case.spacing, 1.0])
-                nib.save(
-                    nib.Nifti1Image(np.ascontiguousarray(array), affine), root / split / sub / f"{case.name}.nii.gz"
-                )
+                write_volume(root / split / sub / f"{case.name}.nii.gz", array, spacing=case.spacing)
 
 
 def write_slices(root: Path, splits: dict[str, list[Case]]) -> None:
-    """The axial slices of the train / val volumes as the 2-D recipes' folder: float32 TIFFs and PNG masks."""
-    binary = len(CLASSES) == 2
+    """The axial slices of the train / val volumes as the 2-D recipes' folder (`mri_brain.write_axial`)."""
     for split in ("train", "val"):
         for case in splits[split]:
-            for z in range(case.image.shape[2]):
-                name = f"{case.name}_z{z:03d}"
-                write_image(root / split / "images" / f"{name}.tif", axial(case.image, [z])[0].astype(np.float32))
-                mask = axial(case.labels, [z])[0].astype(np.uint8) * (255 if binary else 1)
-                write_image(root / split / "masks" / f"{name}.png", mask)
+            zs = range(case.image.shape[2])
+            write_axial(root / split, case.image, case.labels, zs, len(CLASSES) == 2, prefix=f"{case.name}_")
 
 
 def scores(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> dict[str, Any]:
@@ -278,7 +269,10 @@ def main() -> None:
     if args.split == "x" and args.task not in ("brain", "lobes"):
         raise SystemExit(f"--split x: hemispheres are defined for ch2 (--task brain|lobes), not --task {args.task}")
     global CLASSES
-    splits, CLASSES = load_task(args)
+    try:
+        splits, CLASSES = load_task(args)
+    except DataError as err:  # a missing or unreadable volume: one line naming the file
+        raise SystemExit(f"mri_3d.py: {err}") from None
     out = args.out or Path(f"runs/mri_3d_{args.task}" + ("_x" if args.split == "x" else ""))
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "results.json"

@@ -69,14 +69,17 @@ def coronal(volume: np.ndarray, zs: range) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.rot90(slab[:, y, :])) for y in range(0, volume.shape[1], CORONAL_STEP)]
 
 
+def write_axial(root: Path, image: np.ndarray, labels: np.ndarray, zs: range, binary: bool, prefix: str = "") -> None:
+    """The axial slices `zs` of a volume as `root/images/PREFIXzNNN.tif` (float32) + `root/masks/PREFIXzNNN.png`."""
+    for z, img, lab in zip(zs, axial(image, zs), axial(labels, zs), strict=True):
+        write_image(root / "images" / f"{prefix}z{z:03d}.tif", img.astype(np.float32))
+        write_image(root / "masks" / f"{prefix}z{z:03d}.png", lab.astype(np.uint8) * (255 if binary else 1))
+
+
 def write_folder(root: Path, image: np.ndarray, labels: np.ndarray, binary: bool) -> None:
     """The train / val splits as a unetkit folder data set: float32 TIFF images, PNG masks."""
     for split in ("train", "val"):
-        zs = SPLITS[split]
-        for z, img, lab in zip(zs, axial(image, zs), axial(labels, zs), strict=True):
-            write_image(root / split / "images" / f"z{z:03d}.tif", img.astype(np.float32))
-            mask = lab.astype(np.uint8) * (255 if binary else 1)
-            write_image(root / split / "masks" / f"z{z:03d}.png", mask)
+        write_axial(root / split, image, labels, SPLITS[split], binary)
 
 
 def train_2d(out: Path, epochs: int, num_classes: int, **options: Any) -> torch.nn.Module:

@@ -145,6 +145,17 @@ def test_volumes_get_a_patch_shape_shortest_along_the_coarse_axis():
     assert "pool" not in planned.model_options and planned.model_options["depth"] == 3
 
 
+def test_a_given_patch_or_depth_keeps_uniform_pooling():
+    fingerprint = {**_fingerprint(mode="binary", touching=0.0), "shape": [256, 256, 40], "spacing": [0.5, 0.5, 3.0]}
+    config = TrainConfig(data="DIR", device="cpu", patch_size=[64, 64, 16]).validate()
+    planned, _ = make_plan(config, fingerprint, given={"patch_size"}, measure=False)
+    # the per-axis plan is for the planned patch; with the user's patch, the depth every axis of it allows
+    assert "pool" not in planned.model_options and planned.model_options["depth"] == 1
+    config = TrainConfig(data="DIR", device="cpu", model_options={"depth": 2}).validate()
+    planned, _ = make_plan(config, fingerprint, given={"model_options"}, measure=False)
+    assert planned.model_options["depth"] == 2 and "pool" not in planned.model_options
+
+
 def test_volume_pools_let_an_axis_stop_where_it_runs_out_of_voxels():
     # a flat patch of isotropic voxels: the short axis stops pooling at 4 voxels, the others go on (nnU-Net)
     kernels, pools = volume_pools([64, 64, 16], [1.0, 1.0, 1.0])

@@ -207,7 +207,9 @@ def make_plan(
     options = dict(config.model_options) if "model_options" in given else {}
     if volumes:
         planned_patch, kernels, pools = volume_patch(shape, fingerprint.get("spacing"), PATCH_VOXELS[kind])
-        depth = len(pools)
+        depth = 0  # without per-axis pooling: the down-samplings every axis of the planned patch allows
+        while depth < MAX_DEPTH and min(planned_patch) // 2 ** (depth + 1) >= MIN_EDGE_3D:
+            depth += 1
         patch: int | list[int] = config.patch_size if "patch_size" in given else planned_patch
         spacing = "x".join(f"{v:g}" for v in fingerprint.get("spacing") or [1.0] * len(shape))
         choose("patch_size", patch, f"median volume {'x'.join(map(str, shape))} at spacing {spacing}, at most "
@@ -217,11 +219,11 @@ def make_plan(
         options.setdefault("base_channels", WIDTH_3D[kind])
         anisotropic = ""
         accepts = {"kernel_size", "pool"} <= set(model_defaults(settings.get("model", config.model)))
-        if accepts and not {"depth", "kernel_size", "pool"} & set(options) and patch == planned_patch:
-            options["depth"] = depth
-            if any(k != 3 for row in kernels for k in row) or any(p != 2 for row in pools for p in row):
-                options |= {"kernel_size": kernels, "pool": pools}  # thick slices: in-plane first (nnU-Net)
-                anisotropic = f"; kernels {kernels}, pooling {pools} for the spacing"
+        uniform = all(k == 3 for row in kernels for k in row) and all(p == 2 for row in pools for p in row)
+        if accepts and not uniform and not {"depth", "kernel_size", "pool"} & set(options) and patch == planned_patch:
+            depth = len(pools)  # thick slices (or a flat patch): in-plane first, per axis (nnU-Net)
+            options |= {"depth": depth, "kernel_size": kernels, "pool": pools}
+            anisotropic = f"; kernels {kernels}, pooling {pools} for the spacing"
         options.setdefault("depth", depth)
         if "spatial_dims" in model_defaults(settings.get("model", config.model)):  # a 2-D-only model: training says so
             options.setdefault("spatial_dims", 3)
