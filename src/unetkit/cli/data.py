@@ -67,7 +67,10 @@ def _realistic(args: argparse.Namespace) -> int:
     from unetkit.data.realistic import write_realistic
 
     out = write_realistic(args.name, args.out, n=args.n, seed=args.seed)
-    print(f"wrote {args.n} {args.name} images to {out}/images and their masks to {out}/masks")
+    if args.name in ("tiles", "stacks"):
+        print(f"wrote {args.n} {args.name} to {out}/train and held-out ones to {out}/test (images/, masks/)")
+    else:
+        print(f"wrote {args.n} {args.name} images to {out}/images and their masks to {out}/masks")
     return 0
 
 
@@ -134,12 +137,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write a generated set stored as real ones are (dtypes, palettes, ignore borders)",
         description="nuclei: uint16 low-range TIFFs with uint16 instance-label masks; voc: JPEG photos with VOC "
         "palette masks and 255 borders; bit12: 12-bit data in 16-bit PNGs with 0/1 masks and fov/; ct: float32 "
-        "TIFFs in Hounsfield-like units with class masks.",
+        "TIFFs in Hounsfield-like units with class masks; tiles: 256^2 tiles of one large nuclei scene, masks keeping "
+        "the scene's instance ids, in train/ and test/; stacks: the same in 3-D (NIfTI, anisotropic voxels).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    real.add_argument("name", choices=("nuclei", "voc", "bit12", "ct"), help="which set")
+    real.add_argument("name", choices=("nuclei", "voc", "bit12", "ct", "tiles", "stacks"), help="which set")
     real.add_argument("--out", required=True, help="new folder to write")
-    real.add_argument("-n", type=int, default=24, help="images to write")
+    real.add_argument("-n", type=int, default=24, help="images to write (tiles / stacks: training ones)")
     real.add_argument("--seed", type=int, default=0, help="data seed")
     real.set_defaults(func=_realistic)
     ins = verbs.add_parser(

@@ -426,7 +426,7 @@ def _plain_evidence(sample: _Sample, ignore_index: int | None):  # type: ignore[
     """Values only (no blob analysis): what an explicit mask mode needs."""
     from unetkit.data.masks import MaskEvidence
 
-    values = sample.values
-    if ignore_index is not None:
-        values = values[values != ignore_index]
-    return MaskEvidence(sample.files.mask, sample.mask_dtype, values, int(sample.mask.size))
+    values, ignored = sample.values, 0
+    if ignore_index is not None and ignore_index in values:
+        values, ignored = values[values != ignore_index], int(np.count_nonzero(sample.mask == ignore_index))
+    return MaskEvidence(sample.files.mask, sample.mask_dtype, values, int(sample.mask.size), ignored=ignored)

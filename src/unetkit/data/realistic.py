@@ -17,7 +17,16 @@ where the defaults of a segmentation tool usually fail:
   +120..200, fatty ones -110..-60) with uint8 TIFF class masks {0, 1, 2}: absolute units, where one
   normalisation for the whole data set keeps what per-image z-scoring would throw away.
 
-Images have odd, varying sizes. Every set depends only on `(name, n, seed)`.
+- `tiles`: tiles of 256^2 cut from one large generated fluorescence scene of touching nuclei
+  (`unetkit.data.scenes`, a generator apart from `cells`), uint16 images and uint16 instance masks that
+  keep the scene's ids (arbitrary, with gaps, unique over the scene, so each tile holds its own subset),
+  sparse tiles beside crowded ones; `n` training tiles in `train/` and a third as many held-out tiles
+  from another part of the scene in `test/`.
+- `stacks`: the same in 3-D: stacks of 32 x 96 x 96 voxels of 1.25 x 0.5 x 0.5 um (anisotropic) cut
+  from one scene, as NIfTI (`.nii.gz`, spacing in the affine) with uint16 instance masks; `n` in
+  `train/`, a third as many in `test/`.
+
+Images have odd, varying sizes (the scene sets: fixed tiles). Every set depends only on `(name, n, seed)`.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from unetkit.data.synthetic import make_synthetic
 
 __all__ = ["REALISTIC_NAMES", "VOC_CLASSES", "voc_palette", "write_realistic"]
 
-REALISTIC_NAMES = ("nuclei", "voc", "bit12", "ct")
+REALISTIC_NAMES = ("nuclei", "voc", "bit12", "ct", "tiles", "stacks")
 # the VOC class indices the `voc` set uses, and VOC's ignore ("void") value
 VOC_CLASSES = (1, 8, 15)
 VOC_VOID = 255
@@ -182,18 +191,60 @@ def _ct(n: int, seed: int, out: Path) -> None:
         write_image(out / "masks" / f"slice_{i:03d}.tif", labels)
 
 
-_WRITERS = {"nuclei": _nuclei, "voc": _voc, "bit12": _bit12, "ct": _ct}
+TILE_2D = 256
+STACK = (32, 96, 96)
+STACK_SPACING = (1.25, 0.5, 0.5)  # micrometres per voxel, (Z, Y, X)
+
+
+def _scene_split(n: int) -> tuple[int, int]:
+    """Training and held-out tiles for `n` training tiles."""
+    return n, max(2, n // 3)
+
+
+def _tiles(n: int, seed: int, out: Path) -> None:
+    from unetkit.data.scenes import nuclei_scene, scene_tiles
+
+    train, test = _scene_split(n)
+    columns = 4
+    rows = math.ceil((train + test) / columns)
+    scene = nuclei_scene((rows * TILE_2D, columns * TILE_2D), seed=seed)
+    for k, ((row, col), window) in enumerate(scene_tiles(scene, TILE_2D)[: train + test]):
+        split = "train" if k < train else "test"
+        name = f"slide_r{row}_c{col}"  # tiles named after their place on the slide, as tiling tools do
+        ids = scene.labels[window]
+        write_image(out / split / "images" / f"{name}.tif", scene.image[window])
+        write_image(out / split / "masks" / f"{name}.tif", ids.astype(np.uint16 if ids.max() < 2**16 else np.int32))
+
+
+def _stacks(n: int, seed: int, out: Path) -> None:
+    from unetkit.data.scenes import nuclei_scene, scene_tiles
+    from unetkit.data.volume import write_volume
+
+    train, test = _scene_split(n)
+    columns = 3
+    rows = math.ceil((train + test) / columns)
+    scene = nuclei_scene((STACK[0], rows * STACK[1], columns * STACK[2]), seed=seed, spacing=STACK_SPACING)
+    xyz = tuple(reversed(STACK_SPACING))  # NIfTI order: X, Y, Z
+    for k, ((_, row, col), window) in enumerate(scene_tiles(scene, STACK)[: train + test]):
+        split = "train" if k < train else "test"
+        name = f"stack_r{row}_c{col}"
+        write_volume(out / split / "images" / f"{name}.nii.gz", scene.image[window].T, spacing=xyz)
+        write_volume(out / split / "masks" / f"{name}.nii.gz", scene.labels[window].T.astype(np.uint16), spacing=xyz)
+
+
+_WRITERS = {"nuclei": _nuclei, "voc": _voc, "bit12": _bit12, "ct": _ct, "tiles": _tiles, "stacks": _stacks}
 
 
 def write_realistic(name: str, out: str | Path, *, n: int = 24, seed: int = 0) -> Path:
-    """Write the realistic set `name` as a folder data set `out/images`, `out/masks` (and `out/fov`).
+    """Write the realistic set `name` as a folder data set `out/images`, `out/masks` (and `out/fov`); the scene
+    sets (`tiles`, `stacks`) as `out/train/...` and `out/test/...`.
 
     The folder appears whole or not at all (written beside it, then renamed).
 
     Args:
         name: one of `REALISTIC_NAMES`.
         out: a folder that does not exist yet.
-        n: images, >= 2.
+        n: images (training tiles or stacks for the scene sets), >= 2.
         seed: data seed, >= 0.
 
     Raises:

@@ -183,6 +183,35 @@ def read_fov(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarr
     return inside if inside.ndim == 3 else np.asarray(inside.any(axis=-1))
 
 
+def _label_dtype(path: Path) -> str:
+    """The dtype a label volume stores, from its header alone (the mask reading's evidence: label images are
+    stored wider than 8 bits); `uint8` where the header does not say."""
+    from unetkit.data.volume import volume_suffix
+
+    suffix = volume_suffix(path)
+    try:
+        if suffix in (".nii", ".nii.gz"):
+            import nibabel
+
+            return str(nibabel.load(str(path)).get_data_dtype())
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return str(tif.series[0].dtype)
+        if suffix == ".nrrd":
+            import nrrd
+
+            with open(path, "rb") as file:
+                kind = str(nrrd.read_header(file).get("type", "")).lower()
+            if "char" in kind or "int8" in kind:
+                return "int8" if "unsigned" not in kind and "uint" not in kind and "uchar" not in kind else "uint8"
+            return "float32" if "float" in kind or "double" in kind else "int16"  # wider than 8 bits
+    except Exception:  # the reader has already read the file whole; a header it cannot parse again says nothing
+        return "uint8"
+    return "uint8"
+
+
 @dataclass(frozen=True)
 class _Read:
     """Read cases of one split, with what each `_Sample` does not hold: spacing and image files."""
@@ -205,9 +234,9 @@ def _read_cases(cases: list[VolumeCase], first: tuple[int, Path] | None) -> _Rea
             )
         if mask is None or case.mask is None:
             raise DataError(f"{case.images[0]}: has no label volume")
-        read.samples.append(
-            _Sample(_Files(case.name, case.images[0], case.mask, case.fov), image, mask, fov, np.unique(mask))
-        )
+        files = _Files(case.name, case.images[0], case.mask, case.fov)
+        stored = _label_dtype(case.mask)
+        read.samples.append(_Sample(files, image, mask, fov, np.unique(mask), mask_dtype=stored))
         read.spacing[case.images[0]] = reference.spacing
         read.sources[case.images[0]] = case.images
     return read
