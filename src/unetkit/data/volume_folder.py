@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -193,7 +194,8 @@ def _label_dtype(path: Path) -> str:
         if suffix in (".nii", ".nii.gz"):
             import nibabel
 
-            return str(nibabel.load(str(path)).get_data_dtype())
+            header: Any = nibabel.load(str(path)).header  # a NIfTI header (read_volume checked the kind)
+            return str(header.get_data_dtype())
         if suffix in (".tif", ".tiff"):
             import tifffile
 
