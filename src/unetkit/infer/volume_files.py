@@ -32,7 +32,7 @@ import torch
 
 from unetkit._fs import atomic_file, write_error
 from unetkit.data.errors import DataError
-from unetkit.data.volume import GZIP_LEVEL, read_volume, volume_stem, volume_suffix, write_volume
+from unetkit.data.volume import GZIP_LEVEL, read_tiff_spacing, read_volume, volume_stem, volume_suffix, write_volume
 from unetkit.infer.grid import run_grid
 from unetkit.infer.predictor import Predictor, _tile_bar
 from unetkit.infer.volume import AxisOrder, plan_volume, predict_volume
@@ -117,7 +117,7 @@ class _TiffSlabs(_Slabs):
         self.channels = int(series.shape[3]) if axes == "ZYXS" else 1
         self.dtype = np.dtype(series.dtype)
         self.stream_axis = 0
-        self.geometry = read_volume_geometry(path)
+        self.geometry = read_tiff_spacing(path)
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         block = self.tif.asarray(key=list(range(lo, hi)), series=0)
@@ -130,21 +130,6 @@ class _TiffSlabs(_Slabs):
 
 class _NotStreamable(Exception):
     """A TIFF whose pages are not a plain `Z, Y, X` stack: read whole instead."""
-
-
-def read_volume_geometry(path: Path) -> Any:
-    """The spacing of a TIFF stack as `unetkit.data.volume` reads it, from a one-page read of its metadata."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        imagej = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or [{}])[0] if tif.is_shaped else {}
-        tags = tif.pages[0].tags  # type: ignore[union-attr]
-        resolution = [tags[t].value for t in ("YResolution", "XResolution") if t in tags]
-    if "spacing" in shaped:
-        return tuple(float(s) for s in shaped["spacing"])
-    in_plane = [den / num if num else 1.0 for num, den in resolution] if len(resolution) == 2 else [1.0, 1.0]
-    return (float(imagej.get("spacing", 1.0)), *in_plane)
 
 
 class _LabelSink:
