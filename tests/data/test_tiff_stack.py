@@ -9,6 +9,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from unetkit.data import write_image
 from unetkit.data.tiff_stack import tiff_kind, tiff_spacing
 from unetkit.data.volume import read_tiff_spacing, read_volume
 
@@ -46,6 +47,8 @@ IMAGES = {
     "imagej-channels": lambda p: tifffile.imwrite(p, STACK[:3], imagej=True, metadata={"axes": "CYX"}),
     "tifffile-axes-cyx": lambda p: tifffile.imwrite(p, STACK[:4], photometric="minisblack", metadata={"axes": "CYX"}),
     "imagej-time": lambda p: tifffile.imwrite(p, STACK[:5], imagej=True, metadata={"axes": "TYX"}),
+    "channels-last-2": lambda p: write_image(p, np.zeros((46, 28, 2), np.uint8)),  # stored as 46 pages of 28x2
+    "channels-last-5": lambda p: tifffile.imwrite(p, np.zeros((46, 28, 5), np.uint16)),
     "single-z-slice": lambda p: tifffile.imwrite(p, STACK[:1, None], imagej=True, metadata={"axes": "ZCYX"}),
 }
 

@@ -188,7 +188,11 @@ def test_2d_tiffs_stay_images(tmp_path):
         image = rng.integers(0, 255, (2, 20, 24), dtype=np.uint8)
         _tiff_pair(channels, f"c{k}", image, np.eye(20, 24, dtype=np.uint8), photometric="minisblack",
                    metadata={"axes": "CYX"})  # fmt: skip
-    for root, channel_count in ((rgb, 3), (channels, 2)):
+    two = tmp_path / "two"  # (H, W, 2) images as write_image stores them: 20 pages of 24x2
+    for k in range(3):
+        write_image(two / "images" / f"t{k}.tif", rng.integers(0, 255, (20, 24, 2), dtype=np.uint8))
+        write_image(two / "masks" / f"t{k}.png", np.eye(20, 24, dtype=np.uint8))
+    for root, channel_count in ((rgb, 3), (channels, 2), (two, 2)):
         assert volume_layout(root) is None
         splits, _ = load_any_folder(root, val_fraction=0.0)
         assert not isinstance(splits["train"], VolumeSet) and splits["train"].images[0].shape == (channel_count, 20, 24)

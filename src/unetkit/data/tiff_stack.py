@@ -9,8 +9,13 @@ headers only (no pixels):
   (LSM, STK, ...); or, without axis metadata, when its pages make a stack: two or more pages, every page of
   the file of one 2-D shape, one sample per pixel (grey; tifffile's `I` / `Q` axes, pages of unknown meaning);
 - **a 2-D image** otherwise: a single page (grey, or RGB `(H, W, 3)`), pages that differ in shape (pyramids,
-  thumbnails, reduced-resolution pages), pages of several samples each (RGB pages) without Z metadata, or
-  metadata that names channels (`C`, `S`) or time (`T`) and no Z axis (OME `CYX`, ImageJ `channels`).
+  thumbnails, reduced-resolution pages), pages of several samples each (RGB pages) without Z metadata,
+  metadata that names channels (`C`, `S`) or time (`T`) and no Z axis (OME `CYX`, ImageJ `channels`), or
+  pages at most `MAX_CHANNELS_LAST` pixels wide and narrower than they are many: an `(H, W, C)` array of 2 or
+  more than 4 channels, which tifffile stores as H pages of `(W, C)` (as `unetkit.data.write_image` does).
+
+A few grey pages without axis metadata are a (thin) volume, not channels: channel stacks need an axis
+(`metadata={'axes': 'CYX'}`, OME `CYX`, ImageJ `channels`).
 
 `tiff_spacing` gives the voxel size `(Z, Y, X)` as the file states it: tifffile's shaped `spacing` (what
 `unetkit.data.volume.write_volume` writes), OME's `PhysicalSizeZ/Y/X` (in micrometres, whatever unit each axis
@@ -25,11 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TIFF_SUFFIXES", "TiffKind", "tiff_kind", "tiff_spacing"]
+__all__ = ["MAX_CHANNELS_LAST", "TIFF_SUFFIXES", "TiffKind", "tiff_kind", "tiff_spacing"]
 
 logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+# tifffile stores an (H, W, C) array of 2 or more than 4 channels as H pages of (W, C): pages at most this wide
+# and narrower than they are many are such an image (`unetkit.data.io.read_image` reads them channels last)
+MAX_CHANNELS_LAST = 16
 # OME length units -> micrometres (OME's default unit)
 _MICROMETRES = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
@@ -74,6 +82,8 @@ def _kind(tif: Any) -> TiffKind:
         return TiffKind(False, f"{what}, no Z axis in its metadata")
     if len(tif.series) > 1 or len(series.pages) != pages:
         return TiffKind(False, f"{pages} pages of different shapes (a pyramid or thumbnails)")
+    if shape[2] <= MAX_CHANNELS_LAST and shape[2] < min(shape[0], shape[1]):
+        return TiffKind(False, f"an (H, W, C) image of {shape[2]} channels, stored row by row ({pages} pages)")
     return TiffKind(True, f"{pages} grey pages of {shape[1]}x{shape[2]}")
 
 
