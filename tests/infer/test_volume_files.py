@@ -234,3 +234,26 @@ def test_a_failing_output_leaves_nothing_behind(tmp_path, checkpoint3d, monkeypa
     assert main([*args, "--probs", "--overlay"]) == 2
     assert "the overlay could not be drawn" in capsys.readouterr().err
     assert list(out.iterdir()) == []  # neither the mask nor the probabilities, nor a temporary folder
+
+
+def test_a_multichannel_hyperstack_is_predicted_whole_with_probs_and_overlay(tmp_path):
+    """ImageJ `ZCYX` pages are not a plain stack: read whole, probabilities still an ImageJ hyperstack."""
+    from PIL import Image
+
+    from unetkit.infer.predictor import Predictor
+    from unetkit.infer.volume_files import predict_volume_file
+
+    torch.manual_seed(0)
+    save_model(create_model("unet", in_channels=2, num_classes=3, base_channels=4, depth=1, spatial_dims=3),
+               tmp_path / "ckpt")  # fmt: skip
+    voxels = np.random.default_rng(0).integers(0, 255, (7, 2, 12, 10), dtype=np.uint8)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "two.tif", voxels, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 3.0, "unit": "um"})  # fmt: skip
+    model = load_model(tmp_path / "ckpt")
+    written = predict_volume_file(Predictor(model), tmp_path / "two.tif", tmp_path / "out", tile=8, probs=True,
+                                  overlay=True)  # fmt: skip
+    probs = read_volume(written["probs"])
+    assert probs.spacing == pytest.approx((3.0, 0.5, 0.5)) and probs.header["unit"] == "um"
+    expected = predict(model, np.moveaxis(voxels, 1, 0), tile=8)
+    np.testing.assert_allclose(probs.array, np.moveaxis(expected, 0, -1), atol=1e-5)
+    assert Image.open(written["overlay"]).size == (10 + 10 + 12 + 3 * 4, 7 * 6)  # (width, height): Z 6x finer

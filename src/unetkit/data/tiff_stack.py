@@ -11,8 +11,9 @@ headers only (no pixels):
 - **a 2-D image** otherwise: a single page (grey, or RGB `(H, W, 3)`), pages that differ in shape (pyramids,
   thumbnails, reduced-resolution pages), pages of several samples each (RGB pages) without Z metadata,
   metadata that names channels (`C`, `S`) or time (`T`) and no Z axis (OME `CYX`, ImageJ `channels`), or
-  pages at most `MAX_CHANNELS_LAST` pixels wide and narrower than they are many: an `(H, W, C)` array of 2 or
-  more than 4 channels, which tifffile stores as H pages of `(W, C)` (as `unetkit.data.write_image` does).
+  pages at most `MAX_CHANNELS_LAST` pixels wide and narrower than both their height and their count: an
+  `(H, W, C)` array of 2 or more than 4 channels, which tifffile stores as H pages of `(W, C)` (as
+  `unetkit.data.write_image` does).
 
 A few grey pages without axis metadata are a (thin) volume, not channels: channel stacks need an axis
 (`metadata={'axes': 'CYX'}`, OME `CYX`, ImageJ `channels`).
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 # tifffile stores an (H, W, C) array of 2 or more than 4 channels as H pages of (W, C): pages at most this wide
-# and narrower than they are many are such an image (`unetkit.data.io.read_image` reads them channels last)
+# and narrower than both their height and their count are such an image (`read_image` reads them channels last)
 MAX_CHANNELS_LAST = 16
 # OME length units -> micrometres (OME's default unit)
 _MICROMETRES = {"pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
