@@ -6,7 +6,9 @@ drawing a PNG imports no training or inference code.
 
 from __future__ import annotations
 
+import colorsys
 import io
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from unetkit._fs import atomic_write_bytes
 
 __all__ = [
     "center_crops",
+    "class_colours",
+    "class_overlay",
     "display_image",
     "image_grid",
     "overlay",
@@ -67,6 +71,43 @@ def display_image(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(x, [1, 99])
     x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
     return (np.moveaxis(x, 0, -1) * 255).astype(np.uint8)
+
+
+@cache
+def class_colours(num_classes: int) -> np.ndarray:
+    """`(K, 3)` uint8 colours: class 1 the foreground green of the overlays, the others spread around the
+    colour wheel by the golden angle (so neighbouring class indices differ clearly); class 0 is never drawn."""
+    colours = np.zeros((max(num_classes, 2), 3), dtype=np.uint8)
+    colours[1] = TP
+    for k in range(2, num_classes):
+        hue = (1 / 3 + (k - 1) * 0.381966) % 1.0  # golden angle, as a fraction of the wheel
+        colours[k] = np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.95)) * 255
+    return colours
+
+
+def class_overlay(
+    image: np.ndarray, classes: np.ndarray, num_classes: int, limits: tuple[float, float], alpha: float = 0.45
+) -> np.ndarray:
+    """The image in grey with each class > 0 blended in its colour of `class_colours`.
+
+    Args:
+        image: `(H, W)` intensities.
+        classes: `(H, W)` class indices in `[0, num_classes)`.
+        num_classes: the number of classes (colours).
+        limits: the intensities shown black and white (e.g. 1st and 99th percentiles of several pictures, so
+            they share one contrast).
+        alpha: opacity of the colours.
+
+    Returns:
+        `(H, W, 3)` uint8.
+    """
+    lo, hi = float(limits[0]), float(limits[1])
+    grey = (np.clip((image.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    colours = class_colours(num_classes).astype(np.float32)
+    shown = classes > 0
+    rgb[shown] = (1 - alpha) * rgb[shown] + alpha * colours[np.minimum(classes[shown], len(colours) - 1)]
+    return rgb.clip(0, 255).astype(np.uint8)
 
 
 def overlay(

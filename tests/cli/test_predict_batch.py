@@ -99,3 +99,53 @@ def test_pt2_export_takes_images_below_its_traced_minimum(tmp_path, checkpoint):
     x = torch.rand(1, 1, 9, 13)
     out = exported(x)
     assert out.shape == (1, 1, 9, 13) and torch.isfinite(out).all()
+
+
+@pytest.fixture(scope="module")
+def checkpoint3d(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("unet", in_channels=1, base_channels=4, depth=1, num_classes=2, spatial_dims=3)
+    path = tmp_path_factory.mktemp("ckpt3d") / "ckpt"
+    save_model(model, path, extra={"mask": {"label_values": [0, 1]}})
+    return path
+
+
+def _stacks(tmp_path, n=2, suffix=".tif"):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(n):
+        stack = np.random.default_rng(i).integers(0, 255, (6, 10, 9), dtype=np.uint8)
+        if suffix == ".tif":
+            tifffile.imwrite(folder / f"s{i}.tif", stack, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0})
+        else:
+            nibabel = pytest.importorskip("nibabel")
+            nibabel.save(nibabel.Nifti1Image(stack, np.diag([1.0, 1.0, 2.0, 1.0])), folder / f"s{i}{suffix}")
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_skip_existing_resumes_a_run_of_volumes_by_their_output_names(tmp_path, checkpoint3d, capsys, suffix):
+    folder = _stacks(tmp_path, suffix=suffix)
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(folder), "--out", str(out), "--tile", "8", "--probs", "--overlay"]
+    assert main([*args[:2], str(folder / f"s0{suffix}"), *args[3:]]) == 0  # a run cut after s0
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"s0{suffix}", "s0_overlay.png", f"s0_probs{suffix}"])
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    assert "1 done, 1 skipped (outputs existed), 0 failed" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == before[p.name] for p in out.iterdir() if p.name.startswith("s0"))
+    assert {f"s1{suffix}", f"s1_probs{suffix}", "s1_overlay.png"} <= {p.name for p in out.iterdir()}
+    (out / "s1_overlay.png").unlink()  # an output asked for is missing: predicted again
+    assert main([*args, "--skip-existing"]) == 0
+    assert "1 done, 1 skipped" in capsys.readouterr().out and (out / "s1_overlay.png").is_file()
+
+
+def test_instances_and_mask_format_stay_refused_for_volumes(tmp_path, checkpoint3d, capsys):
+    folder = _stacks(tmp_path, n=1)
+    args = ["predict", str(checkpoint3d), str(folder / "s0.tif"), "--out", str(tmp_path / "out"), "--tile", "8"]
+    for flag in (["--instances"], ["--mask-format", "png"]):
+        assert main([*args, "--probs", *flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{flag[0]}: not available for volumes yet" in err[0], err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -146,3 +146,86 @@ def test_read_case_stacks_channel_files_and_checks_their_shapes(tmp_path):
     _save(tmp_path / "c_0001.nii.gz", np.zeros((4, 5, 7), np.float32))
     with pytest.raises(DataError, match=r"c_0001\.nii\.gz: is \(4, 5, 7\) voxels but .*c_0000\.nii\.gz is \(4, 5, 6\)"):
         read_case(case)
+
+
+def test_a_folder_of_imagej_hyperstacks_reads_as_volumes_with_their_spacing(tmp_path):
+    from tests.train.volumes import HYPERSTACK, HYPERSTACK_SPACING, make_hyperstack_folder
+    from unetkit.data.any_folder import load_any_folder
+    from unetkit.data.volume_folder import VolumeSet
+
+    root = make_hyperstack_folder(tmp_path / "stacks")
+    assert volume_layout(root) == "folder"
+    splits, info = load_any_folder(root, val_fraction=0.25)
+    assert isinstance(splits["train"], VolumeSet) and info.mode == "binary"
+    assert [len(splits[s]) for s in ("train", "val")] == [3, 1]
+    assert splits["train"].images[0].shape == (1, *HYPERSTACK) and splits["train"].targets[0].shape == HYPERSTACK
+    assert all(s == pytest.approx(HYPERSTACK_SPACING) for s in splits["train"].spacing)
+    # the same with train/ and val/ splits
+    for split, names in (("train", ["stack0", "stack1"]), ("val", ["stack2"])):
+        for name in names:
+            for sub in ("images", "masks"):
+                (tmp_path / "split" / split / sub).mkdir(parents=True, exist_ok=True)
+                (root / sub / f"{name}.tif").rename(tmp_path / "split" / split / sub / f"{name}.tif")
+    assert volume_layout(tmp_path / "split") == "folder"
+
+
+def _tiff_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray, **options: object) -> None:
+    for sub, array in (("images", image), ("masks", mask)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / sub / f"{name}.tif", array, **options)  # type: ignore[arg-type]
+
+
+def test_2d_tiffs_stay_images(tmp_path):
+    from unetkit.data.any_folder import load_any_folder
+    from unetkit.data.volume_folder import VolumeSet
+
+    rng = np.random.default_rng(0)
+    rgb = tmp_path / "rgb"  # RGB images, single-page masks
+    for k in range(3):
+        _tiff_pair(rgb, f"a{k}", rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), np.eye(20, 24, dtype=np.uint8))
+    channels = tmp_path / "channels"  # two channels by their metadata (C axis), no Z
+    for k in range(3):
+        image = rng.integers(0, 255, (2, 20, 24), dtype=np.uint8)
+        _tiff_pair(channels, f"c{k}", image, np.eye(20, 24, dtype=np.uint8), photometric="minisblack",
+                   metadata={"axes": "CYX"})  # fmt: skip
+    two = tmp_path / "two"  # (H, W, 2) images as write_image stores them: 20 pages of 24x2
+    for k in range(3):
+        write_image(two / "images" / f"t{k}.tif", rng.integers(0, 255, (20, 24, 2), dtype=np.uint8))
+        write_image(two / "masks" / f"t{k}.png", np.eye(20, 24, dtype=np.uint8))
+    for root, channel_count in ((rgb, 3), (channels, 2), (two, 2)):
+        assert volume_layout(root) is None
+        splits, _ = load_any_folder(root, val_fraction=0.0)
+        assert not isinstance(splits["train"], VolumeSet) and splits["train"].images[0].shape == (channel_count, 20, 24)
+    pyramid = tmp_path / "pyramid"  # a full page and its thumbnail: a 2-D image
+    (pyramid / "images").mkdir(parents=True)
+    with tifffile.TiffWriter(pyramid / "images" / "p.tif") as tif:
+        tif.write(np.zeros((20, 24), np.uint8), metadata=None)
+        tif.write(np.zeros((20, 24), np.uint8), metadata=None)
+        tif.write(np.zeros((5, 6), np.uint8), metadata=None)
+    write_image(pyramid / "masks" / "p.png", np.zeros((20, 24), np.uint8))
+    assert volume_layout(pyramid) is None
+
+
+def test_a_stack_with_a_2d_mask_or_a_mixed_folder_is_one_line_naming_both(tmp_path):
+    stack, flat = np.zeros((5, 8, 9), np.uint8), np.zeros((8, 9), np.uint8)
+    _tiff_pair(tmp_path / "a", "x", stack, flat)
+    message = r"masks/x\.tif: is a 2-D image \(a single page.*\) but its image .*images/x\.tif is a volume \(5 grey"
+    with pytest.raises(DataError, match=message):
+        volume_layout(tmp_path / "a")
+    _tiff_pair(tmp_path / "b", "x", flat, stack)
+    with pytest.raises(DataError, match=r"masks/x\.tif: is a volume .* but its image .*x\.tif is a 2-D image"):
+        volume_layout(tmp_path / "b")
+    write_image(tmp_path / "c" / "images" / "x.png", flat)  # a PNG image with a stack mask
+    (tmp_path / "c" / "masks").mkdir()
+    tifffile.imwrite(tmp_path / "c" / "masks" / "x.tif", stack)
+    with pytest.raises(DataError, match=r"x\.tif: is a volume .* but its image .*x\.png is a 2-D image"):
+        volume_layout(tmp_path / "c")
+    _save(tmp_path / "d" / "images" / "x.nii.gz", stack)  # a NIfTI image with a 2-D mask
+    write_image(tmp_path / "d" / "masks" / "x.png", flat)
+    with pytest.raises(DataError, match=r"x\.png: is a 2-D image .* but its image .*x\.nii\.gz is a volume"):
+        volume_layout(tmp_path / "d")
+    _tiff_pair(tmp_path / "e", "x", stack, stack)
+    _tiff_pair(tmp_path / "e", "y", flat, flat)
+    with pytest.raises(DataError, match=r"e: mixes TIFF volumes and 2-D TIFF images \(x\.tif: 5 grey pages of 8x9; "
+                                        r"y\.tif: a single page"):  # fmt: skip
+        volume_layout(tmp_path / "e")

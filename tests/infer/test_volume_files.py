@@ -138,3 +138,122 @@ def test_nifti_is_read_slab_by_slab_along_its_last_axis(tmp_path, checkpoint3d, 
     assert main(["predict", str(checkpoint3d), str(tmp_path / "long.nii"), "--out", str(out), "--tile", "8"]) == 0
     assert ranges == [(0, 8), (6, 14), (12, 20), (18, 26), (24, 32), (30, 38), (32, 40)]  # 8 slices at a time
     np.testing.assert_array_equal(np.asarray(nibabel.load(out / "long.nii").dataobj), _expected(checkpoint3d, volume))
+
+
+def _probs(checkpoint, volume):
+    return predict(load_model(checkpoint), volume, tile=8)  # (K, S0, S1, S2), in memory
+
+
+def _overlay_size(shape, spacing, up):
+    """(height, width) of the overlay: three planes stretched to the finest spacing, 4 pixels after each."""
+    sides = [round(n * s / min(spacing)) for n, s in zip(shape, spacing, strict=True)]
+    planes = [(sides[q], sides[p]) if up else (sides[p], sides[q]) for p, q in ((1, 2), (0, 2), (0, 1))]
+    return max(h for h, _ in planes), sum(w for _, w in planes) + 3 * 4
+
+
+def _is_coloured(picture):
+    return bool((picture[..., 0] != picture[..., 1]).any())  # grey pixels have R == G == B
+
+
+@pytest.mark.parametrize("name", ["case.nii.gz", "case.nii"])
+def test_nifti_probs_are_the_in_memory_ones_with_the_inputs_geometry(tmp_path, checkpoint3d, name):
+    from PIL import Image
+
+    volume = _volume()
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0.1, 5.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
+    image = nibabel.Nifti1Image(volume, affine)
+    image.header.set_qform(affine, code=1)
+    nibabel.save(image, tmp_path / name)
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(tmp_path / name), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--probs", "--overlay"]) == 0
+    stem, suffix = name.split(".", 1)
+    assert sorted(p.name for p in out.iterdir()) == sorted([name, f"{stem}_probs.{suffix}", f"{stem}_overlay.png"])
+    probs = nibabel.load(out / f"{stem}_probs.{suffix}")
+    source = nibabel.load(tmp_path / name)
+    np.testing.assert_array_equal(probs.affine, source.affine)
+    assert int(probs.header["qform_code"]) == 1 and probs.get_data_dtype() == np.float32
+    assert probs.shape == (*volume.shape, 3) and probs.header.get_zooms()[:3] == source.header.get_zooms()
+    values = np.asarray(probs.dataobj)
+    np.testing.assert_allclose(values, np.moveaxis(_probs(checkpoint3d, volume), 0, -1), atol=1e-5)
+    np.testing.assert_allclose(values.sum(-1), 1.0, atol=1e-5)
+    # the mask is the argmax of these probabilities
+    np.testing.assert_array_equal(np.asarray(nibabel.load(out / name).dataobj), np.asarray(LABELS)[values.argmax(-1)])
+    overlay = np.asarray(Image.open(out / f"{stem}_overlay.png"))
+    assert overlay.shape == (*_overlay_size(volume.shape, source.header.get_zooms(), up=True), 3)
+    assert _is_coloured(overlay)
+
+
+def test_tiff_probs_are_an_imagej_hyperstack_with_the_inputs_spacing(tmp_path, checkpoint3d):
+    from PIL import Image
+
+    volume = _volume((11, 20, 17))  # (Z, Y, X) pages
+    tifffile.imwrite(tmp_path / "stack.tif", volume, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "micron"})  # fmt: skip
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(tmp_path / "stack.tif"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--probs", "--overlay"]) == 0
+    with tifffile.TiffFile(out / "stack_probs.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "ZCYX" and tif.series[0].shape == (11, 3, 20, 17)
+        assert tif.imagej_metadata["unit"] == "micron" and tif.series[0].dtype == np.float32
+    probs = read_volume(out / "stack_probs.tif")  # (Z, Y, X, K)
+    assert probs.spacing == pytest.approx((2.0, 0.5, 0.25))
+    np.testing.assert_allclose(probs.array, np.moveaxis(_probs(checkpoint3d, volume), 0, -1), atol=1e-5)
+    np.testing.assert_allclose(probs.array.sum(-1), 1.0, atol=1e-5)
+    overlay = np.asarray(Image.open(out / "stack_overlay.png"))
+    # Z 11 x 2.0, Y 20 x 0.5, X 17 x 0.25 on a 0.25 grid: 88, 40, 17 pixels; planes YX, ZX, ZY side by side
+    assert overlay.shape == (88, 17 + 4 + 17 + 4 + 40 + 4, 3)
+    assert overlay.shape[:2] == _overlay_size((11, 20, 17), (2.0, 0.5, 0.25), up=False)
+    assert _is_coloured(overlay)
+
+
+def test_nrrd_probs_and_overlay_are_written_whole(tmp_path, checkpoint3d):
+    pytest.importorskip("nrrd")
+    volume = _volume((9, 14, 12))
+    write_volume(tmp_path / "v.nrrd", volume, spacing=(1.5, 1.0, 0.7))
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(tmp_path / "v.nrrd"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--probs", "--overlay"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["v.nrrd", "v_overlay.png", "v_probs.nrrd"]
+    probs, source = read_volume(out / "v_probs.nrrd"), read_volume(tmp_path / "v.nrrd")
+    np.testing.assert_allclose(probs.affine, source.affine)
+    np.testing.assert_allclose(probs.array, np.moveaxis(_probs(checkpoint3d, volume), 0, -1), atol=1e-5)
+
+
+def test_a_failing_output_leaves_nothing_behind(tmp_path, checkpoint3d, monkeypatch, capsys):
+    from unetkit.data import DataError
+    from unetkit.infer import volume_files
+
+    def broken(*args, **kwargs):
+        raise DataError("the overlay could not be drawn")
+
+    monkeypatch.setattr(volume_files, "draw_planes", broken)
+    nibabel.save(nibabel.Nifti1Image(_volume((10, 9, 8)), np.eye(4)), tmp_path / "v.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(tmp_path / "v.nii.gz"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--probs", "--overlay"]) == 2
+    assert "the overlay could not be drawn" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # neither the mask nor the probabilities, nor a temporary folder
+
+
+def test_a_multichannel_hyperstack_is_predicted_whole_with_probs_and_overlay(tmp_path):
+    """ImageJ `ZCYX` pages are not a plain stack: read whole, probabilities still an ImageJ hyperstack."""
+    from PIL import Image
+
+    from unetkit.infer.predictor import Predictor
+    from unetkit.infer.volume_files import predict_volume_file
+
+    torch.manual_seed(0)
+    save_model(create_model("unet", in_channels=2, num_classes=3, base_channels=4, depth=1, spatial_dims=3),
+               tmp_path / "ckpt")  # fmt: skip
+    voxels = np.random.default_rng(0).integers(0, 255, (7, 2, 12, 10), dtype=np.uint8)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "two.tif", voxels, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "ZCYX", "spacing": 3.0, "unit": "um"})  # fmt: skip
+    model = load_model(tmp_path / "ckpt")
+    written = predict_volume_file(Predictor(model), tmp_path / "two.tif", tmp_path / "out", tile=8, probs=True,
+                                  overlay=True)  # fmt: skip
+    probs = read_volume(written["probs"])
+    assert probs.spacing == pytest.approx((3.0, 0.5, 0.5)) and probs.header["unit"] == "um"
+    expected = predict(model, np.moveaxis(voxels, 1, 0), tile=8)
+    np.testing.assert_allclose(probs.array, np.moveaxis(expected, 0, -1), atol=1e-5)
+    assert Image.open(written["overlay"]).size == (10 + 10 + 12 + 3 * 4, 7 * 6)  # (width, height): Z 6x finer

@@ -196,3 +196,39 @@ def test_the_plan_gives_thick_slices_in_plane_kernels_and_pooling_and_the_run_pr
     assert main(["predict", str(run), str(image), "--out", str(out)]) == 0
     (written,) = [p for p in out.iterdir() if p.name.endswith(".nii.gz")]
     assert nib.load(written).shape == nib.load(image).shape
+
+
+def test_a_folder_of_fiji_hyperstacks_trains_a_3d_model_by_default(tmp_path, capsys):
+    """Issue 32: ImageJ hyperstacks (axes ZYX, 31 pages of 46x28) were read as 2-D images of 28 channels."""
+    from tests.train.volumes import HYPERSTACK, HYPERSTACK_SPACING, make_hyperstack_folder
+    from unetkit.data.volume import read_volume
+
+    data, run = make_hyperstack_folder(tmp_path / "stacks"), tmp_path / "run"
+    assert main(["data", "inspect", str(data), "--no-timing"]) == 0
+    shown = capsys.readouterr().out
+    assert "volume shape       31x46x28" in shown and "spacing            2 x 0.5 x 0.5" in shown, shown
+    args = ["--epochs", "1", "--set", "steps_per_epoch=2", "--set", "threads=1", "--device", "cpu", "--seed", "0"]
+    assert main(["train", "--data", str(data), "--out", str(run), *args]) == 0
+    config = json.loads((run / "last" / "config.json").read_text())
+    assert config["spatial_dims"] == 3 and config["model_config"]["spatial_dims"] == 3
+    assert config["spacing"] == pytest.approx(list(HYPERSTACK_SPACING))
+    # 2 um slices against 0.5 um pixels: the first poolings keep Z (nnU-Net's rule), kernels flat there
+    assert config["model_config"]["pool"][0] == [1, 2, 2] and config["model_config"]["kernel_size"][0] == [1, 3, 3]
+    assert json.loads((run / "plan.json").read_text())["settings"]["model_options"]["spatial_dims"] == 3
+    out = tmp_path / "pred"
+    assert main(["predict", str(run), str(data / "images" / "stack0.tif"), "--out", str(out)]) == 0
+    mask = read_volume(out / "stack0.tif")
+    assert mask.shape == HYPERSTACK and mask.spacing == pytest.approx(HYPERSTACK_SPACING)
+
+
+def test_a_hyperstack_with_a_2d_mask_exits_2_naming_both(tmp_path, capsys):
+    import tifffile
+
+    from tests.train.volumes import make_hyperstack_folder
+
+    data = make_hyperstack_folder(tmp_path / "stacks", cases=2)
+    tifffile.imwrite(data / "masks" / "stack1.tif", np.zeros((46, 28), np.uint8))
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "masks/stack1.tif: is a 2-D image" in err[0] and "images/stack1.tif is a volume" in err[0]
+    assert not (tmp_path / "run" / "last").exists()

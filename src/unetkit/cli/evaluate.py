@@ -104,22 +104,14 @@ def collect_masks(path: Path, *, skip_extras: bool = False, instances: bool = Fa
 
 
 def _is_volume(path: Path) -> bool:
-    """Whether a mask file is a volume: NIfTI / NRRD, or a TIFF holding a stack of 2-D single-channel pages."""
-    import tifffile
-
+    """Whether a mask file is a volume: NIfTI / NRRD, or a TIFF stack (`unetkit.data.tiff_stack.tiff_kind`)."""
+    from unetkit.data.tiff_stack import TIFF_SUFFIXES, tiff_kind
     from unetkit.data.volume_folder import MEDICAL_SUFFIXES
 
     name = path.name.lower()
     if name.endswith(MEDICAL_SUFFIXES):
         return True
-    if not name.endswith((".tif", ".tiff")):
-        return False
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return len(series.shape) == 3 and not any(a in series.axes for a in "CS")
-    except Exception:  # not a readable TIFF: the image reader names the problem
-        return False
+    return name.endswith(TIFF_SUFFIXES) and tiff_kind(path).volume
 
 
 def _read_side(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:

@@ -98,40 +98,42 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
     `--skip-errors` a bad file is reported and passed over, and the run exits with status 2 at the end."""
     from unetkit._errors import one_line as _one_line
     from unetkit._fs import WriteError
-    from unetkit.infer.files import existing_outputs, predict_file, remove_dead_temps
+    from unetkit.infer.files import predict_file, remove_dead_temps
 
     out = Path(args.out)
     remove_dead_temps(out)  # each one logged
     done, skipped, failed = 0, 0, []
     for i, path in enumerate(inputs, 1):
         asked = {"probs": args.probs, "overlay": args.overlay, "instances": args.instances is not None}
-        if args.skip_existing and existing_outputs(out, path.stem, args.mask_format, asked):
-            skipped += 1
-            print(f"[{i}/{len(inputs)}] {path}: outputs exist in {out}, skipped")
-            continue
         try:
-            if _is_volume_input(predictor, path, args):
+            volume = _is_volume_input(predictor, path, args)
+            if args.skip_existing and _outputs_exist(out, path, volume, args.mask_format, asked):
+                skipped += 1
+                print(f"[{i}/{len(inputs)}] {path}: outputs exist in {out}, skipped")
+                continue
+            if volume:
                 from unetkit.infer.volume_files import predict_volume_file
 
                 tiling = {"tile": args.tile, "overlap": args.overlap, "blend": args.blend}
-                written = predict_volume_file(predictor, path, out, **tiling, batch_size=args.batch_size, progress=True)
-                done += 1
-                print(f"[{i}/{len(inputs)}] {path} -> {written['mask']}")
-                continue
-            written = predict_file(
-                predictor,
-                path,
-                out,
-                tile=args.tile,
-                overlap=args.overlap,
-                blend=args.blend,
-                batch_size=args.batch_size,
-                probs=args.probs,
-                overlay=args.overlay,
-                mask_format=args.mask_format,
-                instances=args.instances,
-                progress=True,
-            )
+                written = predict_volume_file(
+                    predictor, path, out, **tiling, batch_size=args.batch_size, probs=args.probs,
+                    overlay=args.overlay, progress=True,
+                )  # fmt: skip
+            else:
+                written = predict_file(
+                    predictor,
+                    path,
+                    out,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    blend=args.blend,
+                    batch_size=args.batch_size,
+                    probs=args.probs,
+                    overlay=args.overlay,
+                    mask_format=args.mask_format,
+                    instances=args.instances,
+                    progress=True,
+                )
         except (ValueError, OSError) as err:  # a bad file; a full disk or a read-only folder stops the batch
             if not args.skip_errors or isinstance(err, WriteError):
                 raise
@@ -144,6 +146,18 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
     if failed:
         raise ValueError(f"{len(failed)} of {len(inputs)} input(s) failed: {'; '.join(failed)}")
     return 0
+
+
+def _outputs_exist(out: Path, path: Path, volume: bool, mask_format: str, asked: dict[str, bool]) -> bool:
+    """Whether every output asked for `path` is in `out` already (`--skip-existing`): a volume's outputs are
+    named by its stem without the volume suffix (`case.nii.gz` -> `case.nii.gz`, `case_probs.nii.gz`, ...)."""
+    from unetkit.infer.files import existing_outputs
+
+    if volume:
+        from unetkit.infer.volume_files import volume_outputs_exist
+
+        return volume_outputs_exist(out, path, asked)
+    return existing_outputs(out, path.stem, mask_format, asked)
 
 
 def _tile_arg(text: str) -> int | tuple[int, ...]:
@@ -184,8 +198,7 @@ def _is_volume_input(predictor: Any, path: Path, args: argparse.Namespace) -> bo
                 f"{path}: a 2-D image, and {args.checkpoint} holds a 3D model; give volumes (.nii, .nii.gz, .nrrd, "
                 "TIFF stacks)"
             )
-        given = [flag for flag, on in (("--probs", args.probs), ("--overlay", args.overlay)) if on]
-        given += ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
+        given = ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
         if given:
             raise ValueError(f"{', '.join(given)}: not available for volumes yet; the mask is written ({path})")
         return True
@@ -249,8 +262,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "auto: ONNX Runtime on a CPU when installed and the export is cached or the inputs total >= 4 MP",
     )
     parser.add_argument("--tta", action="store_true", help="average the 8 flips and quarter turns")
-    parser.add_argument("--probs", action="store_true", help="also write probabilities as float32 TIFF")
-    parser.add_argument("--overlay", action="store_true", help="also write an overlay PNG")
+    parser.add_argument(
+        "--probs",
+        action="store_true",
+        help="also write probabilities as float32 TIFF (volumes: <stem>_probs in the input's format, 4-D NIfTI "
+        "(X, Y, Z, K), ImageJ hyperstack ZCYX, NRRD)",
+    )
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write an overlay PNG (volumes: three orthogonal planes through the centre, to scale)",
+    )
     parser.add_argument(
         "--mask-format",
         default="auto",

@@ -28,12 +28,14 @@ import numpy as np
 from unetkit._deps import MissingDependency
 from unetkit._fs import atomic_file
 from unetkit.data.errors import DataError
+from unetkit.data.tiff_stack import tiff_spacing
 
 __all__ = [
     "MAX_VOXELS",
     "VOLUME_SUFFIXES",
     "Volume",
     "is_volume_file",
+    "read_tiff_spacing",
     "read_volume",
     "volume_stem",
     "write_volume",
@@ -200,10 +202,7 @@ def _read_tiff(path: Path) -> Volume:
         shape, axes = tuple(series.shape), str(series.axes)
         _check_size(path, shape)
         array = series.asarray()
-        imagej = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or [{}])[0] if tif.is_shaped else {}
-        tags = tif.pages[0].tags  # type: ignore[union-attr]  # the first page is a TiffPage
-        resolution = [tags[t].value for t in ("YResolution", "XResolution") if t in tags]
+        step, unit = tiff_spacing(tif)
     for axis in "T":  # a single time point is a volume
         if axis in axes and array.shape[axes.index(axis)] == 1:
             array, axes = np.take(array, 0, axis=axes.index(axis)), axes.replace(axis, "")
@@ -213,13 +212,19 @@ def _read_tiff(path: Path) -> Volume:
     if len(spatial) != 3 or len(channel) > 1 or len(spatial) + len(channel) != array.ndim:
         raise DataError(f"{path}: expected a stack of 2-D pages (Z, Y, X[, C]), got shape {shape} ({axes})")
     array = np.transpose(array, spatial + channel)
-    if "spacing" in shaped:
-        spacing = _spacing(shaped["spacing"], path)
-    else:
-        in_plane = [den / num if num else 1.0 for num, den in resolution] if len(resolution) == 2 else [1.0, 1.0]
-        spacing = _spacing([float(imagej.get("spacing", 1.0)), *in_plane], path)
-    affine = np.diag([*spacing, 1.0])
-    return Volume(array, spacing, affine, "tiff", path, {"unit": imagej.get("unit")})
+    spacing = _spacing(step, path)
+    return Volume(array, spacing, np.diag([*spacing, 1.0]), "tiff", path, {"unit": unit})
+
+
+def read_tiff_spacing(path: str | Path) -> tuple[float, float, float]:
+    """The voxel size `(Z, Y, X)` of a TIFF stack as `read_volume` gives it, from its metadata alone (no pixels
+    read): `unetkit.data.tiff_stack.tiff_spacing`, zero or non-finite values made 1 with a warning."""
+    import tifffile
+
+    path = Path(path)
+    with tifffile.TiffFile(path) as tif:
+        step, _ = tiff_spacing(tif)
+    return _spacing(step, path)
 
 
 def read_volume(path: str | Path) -> Volume:

@@ -27,7 +27,9 @@ from unetkit._options import look_up_option
 from unetkit.data.errors import DataError
 from unetkit.data.folder import MASK_MODES, MAX_MASK_VALUE, _build_set, _Files, _listing, _resolve_mode, _Sample
 from unetkit.data.folder import _split_off_val as split_off_val
+from unetkit.data.io import IMAGE_SUFFIXES
 from unetkit.data.masks import check_ignore_index
+from unetkit.data.tiff_stack import TIFF_SUFFIXES, TiffKind, tiff_kind
 from unetkit.data.types import MaskInfo, SegmentationSet
 from unetkit.data.volume import Volume, is_volume_file, read_volume, volume_stem
 
@@ -307,13 +309,75 @@ def load_volume_folder(
     return load_cases(found, lambda samples: _resolve_mode(samples, mask_mode, root, ignore), root, val_fraction, seed)
 
 
+def _kind(path: Path) -> TiffKind:
+    """A NIfTI / NRRD file is a volume, a TIFF what `tiff_kind` says, any other image a 2-D image."""
+    name = path.name.lower()
+    if name.endswith(MEDICAL_SUFFIXES):
+        return TiffKind(True, "a NIfTI / NRRD volume")
+    if name.endswith(TIFF_SUFFIXES):
+        return tiff_kind(path)
+    return TiffKind(False, "a 2-D image")
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    """The image and volume files of `folder` by stem (the first of two with one stem: the loaders refuse them)."""
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            if is_volume_file(path) or path.suffix.lower() in IMAGE_SUFFIXES:
+                found.setdefault(volume_stem(path), path)
+    return found
+
+
+def _tiff_layout(root: Path) -> str | None:
+    """`"folder"` when the TIFF images of `root` (or of its splits) are stacks, None when they are 2-D images;
+    a mix, or a mask of the other kind than its image, is a `DataError` naming the files."""
+    splits = [root / s for s in SPLITS if (root / s).is_dir()] if (root / "train").is_dir() else [root]
+    volumes: list[tuple[Path, TiffKind]] = []
+    flat: list[tuple[Path, TiffKind]] = []
+    for split in splits:
+        masks = _by_stem(split / "masks")
+        for stem, image in _by_stem(split / "images").items():
+            kind = _kind(image)
+            if image.name.lower().endswith(TIFF_SUFFIXES):
+                (volumes if kind.volume else flat).append((image, kind))
+            mask = masks.get(stem)
+            if mask is None:
+                continue  # the loaders name missing masks
+            other = _kind(mask)
+            if other.volume != kind.volume:
+                what = {True: "a volume", False: "a 2-D image"}
+                raise DataError(
+                    f"{mask}: is {what[other.volume]} ({other.why}) but its image {image} is {what[kind.volume]} "
+                    f"({kind.why}); an image and its mask must both be volumes or both 2-D"
+                )
+    if volumes and flat:
+        (stack, why), (image, flat_why) = volumes[0], flat[0]
+        raise DataError(
+            f"{root}: mixes TIFF volumes and 2-D TIFF images ({stack.name}: {why.why}; {image.name}: {flat_why.why}); "
+            "a data set holds one kind"
+        )
+    if volumes:
+        logger.info("%s: a folder of volumes: %s is a TIFF stack (%s)", root, volumes[0][0].name, volumes[0][1].why)
+        return "folder"
+    return None
+
+
 def volume_layout(root: str | Path) -> str | None:
-    """`"nnunet"` (a `dataset.json` beside `imagesTr/`), `"folder"` (NIfTI or NRRD files in `images/` or
-    `train/images/`) or None (images, or TIFF stacks, which only the caller can tell from 2-D TIFFs)."""
+    """`"nnunet"` (a `dataset.json` beside `imagesTr/`), `"folder"` (NIfTI or NRRD files, or TIFF stacks
+    (`unetkit.data.tiff_stack.tiff_kind`), in `images/` or `train/images/`) or None (2-D images).
+
+    Raises:
+        DataError: a folder that mixes TIFF stacks and 2-D TIFF images, or an image and its mask of which one is
+            a volume and the other 2-D; the message names both files.
+    """
     root = Path(root)
     if (root / "dataset.json").is_file() and (root / "imagesTr").is_dir():
         return "nnunet"
     for folder in (root / "images", root / "train" / "images"):
         if folder.is_dir() and any(p.name.lower().endswith(MEDICAL_SUFFIXES) for p in folder.iterdir()):
+            _tiff_layout(root)  # a 2-D mask beside a NIfTI image is named here
             return "folder"
-    return None
+    return _tiff_layout(root)

@@ -1,19 +1,29 @@
-"""`predict_volume_file`: one volume file in, its label volume out with the input's geometry, in memory that
-does not grow with the volume.
+"""`predict_volume_file`: one volume file in, its label volume (and, when asked, its class probabilities and an
+overlay of three orthogonal planes) out with the input's geometry, in memory that does not grow with the volume.
 
 - **NIfTI** (`.nii`, `.nii.gz`): slabs are read along the file's slowest axis (its last, `k`) through
   nibabel's array proxy, which reads exactly those bytes of an uncompressed file (a `.nii.gz` is first
   decompressed, stream-wise, into the run's temporary folder: gzip cannot seek back). Labels go slab by slab
   into a raw temporary file in the file's order; the mask is then that file behind the input's own header
   (affine, orientation codes, units; data type uint8 / uint16, no scaling), gzipped for `.nii.gz`.
+  Probabilities go to one raw file per class (NIfTI is Fortran order: the class axis is slowest, each class a
+  contiguous block), then behind the same header made 4-D float32 `(X, Y, Z, K)`: `<stem>_probs.nii.gz`
+  (`.nii` for a `.nii` input).
 - **TIFF stacks** (`Z, Y, X` pages): slabs are ranges of pages, read page by page; the mask is a
-  zlib-compressed stack written page by page, with the input's spacing.
-- **NRRD**: read and written whole (`unetkit.data.volume`), for want of a reader by range.
+  zlib-compressed stack written page by page, with the input's spacing; the probabilities a float32 ImageJ
+  hyperstack `<stem>_probs.tif`, axes `Z, C, Y, X` (classes as Fiji's channels), with the input's spacing.
+- **NRRD** (and TIFFs that are not a plain page stack): read and written whole (`unetkit.data.volume`), for
+  want of a reader by range; probabilities as `(X, Y, Z, K)` with the class axis a vector axis (NRRD), or the
+  ImageJ hyperstack above (TIFF).
+
+`<stem>_overlay.png` shows the three planes through the centre voxel (`unetkit.infer.volume_outputs`), kept
+while the slabs stream by. Every output is written into a temporary folder of `--out` and moved into place
+when all are complete, so a failure leaves nothing behind.
 
 The model sees every tile in its own axis order (`unetkit.infer.volume.AxisOrder`); streaming along `k`
 changes the order in which tiles run, not their result. Memory: the model, one slab of input in the file's
 dtype (and the one read ahead) and the slab's weighted sums, `(K + 1) x tile x` the other two axes, float32
-(`unetkit.infer.grid.slab_bytes`).
+(`unetkit.infer.grid.slab_bytes`); probabilities add one class of one slab at a time, the overlay three planes.
 """
 
 from __future__ import annotations
@@ -21,37 +31,61 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
-from unetkit._fs import atomic_file, write_error
+from unetkit._fs import fsync_dir, write_error
 from unetkit.data.errors import DataError
-from unetkit.data.volume import GZIP_LEVEL, read_volume, volume_stem, volume_suffix, write_volume
+from unetkit.data.tiff_stack import tiff_spacing
+from unetkit.data.volume import read_tiff_spacing, read_volume, volume_stem, volume_suffix, write_volume
 from unetkit.infer.grid import run_grid
 from unetkit.infer.predictor import Predictor, _tile_bar
 from unetkit.infer.volume import AxisOrder, plan_volume, predict_volume
+from unetkit.infer.volume_outputs import COPY_CHUNK, Planes, VolumeSink, draw_planes, raw_pages, write_nifti, write_tiff
+from unetkit.viz import save_png
 
-__all__ = ["STREAMED_SUFFIXES", "predict_volume_file", "volume_mask_name"]
+__all__ = [
+    "STREAMED_SUFFIXES",
+    "predict_volume_file",
+    "volume_mask_name",
+    "volume_output_names",
+    "volume_outputs_exist",
+]
 
 logger = logging.getLogger(__name__)
 
 STREAMED_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
-COPY_CHUNK = 16 * 2**20  # bytes per read when copying raw label data into the output
 STAT_SAMPLE_VOXELS = 2**22  # per-volume normalisation statistics from at most about this many voxels
 
 
 def volume_mask_name(path: str | Path) -> str:
     """The mask's file name: the input's stem and format (`case.nii.gz` -> `case.nii.gz` in `--out`)."""
+    return volume_output_names(path)["mask"]
+
+
+def volume_output_names(path: str | Path) -> dict[str, str]:
+    """The file names `predict_volume_file` writes for the volume at `path`: `mask` (`case.nii.gz`), `probs`
+    (`case_probs.nii.gz`: the input's suffix) and `overlay` (`case_overlay.png`)."""
     suffix = volume_suffix(path)
     if suffix is None:
         raise DataError(f"{path}: not a volume file (.nii, .nii.gz, .nrrd, .tif, .tiff)")
-    return f"{volume_stem(path)}{suffix.lower()}"
+    stem, suffix = volume_stem(path), suffix.lower()
+    return {"mask": f"{stem}{suffix}", "probs": f"{stem}_probs{suffix}", "overlay": f"{stem}_overlay.png"}
+
+
+def volume_outputs_exist(out_dir: str | Path, path: str | Path, asked: dict[str, bool]) -> bool:
+    """Whether `out_dir` holds every output asked for the volume at `path` (`--skip-existing`): its mask and
+    each of `probs`, `overlay` set in `asked`."""
+    names = volume_output_names(path)
+    wanted = ["mask"] + [key for key in ("probs", "overlay") if asked.get(key)]
+    return all((Path(out_dir) / names[key]).is_file() for key in wanted)
 
 
 class _Slabs:
@@ -117,7 +151,8 @@ class _TiffSlabs(_Slabs):
         self.channels = int(series.shape[3]) if axes == "ZYXS" else 1
         self.dtype = np.dtype(series.dtype)
         self.stream_axis = 0
-        self.geometry = read_volume_geometry(path)
+        self.geometry = read_tiff_spacing(path)
+        self.unit = tiff_spacing(self.tif)[1]
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         block = self.tif.asarray(key=list(range(lo, hi)), series=0)
@@ -132,86 +167,13 @@ class _NotStreamable(Exception):
     """A TIFF whose pages are not a plain `Z, Y, X` stack: read whole instead."""
 
 
-def read_volume_geometry(path: Path) -> Any:
-    """The spacing of a TIFF stack as `unetkit.data.volume` reads it, from a one-page read of its metadata."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        imagej = tif.imagej_metadata or {}
-        shaped = (tif.shaped_metadata or [{}])[0] if tif.is_shaped else {}
-        tags = tif.pages[0].tags  # type: ignore[union-attr]
-        resolution = [tags[t].value for t in ("YResolution", "XResolution") if t in tags]
-    if "spacing" in shaped:
-        return tuple(float(s) for s in shaped["spacing"])
-    in_plane = [den / num if num else 1.0 for num, den in resolution] if len(resolution) == 2 else [1.0, 1.0]
-    return (float(imagej.get("spacing", 1.0)), *in_plane)
-
-
-class _LabelSink:
-    """Turns finished rows into labels and appends them, in the file's byte order, to a raw temporary file."""
-
-    def __init__(self, predictor: Predictor, source: _Slabs, order: tuple[int, ...], raw: Path) -> None:
-        label_values = predictor.config.get("mask", {}).get("label_values") or None
-        values = None if label_values is None else np.asarray(label_values, dtype=np.int64)
-        self.dtype = np.uint8 if values is None or values.max() <= 255 else np.uint16
-        self.lut = None if values is None else values.astype(self.dtype)
-        self.to_model = tuple(order.index(a) for a in range(3))
-        self.fortran = source.stream_axis == 2  # NIfTI: first index fastest
-        self.file: BinaryIO = open(raw, "wb")  # noqa: SIM115  # closed by `close`
-
-    def __call__(self, r0: int, r1: int, values: torch.Tensor) -> None:
-        probs = values.numpy()  # (K, rows, ...) in the engine's order
-        if self.lut is None and probs.shape[0] > 256:
-            raise ValueError(f"{probs.shape[0]} classes do not fit an 8-bit mask; give the checkpoint label values")
-        classes = (probs[1] > probs[0]).view(np.uint8) if probs.shape[0] == 2 else probs.argmax(0)
-        labels = self.lut[classes] if self.lut is not None else classes.astype(self.dtype)
-        labels = labels.transpose(self.to_model)  # model (file) order, the stream axis cut to the slab
-        data = labels.transpose(2, 1, 0) if self.fortran else labels
-        np.ascontiguousarray(data, dtype=self.dtype).tofile(self.file)
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _chunks(raw: Path) -> Iterator[bytes]:
-    with open(raw, "rb") as file:
-        while chunk := file.read(COPY_CHUNK):
-            yield chunk
-
-
-def _write_nifti(target: Path, source: _NiftiSlabs, raw: Path, dtype: Any) -> None:
-    """The input's header, made a 3-D label volume of `dtype`, then the raw labels; gzipped for `.nii.gz`."""
-    header = source.header.copy()
-    header.set_data_shape(source.shape)
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(1.0, 0.0)  # labels as they are, never rescaled
-    header.set_intent("none")
-    offset = int(header.single_vox_offset) + int(header.extensions.get_sizeondisk())  # header, extensions, data
-    header.set_data_offset(offset)
-    gz = volume_suffix(target) == ".nii.gz"
-    with atomic_file(target) as tmp, gzip.open(tmp, "wb", compresslevel=GZIP_LEVEL) if gz else open(tmp, "wb") as out:
-        header.write_to(out)
-        out.write(b"\0" * (offset - out.tell()))
-        for chunk in _chunks(raw):
-            out.write(chunk)
-
-
-def _write_tiff(target: Path, shape: tuple[int, int, int], raw: Path, dtype: Any, spacing: Any) -> None:
-    import tifffile
-
-    page = shape[1] * shape[2] * np.dtype(dtype).itemsize
-
-    def pages() -> Iterator[np.ndarray]:
-        with open(raw, "rb") as file:
-            for _ in range(shape[0]):
-                yield np.frombuffer(file.read(page), dtype=dtype).reshape(shape[1:])
-
-    resolution = (1.0 / spacing[2], 1.0 / spacing[1])
-    with atomic_file(target) as tmp:
-        tifffile.imwrite(
-            tmp, pages(), shape=shape, dtype=dtype, resolution=resolution, compression="zlib",
-            metadata={"axes": "ZYX", "spacing": list(spacing)},
-        )  # fmt: skip
+def _publish(written: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+    """Move the finished outputs (files of the temporary folder) into `out_dir`, under their names."""
+    targets = {key: out_dir / path.name for key, path in written.items()}
+    for key, path in written.items():
+        os.replace(path, targets[key])
+    fsync_dir(out_dir)
+    return targets
 
 
 def predict_volume_file(
@@ -223,11 +185,16 @@ def predict_volume_file(
     overlap: float = 0.25,
     blend: str = "gaussian",
     batch_size: int = 2,
+    probs: bool = False,
+    overlay: bool = False,
     progress: bool | Callable[[int, int], None] = False,
 ) -> dict[str, Path]:
     """Predict one volume file with a 3D model; write `<stem>.<its suffix>` in `out_dir` (labels in the training
-    masks' values, the input's affine / header or spacing). Returns `{"mask": path}`. Nothing is left behind on
-    failure: slabs and labels live in a temporary folder of `out_dir`, and the mask is written atomically.
+    masks' values, the input's affine / header or spacing) and, when asked, `<stem>_probs.<its suffix>` (float32
+    probabilities of every class, the input's geometry; see the module docstring for each format's layout) and
+    `<stem>_overlay.png` (`unetkit.infer.volume_outputs.draw_planes`). Returns `{"mask": path, ...}` with
+    `probs` and `overlay` where asked. Nothing is left behind on failure: slabs, raw data and the outputs live in
+    a temporary folder of `out_dir` until all are written.
     """
     from unetkit.infer.files import temp_prefix
 
@@ -239,12 +206,16 @@ def predict_volume_file(
         raise DataError(f"{path}: not a volume file; a 3D model predicts .nii, .nii.gz, .nrrd or TIFF stacks")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    target = out_dir / volume_mask_name(path)
+    names = volume_output_names(path)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(volume_stem(path)), dir=out_dir))
     except OSError as err:
         raise write_error(err, out_dir) from err
+    asked = {"probs": probs, "overlay": overlay}
+    targets = {key: tmp_dir / name for key, name in names.items() if key == "mask" or asked[key]}
+    tiling: dict[str, Any] = {"tile": tile, "overlap": overlap, "blend": blend, "batch_size": batch_size}
+    tiling["progress"] = progress
     try:
         source: _Slabs | None = None
         if suffix in (".nii", ".nii.gz"):
@@ -255,13 +226,17 @@ def predict_volume_file(
             except _NotStreamable:
                 source = None
         if source is None:  # NRRD, and TIFFs that are not a plain stack: whole
-            return {"mask": _predict_whole(predictor, path, target, tile, overlap, blend, batch_size, progress)}
+            _predict_whole(predictor, path, targets, **tiling)
+        else:
+            try:
+                _stream(predictor, source, path, targets, tmp_dir, **tiling)
+            finally:
+                if isinstance(source, _TiffSlabs):
+                    source.close()
         try:
-            _stream(predictor, source, path, target, tmp_dir, tile, overlap, blend, batch_size, progress)
-        finally:
-            if isinstance(source, _TiffSlabs):
-                source.close()
-        return {"mask": target}
+            return _publish(targets, out_dir)
+        except OSError as err:
+            raise write_error(err, out_dir / names["mask"]) from err
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
@@ -270,8 +245,9 @@ def _stream(
     predictor: Predictor,
     source: _Slabs,
     path: Path,
-    target: Path,
+    targets: dict[str, Path],
     tmp_dir: Path,
+    *,
     tile: Any,
     overlap: float,
     blend: str,
@@ -287,10 +263,14 @@ def _stream(
     to_engine = (0, *(1 + a for a in order))
     stream = source.stream_axis
     scale = 1.0 if predictor.raw_units else intensity_scale(source.dtype)
+    image_planes = Planes(source.shape, stream, np.float32) if "overlay" in targets else None
 
     def reader(indices: tuple[np.ndarray, ...]) -> torch.Tensor:
         lo, hi = int(indices[0].min()), int(indices[0].max()) + 1
-        block = source.read(lo, hi).transpose(to_engine)  # (C, rows, ...) in the engine's order
+        voxels = source.read(lo, hi)  # (C, ...) in the model's order, the stream axis cut to [lo, hi)
+        if image_planes is not None:
+            image_planes.add(lo, voxels[0])
+        block = voxels.transpose(to_engine)  # (C, rows, ...) in the engine's order
         block = np.take(block, indices[0] - lo, axis=1)
         for axis, idx in enumerate(indices[1:], start=2):
             block = np.take(block, idx, axis=axis)
@@ -298,7 +278,9 @@ def _stream(
             raise DataError(f"{path}: contains NaN or infinite voxel values")
         return torch.from_numpy(np.ascontiguousarray(block))
 
-    sink = _LabelSink(predictor, source, order, tmp_dir / "labels.raw")
+    label_values = predictor.config.get("mask", {}).get("label_values") or None
+    sink = VolumeSink(label_values, order, source.shape, fortran=stream == 2, tmp_dir=tmp_dir,
+                      probs="probs" in targets, planes=image_planes is not None)  # fmt: skip
     try:
         with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
             model = AxisOrder(predictor, order)  # tiles in the model's own axis order
@@ -309,10 +291,29 @@ def _stream(
         sink.close()
     logger.info("%s: %d tiles in %d slabs along axis %d", path, plan.num_tiles, plan.num_slabs, stream)
     if isinstance(source, _NiftiSlabs):
-        _write_nifti(target, source, tmp_dir / "labels.raw", sink.dtype)
+        write_nifti(targets["mask"], source.header, source.shape, [tmp_dir / "labels.raw"], sink.dtype)
+        if "probs" in targets:
+            write_nifti(targets["probs"], source.header, source.shape, sink.prob_files(), np.float32, sink.classes)
+        spacing = tuple(float(z) for z in source.header.get_zooms()[:3])
     else:
         assert isinstance(source, _TiffSlabs)
-        _write_tiff(target, source.shape, tmp_dir / "labels.raw", sink.dtype, source.geometry)
+        z, y, x = source.shape
+        labels = raw_pages(tmp_dir / "labels.raw", z, (y, x), sink.dtype)
+        write_tiff(targets["mask"], source.shape, labels, sink.dtype, source.geometry)
+        if "probs" in targets:
+            pages = raw_pages(sink.prob_files()[0], z, (sink.classes, y, x), np.float32)
+            write_tiff(targets["probs"], source.shape, pages, np.float32, source.geometry, classes=sink.classes,
+                       unit=source.unit)  # fmt: skip
+        spacing = source.geometry
+    if image_planes is not None:
+        assert sink.planes is not None
+        picture = draw_planes(image_planes, sink.planes, _positive(spacing), sink.classes, up=stream == 2)
+        save_png(picture, targets["overlay"])
+
+
+def _positive(spacing: Any) -> tuple[float, ...]:
+    """Spacings as the overlay's aspect takes them: zero or non-finite ones (careless headers) count as 1."""
+    return tuple(abs(float(s)) if math.isfinite(float(s)) and float(s) != 0 else 1.0 for s in spacing)
 
 
 def _sample(predictor: Predictor, source: _Slabs) -> torch.Tensor | None:
@@ -329,14 +330,15 @@ def _sample(predictor: Predictor, source: _Slabs) -> torch.Tensor | None:
 def _predict_whole(
     predictor: Predictor,
     path: Path,
-    target: Path,
+    targets: dict[str, Path],
+    *,
     tile: Any,
     overlap: float,
     blend: str,
     batch_size: int,
     progress: Any,
-) -> Path:
-    """NRRD (and TIFFs that are not a plain page stack): the volume read whole, labels written whole."""
+) -> None:
+    """NRRD (and TIFFs that are not a plain page stack): the volume read whole, every output written whole."""
     volume = read_volume(path)
     array = np.moveaxis(volume.array, -1, 0) if volume.array.ndim == 4 else volume.array
     probs = predict_volume(
@@ -346,4 +348,17 @@ def _predict_whole(
     values = predictor.config.get("mask", {}).get("label_values")
     labels = np.asarray(values, dtype=np.int64)[classes] if values else classes
     dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
-    return write_volume(target, labels.astype(dtype), like=volume)
+    write_volume(targets["mask"], labels.astype(dtype), like=volume)
+    if "probs" in targets:
+        if volume.format == "tiff":
+            unit = (volume.header or {}).get("unit")
+            write_tiff(targets["probs"], volume.shape, (probs[:, z] for z in range(volume.shape[0])), np.float32,
+                       volume.spacing, classes=probs.shape[0], unit=unit)  # fmt: skip
+        else:
+            write_volume(targets["probs"], np.moveaxis(probs, 0, -1).astype(np.float32, copy=False), like=volume)
+    if "overlay" in targets:
+        image_planes, label_planes = Planes(volume.shape, 0, np.float32), Planes(volume.shape, 0, np.int32)
+        image_planes.add(0, np.asarray(array if array.ndim == 3 else array[0]))
+        label_planes.add(0, classes)
+        picture = draw_planes(image_planes, label_planes, volume.spacing, probs.shape[0], up=volume.format != "tiff")
+        save_png(picture, targets["overlay"])

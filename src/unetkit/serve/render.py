@@ -6,13 +6,12 @@ alpha channel (transparent where there is nothing to show); the page blends them
 
 from __future__ import annotations
 
-import colorsys
 import io
 from functools import cache
 
 import numpy as np
 
-from unetkit.serve._viz import FN, FP, TP
+from unetkit.serve._viz import FN, FP, TP, class_colours
 from unetkit.serve.paths import Refused
 from unetkit.serve.pyramid import level_shape, read_window
 from unetkit.serve.view import View
@@ -23,18 +22,6 @@ LAYERS = ("image", "mask", "probs", "errors", "outlines")
 OUTLINE = (255, 220, 0)  # instance outlines: yellow, apart from the class and error colours
 NEEDS = {"image": "image", "mask": "classes", "probs": "probs", "errors": "truth", "outlines": "instances"}
 PNG_LEVEL = 1  # zlib level of tiles: fast to make, small enough on localhost
-
-
-@cache
-def class_colours(num_classes: int) -> np.ndarray:
-    """`(K, 3)` uint8 colours: class 1 the foreground green of the overlays, the others spread around the
-    colour wheel by the golden angle (so neighbouring class indices differ clearly); class 0 is never drawn."""
-    colours = np.zeros((max(num_classes, 2), 3), dtype=np.uint8)
-    colours[1] = TP
-    for k in range(2, num_classes):
-        hue = (1 / 3 + (k - 1) * 0.381966) % 1.0  # golden angle, as a fraction of the wheel
-        colours[k] = np.array(colorsys.hsv_to_rgb(hue, 0.85, 0.95)) * 255
-    return colours
 
 
 @cache
