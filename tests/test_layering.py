@@ -43,7 +43,7 @@ LEVELS: dict[str, float] = {
 
 # the only imports between packages of one level: export reads infer's file formats (never the reverse),
 # diffusion loads its models through the registry, evaluation reads masks with data's one mask reader, and
-# training fits the instance post-processing of prediction (`train.plan.tune_instances` runs
+# training fits the instance post-processing of prediction (`train.instance_tuning.tune_instances` runs
 # `infer.instances`; infer never imports train)
 SIDEWAYS = {("export", "infer"), ("diffusion", "models"), ("metrics", "data"), ("train", "infer")}
 

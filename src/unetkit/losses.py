@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from unetkit._options import look_up_option
 
-__all__ = ["LOSSES", "SegmentationLoss", "compute_pos_weight", "soft_dice_loss"]
+__all__ = ["LOSSES", "SegmentationLoss", "SeparationLoss", "compute_pos_weight", "soft_dice_loss"]
 
 LOSSES = ("bce", "ce", "dice", "dice_bce", "dice_ce", "weighted_ce")
 # which names fit a sigmoid (K == 1) or a softmax (K >= 2) output
@@ -331,3 +331,55 @@ class SegmentationLoss(nn.Module):
 
     def _dice(self, logits: Tensor, target: Tensor, valid: Tensor | None) -> Tensor:
         return _soft_dice(logits, target, valid, self.smooth, self.ignore_empty)
+
+
+class SeparationLoss(nn.Module):
+    """A segmentation loss on the class channels plus, on one more output channel, the binary cross-entropy to the
+    normalised object distance (`unetkit.data.distance.object_distance`, a soft target in [0, 1]) that separates
+    touching objects; the output is `(B, K + 1, ...)`, class logits first.
+
+    The distance term is averaged over valid pixels (the background, where the target is 0, included, as StarDist
+    trains its object probability) and added with `distance_weight`.
+
+    Args:
+        classes: the loss of the `K` class channels.
+        distance_weight: factor of the distance term, >= 0.
+    """
+
+    def __init__(self, classes: SegmentationLoss, distance_weight: float = 1.0) -> None:
+        super().__init__()
+        if not math.isfinite(distance_weight) or distance_weight < 0:
+            raise ValueError(f"`distance_weight` must be finite and >= 0, got {distance_weight}")
+        self.classes = classes
+        self.distance_weight = distance_weight
+
+    @property
+    def name(self) -> str:
+        """The class loss's name (what validation asks of the loss)."""
+        return self.classes.name
+
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        *,
+        weight: Tensor | None = None,
+        valid: Tensor | None = None,
+        distance: Tensor | None = None,
+    ) -> Tensor:
+        """`(B, K + 1, ...)` logits, `(B, ...)` class targets and distance targets -> scalar loss.
+
+        Args:
+            logits: the class logits, then the distance logit.
+            target, weight, valid: as `SegmentationLoss.forward`, for the class channels.
+            distance: float `(B, ...)` targets in [0, 1]; None (validation images without them): the class loss alone.
+        """
+        loss = self.classes(logits[:, :-1], target, weight=weight, valid=valid)
+        if distance is None:
+            return loss
+        expected = (logits.shape[0], *logits.shape[2:])
+        if tuple(distance.shape) != expected or not distance.is_floating_point():
+            raise ValueError(f"`distance` must be a floating tensor of shape {expected}, got {tuple(distance.shape)}")
+        per_pixel = F.binary_cross_entropy_with_logits(logits[:, -1].float(), distance.float(), reduction="none")
+        share = torch.ones_like(per_pixel) if valid is None else valid.to(per_pixel.dtype)
+        return loss + self.distance_weight * _weighted_mean(per_pixel, share)

@@ -12,7 +12,8 @@ import torch
 from unetkit import create_model, save_model
 from unetkit.cli.main import main
 from unetkit.data import write_image
-from unetkit.infer.instances import INSTANCE_METHODS, instances_from_probs
+from unetkit.data.distance import object_distance
+from unetkit.infer.instances import INSTANCE_METHODS, fit_instances, instances_from_probs
 
 
 def _discs(shape: tuple[int, int], centres: list[tuple[int, int]], radius: float) -> np.ndarray:
@@ -33,6 +34,18 @@ def _objects(labels: np.ndarray) -> int:
     return int(np.unique(labels[labels > 0]).size)
 
 
+def _instances(probs: np.ndarray, method: str, truth: np.ndarray | None = None, **kwargs) -> np.ndarray:
+    """`instances_from_probs`; for `distance`, the distance a trained model would give: the normalised object
+    distance of `truth` (default: the connected components of the foreground)."""
+    if method == "distance":
+        from scipy import ndimage
+
+        fg = probs if probs.ndim == kwargs.get("spatial_dims", 2) else probs[-1]
+        truth = ndimage.label(fg > 0.5)[0] if truth is None else truth
+        kwargs["distance"] = object_distance(truth)
+    return instances_from_probs(probs, method, **kwargs)
+
+
 def test_touching_discs_are_one_component_and_two_watershed_objects():
     mask = _discs((48, 80), [(24, 28), (24, 50)], 12.0)  # centres 22 apart, radii 12: a neck 2 x 9 px wide
     probs = _probs(mask)
@@ -51,7 +64,7 @@ def test_touching_discs_are_one_component_and_two_watershed_objects():
 @pytest.mark.parametrize("method", INSTANCE_METHODS)
 def test_an_isolated_disc_stays_one_object(method):
     mask = _discs((40, 40), [(20, 19)], 10.0)
-    labels = instances_from_probs(_probs(mask), method)
+    labels = _instances(_probs(mask), method)
     assert _objects(labels) == 1
     np.testing.assert_array_equal(labels > 0, mask)
 
@@ -61,12 +74,12 @@ def test_an_elongated_object_is_not_split(method):
     mask = np.zeros((40, 80), dtype=bool)
     yy, xx = np.mgrid[:40, :80]
     mask[((yy - 20) / 7.0) ** 2 + ((xx - 40) / 30.0) ** 2 <= 1] = True  # an ellipse, aspect 0.23
-    assert _objects(instances_from_probs(_probs(mask), method)) == 1
+    assert _objects(_instances(_probs(mask), method)) == 1
 
 
 @pytest.mark.parametrize("method", INSTANCE_METHODS)
 def test_an_empty_prediction_has_no_objects(method):
-    labels = instances_from_probs(_probs(np.zeros((17, 23), dtype=bool)), method)
+    labels = _instances(_probs(np.zeros((17, 23), dtype=bool)), method)
     assert labels.shape == (17, 23) and labels.dtype == np.int32 and not labels.any()
 
 
@@ -74,9 +87,9 @@ def test_an_empty_prediction_has_no_objects(method):
 def test_accepts_a_foreground_probability_map(method):
     mask = _discs((40, 40), [(20, 20)], 8.0)
     fg = np.where(mask, 0.9, 0.1).astype(np.float32)
-    expected = instances_from_probs(_probs(mask, 0.1, 0.9), method)
-    np.testing.assert_array_equal(instances_from_probs(fg, method), expected)
-    np.testing.assert_array_equal(instances_from_probs(fg[None], method), expected)
+    expected = _instances(_probs(mask, 0.1, 0.9), method)
+    np.testing.assert_array_equal(_instances(fg, method), expected)
+    np.testing.assert_array_equal(_instances(fg[None], method), expected)
 
 
 def test_threshold_decides_the_foreground():
@@ -91,9 +104,9 @@ def test_threshold_decides_the_foreground():
 def test_small_isolated_objects_are_removed(method):
     mask = _discs((40, 40), [(20, 20)], 8.0)
     mask[2:4, 2:4] = True  # 4 pixels
-    labels = instances_from_probs(_probs(mask), method, min_size=10)
+    labels = _instances(_probs(mask), method, min_size=10)
     assert _objects(labels) == 1 and not labels[2:4, 2:4].any()
-    assert _objects(instances_from_probs(_probs(mask), method, min_size=0)) == 2
+    assert _objects(_instances(_probs(mask), method, min_size=0)) == 2
 
 
 def test_small_watershed_fragments_are_merged_not_removed():
@@ -102,6 +115,57 @@ def test_small_watershed_fragments_are_merged_not_removed():
     assert not big.any()
     labels = instances_from_probs(_probs(mask), "watershed", min_size=400)  # each disc has ~450 px
     np.testing.assert_array_equal(labels > 0, mask)
+
+
+def _touching_pair(shape=(48, 80)) -> tuple[np.ndarray, np.ndarray]:
+    """Two discs overlapping along a long border (no neck for the mask's watershed to find), and their labels."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    left = (yy - 24) ** 2 + (xx - 32) ** 2 <= 13**2
+    right = (yy - 24) ** 2 + (xx - 50) ** 2 <= 13**2
+    truth = np.where(left & (xx < 41), 1, 0) + np.where(right & ~(left & (xx < 41)), 2, 0)
+    return left | right, truth.astype(np.int32)
+
+
+def test_the_distance_method_splits_objects_along_the_learned_valley():
+    mask, truth = _touching_pair()
+    probs = _probs(mask)
+    assert _objects(instances_from_probs(probs, "components")) == 1
+    labels = _instances(probs, "distance", truth=truth)
+    assert _objects(labels) == 2
+    np.testing.assert_array_equal(labels > 0, mask)
+    # each object is the true one, to within a pixel of the border
+    agree = np.mean([(labels[truth == k] == np.bincount(labels[truth == k]).argmax()).mean() for k in (1, 2)])
+    assert agree > 0.97
+
+
+@pytest.mark.parametrize("method", INSTANCE_METHODS)
+def test_volumes_take_every_method(method):
+    zz, yy, xx = np.mgrid[:20, :40, :40]
+    truth = np.zeros((20, 40, 40), np.int32)
+    truth[(zz - 10) ** 2 + (yy - 20) ** 2 + (xx - 11) ** 2 <= 64] = 1
+    truth[((zz - 10) ** 2 + (yy - 20) ** 2 + (xx - 29) ** 2 <= 64)] = 2  # apart: every method finds two
+    fg = np.where(truth > 0, 0.9, 0.1).astype(np.float32)
+    labels = _instances(np.stack([1 - fg, fg]), method, truth=truth, spatial_dims=3)
+    assert labels.shape == truth.shape and _objects(labels) == 2
+    np.testing.assert_array_equal(labels > 0, truth > 0)
+
+
+def test_the_distance_method_needs_the_distance_map():
+    with pytest.raises(ValueError, match="`distance` must be the model's distance map"):
+        instances_from_probs(_probs(np.ones((8, 8), dtype=bool)), "distance")
+    with pytest.raises(ValueError, match="`seed`"):
+        instances_from_probs(_probs(np.ones((8, 8), dtype=bool)), "distance", distance=np.ones((8, 8)), seed=1.0)
+
+
+def test_fit_instances_prefers_the_learned_separation_where_it_scores():
+    mask, truth = _touching_pair()
+    probs = [_probs(mask)]
+    without = fit_instances(probs, [truth])
+    assert without["method"] in ("components", "watershed") and "distance" not in without["tried"]
+    fitted = fit_instances(probs, [truth], [object_distance(truth)])
+    assert fitted["method"] == "distance" and fitted["f1"] == 1.0 and "seed" in fitted
+    assert fitted["tried"]["components"] < 1.0  # one merged object for two: at most one match
+    assert fit_instances([], []) == {}
 
 
 @pytest.mark.parametrize(

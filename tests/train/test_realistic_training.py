@@ -86,20 +86,27 @@ def test_nuclei_instance_post_processing_is_fitted_and_used(nuclei_run, tmp_path
     data, run = nuclei_run
     config = json.loads((run / "best" / "config.json").read_text())
     assert config["mask"]["mode"] == "instances"
+    assert config["separation"] == "distance"  # instance masks: the object-distance head, by default
     fitted = config["instances"]
-    assert fitted["method"] == "watershed" and fitted["h"] in (0.5, 1.0, 2.0, 3.0) and fitted["min_size"] >= 0
+    assert set(fitted["tried"]) == {"components", "watershed", "distance"} and fitted["min_size"] >= 0
+    assert fitted["f1"] == max(fitted["tried"].values()) or fitted["f1"] >= max(fitted["tried"].values()) - 0.01
+    own = {"watershed": "h", "distance": "seed"}.get(fitted["method"])
     seen = []
     real = files.tiled_instances  # what `predict --instances` runs, block by block
 
-    def spy(foreground, labels, *, method="watershed", block, margin, **options):
-        seen.append(options)
-        return real(foreground, labels, method=method, block=block, margin=margin, **options)
+    def spy(foreground, labels, *, method="watershed", block, margin, distance=None, **options):
+        seen.append((method, options, distance is not None))
+        return real(foreground, labels, method=method, block=block, margin=margin, distance=distance, **options)
 
     monkeypatch.setattr(files, "tiled_instances", spy)
     image = next((data / "images").iterdir())
     assert main(["predict", str(run), str(image), "--out", str(tmp_path / "p"), "--instances"]) == 0
-    assert seen == [{"min_size": fitted["min_size"], "h": fitted["h"]}]
+    expected = {"min_size": fitted["min_size"], **({own: fitted[own]} if own else {})}
+    assert seen == [(fitted["method"], expected, fitted["method"] == "distance")]  # the fitted method, as fitted
     assert (tmp_path / "p" / f"{image.stem}_instances.tif").is_file()
+    seen.clear()
+    assert main(["predict", str(run), str(image), "--out", str(tmp_path / "q"), "--instances", "distance"]) == 0
+    assert seen[0][0] == "distance" and seen[0][2]  # the model's distance map goes to the labelling
 
 
 def test_the_same_picture_as_uint16_uint8_and_float32_predicts_alike(nuclei_run, tmp_path):

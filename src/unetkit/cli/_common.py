@@ -87,7 +87,14 @@ def check_device(text: str, flag: str = "--device") -> str:
 
 
 def instances_flag(parser: argparse.ArgumentParser, help: str) -> None:
-    """`--instances [components|watershed]` (watershed when given bare), as predict and serve take it."""
+    """`--instances [auto|components|watershed|distance]` (`auto` when given bare: the method training chose on
+    its validation split, else `distance` for a model with the separation head, else `watershed`), as predict
+    and serve take it."""
     parser.add_argument(
-        "--instances", nargs="?", const="watershed", default=None, choices=("components", "watershed"), help=help
+        "--instances",
+        nargs="?",
+        const="auto",
+        default=None,
+        choices=("auto", "components", "watershed", "distance"),
+        help=help,
     )

@@ -289,7 +289,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     instances_flag(
         parser,
-        "also write object labels as <stem>_instances.tif: connected components, or touching objects "
-        "separated by a distance-transform watershed (the method when the flag is given bare)",
+        "also write object labels as <stem>_instances.tif: auto (bare flag) is the method training chose on its "
+        "validation split, else distance for a model with the separation head, else watershed; components: "
+        "connected components; watershed: touching objects split by a watershed of the mask's distance transform; "
+        "distance: seeds where the model's object distance is high, grown over the mask",
     )
     parser.set_defaults(func=_run)

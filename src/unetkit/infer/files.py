@@ -26,7 +26,7 @@ import torch
 from unetkit._fs import fsync_dir, public_mode, write_error
 from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
 from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, STRIP_ROWS, RawPlane, tiled_instances
-from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _fitted_instances, _make_plan, _tile_bar
+from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar, fitted_instances, instance_method
 from unetkit.infer.readers import ImageSource, open_source
 from unetkit.infer.tiling import TilePlan, run_tiled
 from unetkit.infer.writers import LARGE_PIXELS, QUEUE_BANDS, TIFF_TILE, BackgroundSink, open_writer
@@ -110,7 +110,7 @@ def band_bytes(plan: TilePlan, channels: int, itemsize: int, classes: int, outpu
     columns = width + 2 * plan.margin + plan.tile_w
     inputs = 3 * channels * itemsize * (rows + 2 * plan.margin + 2 * TIFF_TILE) * columns
     sums = 4 * (2 * classes + 1) * rows * width
-    handed = 1 + 4 * outputs.get("instances", False) + 4 * classes * outputs.get("probs", False)
+    handed = 1 + 8 * outputs.get("instances", False) + 4 * classes * outputs.get("probs", False)  # fg, distance
     handed += 3 * outputs.get("overlay", False)
     flight = (QUEUE_BANDS + 2) * handed * rows * width
     per_pixel = {"mask": 1, "probs": 4 * classes, "overlay": 3}  # bytes per pixel of each tiled output
@@ -145,6 +145,8 @@ class _Outputs:
         self.writers: dict[str, Any] = {}
         self.image: ImageSource | None = None
         self.foreground: RawPlane | None = None
+        self.distance: RawPlane | None = None
+        self.split = predictor.distance  # the last output channel is the object distance, not a class
         try:
             self.writers["mask"] = open_writer(
                 self.file("mask"), formats["mask"], self.height, self.width, 1, self.mask_dtype
@@ -157,6 +159,8 @@ class _Outputs:
                 )
             if want["instances"] is not None:
                 self.foreground = RawPlane(tmp_dir / "foreground.raw", self.height, self.width, np.float32)
+                if want["instances"] == "distance":
+                    self.distance = RawPlane(tmp_dir / "distance.raw", self.height, self.width, np.float32)
         except BaseException:
             self.abort()
             raise
@@ -167,14 +171,20 @@ class _Outputs:
     def prepare(self, y0: int, y1: int, values: torch.Tensor) -> tuple[Any, ...]:
         """In the device loop's thread: what the writers need of a band, smaller than the band's
         probabilities (classes as uint8, the foreground for instances, the probabilities only if asked)."""
-        probs = values.numpy()  # (K, h, W) float32
+        probs = values.numpy()  # (K, h, W) float32 (then the object distance, for a separation model)
+        distance = probs[-1].copy() if self.distance is not None else None
+        if self.split:
+            probs = probs[:-1]
         if self.lut is None and probs.shape[0] > np.iinfo(self.mask_dtype).max + 1:
             raise ValueError(f"{self.source.path}: {probs.shape[0]} classes do not fit an 8-bit mask")
         cls = _classes(probs).astype(np.uint8 if probs.shape[0] <= 256 else np.int64, copy=False)
         foreground = foreground_probability(probs) if self.foreground is not None else None
-        return y0, y1, cls, probs.copy() if self.want["probs"] else None, foreground  # `values` is reused
+        kept = probs.copy() if self.want["probs"] else None  # `values` is reused
+        return y0, y1, cls, kept, foreground, distance
 
-    def write(self, y0: int, y1: int, cls: np.ndarray, probs: np.ndarray | None, foreground: Any) -> None:
+    def write(
+        self, y0: int, y1: int, cls: np.ndarray, probs: np.ndarray | None, foreground: Any, distance: Any = None
+    ) -> None:
         """In the writer thread: encode and write one band of every output."""
         labels = self.lut[cls] if self.lut is not None else cls
         self.writers["mask"].write(labels.astype(self.mask_dtype, copy=False))
@@ -194,6 +204,9 @@ class _Outputs:
         if foreground is not None:
             assert self.foreground is not None
             self.foreground.append(foreground)
+        if distance is not None:
+            assert self.distance is not None
+            self.distance.append(distance)
 
     def close(self) -> None:
         for writer in self.writers.values():
@@ -208,6 +221,8 @@ class _Outputs:
             self.image.close()
         if self.foreground is not None:
             self.foreground.close()
+        if self.distance is not None:
+            self.distance.close()
 
     def instances(self, method: str, block: int, margin: int, **options: Any) -> None:
         """Object labels from the foreground file, block by block, into `instances.*` (`options`: those of
@@ -216,7 +231,8 @@ class _Outputs:
         labels = RawPlane(self.tmp_dir / "labels.raw", self.height, self.width, np.int32)
         try:
             count, bands = tiled_instances(
-                self.foreground, labels, method=method, block=block, margin=margin, **options
+                self.foreground, labels, method=method, block=block, margin=margin, distance=self.distance,
+                **options,
             )  # fmt: skip
             dtype = np.uint16 if count <= np.iinfo(np.uint16).max else np.int32
             writer = open_writer(self.file("instances"), self.formats["instances"], self.height, self.width, 1, dtype)
@@ -230,6 +246,9 @@ class _Outputs:
             (self.tmp_dir / "labels.raw").unlink(missing_ok=True)
             self.foreground.close()
             (self.tmp_dir / "foreground.raw").unlink(missing_ok=True)
+            if self.distance is not None:
+                self.distance.close()
+                (self.tmp_dir / "distance.raw").unlink(missing_ok=True)
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -268,8 +287,9 @@ def predict_file(
     """Predict one image file; write `<stem>.png|.tif|.zarr` (labels in the training masks' values),
     optionally `<stem>_probs.tif|.zarr` (float32 `(K, H, W)`; chunky `(H, W, K)` in tiled TIFF),
     `<stem>_overlay.png|.tif` and, with `instances` set to a method of
-    `unetkit.infer.instances.instances_from_probs`, `<stem>_instances.tif|.zarr` (object labels, uint16, or
-    int32 beyond 65535 objects, computed block by block: `unetkit.infer.instances_tiled`).
+    `unetkit.infer.instances.instances_from_probs` (or `auto`: `unetkit.infer.predictor.instance_method`),
+    `<stem>_instances.tif|.zarr` (object labels, uint16, or int32 beyond 65535 objects, computed block by block:
+    `unetkit.infer.instances_tiled`).
 
     Formats: `mask_format` `auto` gives PNG up to `LARGE_PIXELS` (64 MP), TIFF above; TIFF outputs above
     `LARGE_PIXELS` are tiled, zlib-compressed BigTIFF, smaller ones uncompressed; `zarr` writes chunked
@@ -278,8 +298,15 @@ def predict_file(
     the image (see the module docstring).
     """
     path, out_dir = Path(path), Path(out_dir)
-    if instances is not None and instances not in INSTANCE_METHODS:
-        raise ValueError(f"`instances` must be None or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
+    if instances is not None and instances not in ("auto", *INSTANCE_METHODS):
+        raise ValueError(f"`instances` must be None, auto or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
+    if instances is not None:
+        instances = instance_method(predictor.config, instances)
+        if instances == "distance" and not predictor.distance:
+            raise ValueError(
+                "`--instances distance` needs a model trained with separation 'distance' (its object distance "
+                "output); this checkpoint has none: use components or watershed"
+            )
     with open_source(path, predictor.in_channels) as source:
         formats = _formats(source.height, source.width, mask_format)
         names = output_names(path.stem, source.height, source.width, mask_format)
@@ -313,7 +340,7 @@ def predict_file(
                 sink.close()
                 outputs.close()
                 if instances is not None:
-                    fitted = _fitted_instances(predictor.config, instances)  # tuned in training, when it was
+                    fitted = fitted_instances(predictor.config, instances)  # tuned in training, when it was
                     outputs.instances(instances, instance_block, instance_margin, **fitted)
             except BaseException:
                 outputs.abort()

@@ -146,6 +146,7 @@ def tiled_instances(
     method: str = "watershed",
     block: int = DEFAULT_BLOCK,
     margin: int = DEFAULT_MARGIN,
+    distance: RawPlane | None = None,
     **options: Any,
 ) -> tuple[int, Iterator[np.ndarray]]:
     """Instance labels of the foreground probability in `foreground`, block by block (module docstring).
@@ -153,7 +154,8 @@ def tiled_instances(
     Args:
         foreground: `(H, W)` float32 foreground probabilities.
         labels: an int32 scratch plane of the same size (zeros).
-        method, options: as `instances_from_probs` (`threshold`, `min_size`, `h`, `smoothing`, `sharpen`).
+        method, options: as `instances_from_probs` (`threshold`, `min_size`, `h`, `smoothing`, `sharpen`, `seed`).
+        distance: `(H, W)` float32 object distances, for method `distance`.
         block: core side of a block.
         margin: context pixels on each side of a core.
 
@@ -176,7 +178,8 @@ def tiled_instances(
             bx1 = min(width, bx0 + block)
             ex0, ex1 = _region(bx0, bx1, width, margin)
             fg = foreground.read(ey0, ey1, ex0, ex1)
-            local = instances_from_probs(fg, method, **options)
+            level = None if distance is None else distance.read(ey0, ey1, ex0, ex1)
+            local = instances_from_probs(fg, method, distance=level, **options)
             if not local.any():
                 continue
             comps, _ = ndimage.label(fg > threshold, structure=EIGHT)  # h_maxima joins diagonal neighbours

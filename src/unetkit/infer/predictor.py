@@ -18,7 +18,15 @@ from unetkit.infer.grid import _index, _tile_bar
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin, context_margins, model_spatial_dims, valid_input_shape
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "Predictor", "predict", "predict_labels"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "Predictor",
+    "fitted_instances",
+    "instance_method",
+    "predict",
+    "predict_labels",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,8 @@ class Predictor:
         tta: average the 8 flips / quarter turns (4 flips where a tile is not square); for a 3D model the 8
             flips of the three axes (quarter turns would mix axes of different spacing).
         activation: `auto` (sigmoid for one output channel, as two probabilities; softmax otherwise),
-            `sigmoid`, `softmax` or `none` (raw outputs).
+            `sigmoid`, `softmax` or `none` (raw outputs). A checkpoint trained with `separation: distance` has one
+            more output, the object distance: it gets a sigmoid and stays the last channel.
         amp: bf16 autocast on CUDA (default) or not.
         mean, std: normalisation of checkpoints without a normalisation scheme (integer images are then
             scaled by their dtype's maximum first); default from `model.checkpoint_config["preprocess"]`.
@@ -85,6 +94,7 @@ class Predictor:
         from unetkit.data.normalize import Normalization
 
         self.normalization = Normalization.from_dict(preprocess) if "scheme" in preprocess else None
+        self.distance = config.get("separation") == "distance"  # the last output is the object distance
         self.raw_units = self.normalization is not None  # no division by the dtype maximum
         self._image_params: torch.Tensor | None = None  # (4, C) of the image being predicted
         if self.normalization is None:
@@ -136,6 +146,11 @@ class Predictor:
 
     def _activate(self, out: torch.Tensor) -> torch.Tensor:
         out = out.float()
+        if self.distance and self.activation != "none":
+            return torch.cat([self._activate_classes(out[:, :-1]), torch.sigmoid(out[:, -1:])], dim=1)
+        return self._activate_classes(out)
+
+    def _activate_classes(self, out: torch.Tensor) -> torch.Tensor:
         kind = self.activation
         if kind == "auto":
             kind = "sigmoid" if out.shape[1] == 1 else "softmax"
@@ -261,6 +276,7 @@ def predict(
     device: str | torch.device | None = None,
     activation: str = "auto",
     progress: bool = False,
+    distance: bool = False,
 ) -> np.ndarray:
     """Probabilities `(K, H, W)` for an image of any size, tile by tile; `(K, D, H, W)` for a volume
     `(D, H, W)` or `(C, D, H, W)` with a 3D model (`unetkit.infer.volume.predict_volume`).
@@ -279,16 +295,23 @@ def predict(
         device: where the tiles run.
         activation: see `Predictor`; `none` returns the raw, blended outputs.
         progress: a progress bar over tiles.
+        distance: also return the object distance of a model trained with `separation: distance`, as one more
+            channel after the classes (`unetkit.infer.instances`, method `distance`); without it, that model's
+            output is its class probabilities alone, as any model's.
     """
     if blend not in BLEND_MODES:
         raise ValueError(f"`blend` must be one of {', '.join(BLEND_MODES)}, got {blend!r}")
     pred = model if isinstance(model, Predictor) else Predictor(model, device=device, tta=tta, activation=activation)
+    if distance and not pred.distance:
+        raise ValueError("`distance` asks for the object distance, and the model has none (separation 'distance')")
+    keep = slice(None) if distance or not pred.distance else slice(0, -1)
     if pred.spatial_dims == 3:
         from unetkit.infer.volume import predict_volume
 
-        return predict_volume(
+        volume = predict_volume(
             pred, image, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
         )
+        return volume if keep == slice(None) else np.ascontiguousarray(volume[keep])
     x = _as_chw(image, pred.in_channels, scale_dtype=not pred.raw_units)
     height, width = x.shape[-2:]
     plan = _make_plan(pred, height, width, tile, overlap, blend)
@@ -306,7 +329,7 @@ def predict(
     with _tile_bar(plan, progress) as bar, pred.for_image(x, strided=False):
         run_tiled(pred, reader, plan, sink, batch_size=batch_size, device=pred.device, progress=bar)
     assert out is not None
-    return out
+    return out if keep == slice(None) else np.ascontiguousarray(out[keep])
 
 
 def predict_labels(model: nn.Module | Predictor, image: np.ndarray | torch.Tensor, **kwargs: Any) -> np.ndarray:
@@ -314,9 +337,24 @@ def predict_labels(model: nn.Module | Predictor, image: np.ndarray | torch.Tenso
     return predict(model, image, **kwargs).argmax(axis=0)
 
 
-def _fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:
-    """The post-processing settings training fitted on its validation split (`unetkit.train.plan`), if any:
-    `min_size` for every method, the watershed's own (`h`, ...) when it was fitted for the watershed."""
+INSTANCE_SETTINGS = ("min_size", "h", "threshold", "smoothing", "sharpen", "seed")
+
+
+def instance_method(config: dict[str, Any], asked: str) -> str:
+    """The instance method for `--instances ASKED`: `auto` is the one training chose on its validation split
+    (`unetkit.train.instance_tuning`), else `distance` for a model with the separation's distance, else
+    `watershed`; a named method as given."""
+    if asked != "auto":
+        return asked
+    chosen = (config.get("instances") or {}).get("method")
+    if chosen:
+        return str(chosen)
+    return "distance" if config.get("separation") == "distance" else "watershed"
+
+
+def fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:
+    """The post-processing settings training fitted on its validation split (`unetkit.train.instance_tuning`),
+    if any: `min_size` for every method, the method's own (`h`, `seed`, ...) when it was the one fitted."""
     fitted = config.get("instances") or {}
-    keys = ("min_size",) if fitted.get("method") != method else ("min_size", "h", "threshold", "smoothing", "sharpen")
+    keys = ("min_size",) if fitted.get("method") != method else INSTANCE_SETTINGS
     return {key: fitted[key] for key in keys if key in fitted}

@@ -280,7 +280,8 @@ def _stream(
 
     label_values = predictor.config.get("mask", {}).get("label_values") or None
     sink = VolumeSink(label_values, order, source.shape, fortran=stream == 2, tmp_dir=tmp_dir,
-                      probs="probs" in targets, planes=image_planes is not None)  # fmt: skip
+                      probs="probs" in targets, planes=image_planes is not None,
+                      distance=predictor.distance)  # fmt: skip
     try:
         with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
             model = AxisOrder(predictor, order)  # tiles in the model's own axis order
@@ -344,6 +345,8 @@ def _predict_whole(
     probs = predict_volume(
         predictor, array, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
     )
+    if predictor.distance:  # the object distance is no class
+        probs = probs[:-1]
     classes = probs.argmax(0)
     values = predictor.config.get("mask", {}).get("label_values")
     labels = np.asarray(values, dtype=np.int64)[classes] if values else classes

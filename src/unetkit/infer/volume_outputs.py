@@ -88,6 +88,7 @@ class VolumeSink:
         tmp_dir: where the raw files go: `labels.raw`, `probs-K.raw` (NIfTI) or `probs.raw` (TIFF).
         probs: also write the probabilities.
         planes: keep the overlay's label planes.
+        distance: the model's last output is the separation's object distance (left out of labels and probabilities).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class VolumeSink:
         tmp_dir: Path,
         probs: bool = False,
         planes: bool = False,
+        distance: bool = False,
     ) -> None:
         values = None if not label_values else np.asarray(label_values, dtype=np.int64)
         self.dtype = np.uint8 if values is None or values.max() <= 255 else np.uint16
@@ -108,6 +110,7 @@ class VolumeSink:
         self.stream = order[0]
         self.fortran, self.tmp_dir, self.probs = fortran, tmp_dir, probs
         self.classes = 0
+        self.split = distance  # the last channel is the object distance of a separation model, not a class
         self.planes = Planes(shape, self.stream, np.int32) if planes else None
         self.files: dict[str, BinaryIO] = {}
         self.files["labels"] = open(tmp_dir / "labels.raw", "wb")  # noqa: SIM115  # closed by `close`
@@ -120,6 +123,8 @@ class VolumeSink:
 
     def __call__(self, r0: int, r1: int, values: torch.Tensor) -> None:
         probs = values.numpy()  # (K, rows, ...) in the engine's order
+        if self.split:
+            probs = probs[:-1]
         self.classes = probs.shape[0]
         if self.lut is None and probs.shape[0] > 256:
             raise ValueError(f"{probs.shape[0]} classes do not fit an 8-bit mask; give the checkpoint label values")

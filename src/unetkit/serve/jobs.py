@@ -201,8 +201,8 @@ class JobStore:
         """Queue a prediction of the upload `image` (with the upload `truth` as ground truth) by `run`."""
         if run not in self.runs:
             raise ValueError(f"`run` must be one of {', '.join(self.runs)}, got {run!r}")
-        if instances not in (None, "components", "watershed"):
-            raise ValueError(f"`instances` must be null, components or watershed, got {instances!r}")
+        if instances not in (None, "auto", "components", "watershed", "distance"):
+            raise ValueError(f"`instances` must be null, auto, components, watershed or distance, got {instances!r}")
         image_upload, truth_upload = self.upload(image), None if truth is None else self.upload(truth)
         for upload in (image_upload, truth_upload):
             if upload is not None and not upload.complete:

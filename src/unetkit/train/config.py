@@ -97,9 +97,13 @@ class TrainConfig:
             average of the batches seen (`momentum=None`), then the usual moving average (0.1). With
             few steps an epoch the moving average still holds mostly its initial (0, 1), so validation
             in eval mode saw shifted features: with a sigmoid head "everything foreground" (README, "BCE").
-        tune_instances: [segmentation] after training, fit the instance post-processing (watershed `h`,
-            `min_size`) on the validation split and store it in the checkpoints (`predict --instances`
-            uses it); needs instance masks.
+        tune_instances: [segmentation] after training, choose and fit the instance post-processing (connected
+            components, the watershed's `h`, the distance seeds' level; `min_size`) on the validation split and
+            store it in the checkpoints (`predict --instances` uses it); needs instance masks.
+        separation: [segmentation] how touching objects are told apart: `distance`: one more output channel
+            learns each object's normalised distance to its outline (`unetkit.data.distance`), whose valleys
+            split touching objects in `predict --instances` (method `distance`); `none`: the mask alone;
+            `auto`: `distance` for instance masks, else `none`.
         optimizer: `adam`, `adamw` or `sgd` (with `momentum`; the U-Net paper used 0.99).
         lr: peak learning rate.
         weight_decay: decoupled for AdamW, L2 for Adam/SGD.
@@ -183,6 +187,7 @@ class TrainConfig:
     time_budget: str = ""
     foreground_oversample: float = 0.0
     tune_instances: bool = False
+    separation: str = "auto"
     head_init: str = "default"
     bn_average_epochs: int = 1
     optimizer: str = "adamw"

@@ -62,6 +62,7 @@ CHOICES: dict[str, tuple[str, ...]] = {  # enum fields with the same choices for
     "normalize": NORMALIZATIONS,
     "plan": ("auto", "off"),
     "head_init": ("prior", "default"),
+    "separation": ("auto", "distance", "none"),
 }
 _SEGMENTATION = ("segmentation",)
 # fields only some tasks use; every other field is common to all tasks
@@ -83,6 +84,7 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "tune_instances": _SEGMENTATION,
     "head_init": _SEGMENTATION,
     "bn_average_epochs": _SEGMENTATION,
+    "separation": _SEGMENTATION,
     "digits_size": IMAGE_TASKS,
     "noise_amount": ("denoise",),
     "noise_type": ("denoise",),

@@ -39,6 +39,7 @@ class TensorSet:
     valid: list[torch.Tensor]  # (H, W) bool
     weights: list[torch.Tensor] | None  # (H, W) float32 weight maps
     names: list[str]
+    distances: list[torch.Tensor] | None = None  # (H, W) float32 object-distance targets (`data.distance`)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -112,14 +113,15 @@ def prepare_data(
     return PreparedData(train, val, mask, int(train.images[0].shape[0]), normalization, spacing)
 
 
-def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str) -> None:
+def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, out_key: str, extra: int = 0) -> None:
     """Settings that do not fit the data fail here, before anything is written, naming the setting.
 
     Args:
         config: the run's settings.
         prepared: its data.
-        out_channels: the output channels training will use.
-        out_key: the model's name for them (`num_classes` or `out_channels`).
+        out_channels: the class channels training will use.
+        out_key: the model's name for its output channels (`num_classes` or `out_channels`).
+        extra: output channels beyond the classes (the separation's distance channel).
 
     Raises:
         ValueError: channels or classes of the model options, `out_channels`, a `patch_size` more than
@@ -138,10 +140,11 @@ def check_fit(config: TrainConfig, prepared: PreparedData, out_channels: int, ou
         )
     key = out_key
     given = config.model_options.get(key)
-    if given is not None and given != out_channels:
+    if given is not None and given != out_channels + extra:
+        plus = f" and {extra} for the separation's distance" if extra else ""
         raise ValueError(
             f"`model_options.{key}` {given!r} does not fit {config.data}: {classes} classes with loss "
-            f"{config.loss!r} need {out_channels} output channel(s); set `out_channels` to change it"
+            f"{config.loss!r} need {out_channels} output channel(s){plus}; set `out_channels` to change it"
         )
     dims = prepared.spatial_dims
     patch = per_axis(config.patch_size, dims, "patch_size")
@@ -210,9 +213,13 @@ def to_tensors(
     device: torch.device,
     *,
     weight_map: dict[str, float] | None = None,
+    distance: bool = False,
+    spacing: Sequence[float] | None = None,
 ) -> TensorSet:
     """Normalise `data` (each whole image, as prediction does) and move it to `device`; with `weight_map`
-    (`w0`, `sigma`) compute the U-Net paper's border weight map from the instance labels."""
+    (`w0`, `sigma`) compute the U-Net paper's border weight map from the instance labels; with `distance`, the
+    normalised object distance (`unetkit.data.distance.object_distance`, at the voxel `spacing`) that trains
+    the separation of touching objects."""
     images = [torch.from_numpy(normalization.apply(x)).to(device) for x in data.images]
     targets = [torch.from_numpy(np.ascontiguousarray(t)).long().to(device) for t in data.targets]
     if data.fov is not None:
@@ -231,7 +238,14 @@ def to_tensors(
             torch.from_numpy(unet_weight_map(inst, w0=weight_map["w0"], sigma=weight_map["sigma"])).float().to(device)
             for inst in data.instances
         ]
-    return TensorSet(images, targets, valid, weights, list(data.names))
+    distances = None
+    if distance:
+        from unetkit.data.distance import object_distance
+
+        if data.instances is None:
+            raise ValueError("`separation` 'distance' needs instance labels: a folder with mask_mode: instances")
+        distances = [torch.from_numpy(object_distance(inst, spacing)).to(device) for inst in data.instances]
+    return TensorSet(images, targets, valid, weights, list(data.names), distances)
 
 
 def _constant_pad(x: torch.Tensor, pad: list[int], value: float) -> torch.Tensor:
@@ -267,6 +281,7 @@ def _pad_margin(data: TensorSet, margins: tuple[int, ...]) -> TensorSet:
         [_constant_pad(v, pad, False) for v in data.valid],
         None if data.weights is None else [_constant_pad(w, pad, 1.0) for w in data.weights],
         list(data.names),
+        None if data.distances is None else [_constant_pad(d, pad, 0.0) for d in data.distances],
     )
 
 
@@ -362,7 +377,7 @@ class PatchSampler:
         self, indices: list[int], generator: torch.Generator, rows: slice | None = None
     ) -> dict[str, torch.Tensor]:
         """Random crops of the images at `indices`: `image (B, C, *P)`, `target` (when the data has
-        targets), `valid`[, `weight`] `(B, *P)` for the patch shape `P`.
+        targets), `valid`[, `weight`][, `distance`] `(B, *P)` for the patch shape `P`.
 
         With `rows`, crop positions are drawn for all `indices` (same generator state on every process)
         and only the crops of `indices[rows]` are cut: a process's share of a batch split across
@@ -373,6 +388,8 @@ class PatchSampler:
             del crops["target"]
         if self.data.weights is not None:
             crops["weight"] = []
+        if self.data.distances is not None:
+            crops["distance"] = []
         shape = self.shape
         mine = set(range(len(indices))[rows]) if rows is not None else None
         for n, i in enumerate(indices):
@@ -387,6 +404,8 @@ class PatchSampler:
                 crops["target"].append(_pad_to(self.data.targets[i], shape, mode="constant")[window])
             if self.data.weights is not None:
                 crops["weight"].append(_pad_to(self.data.weights[i], shape, mode="constant", value=1.0)[window])
+            if self.data.distances is not None:
+                crops["distance"].append(_pad_to(self.data.distances[i], shape, mode="constant")[window])
         return {k: torch.stack(v) for k, v in crops.items()}
 
 

@@ -19,6 +19,7 @@ BatchNorm's running statistics are left as they were.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -51,14 +52,17 @@ def class_priors(targets: list[torch.Tensor], valid: list[torch.Tensor], num_cla
 
 
 @torch.no_grad()
-def init_head_to_prior(model: nn.Module, images: torch.Tensor, priors: list[float], channels: int) -> bool:
+def init_head_to_prior(
+    model: nn.Module, images: torch.Tensor, priors: list[float], channels: int, sigmoid_priors: Sequence[float] = ()
+) -> bool:
     """Shift the head's bias so that the mean output on `images` is the prior's logit (in place).
 
     Args:
         model: the freshly built model.
         images: `(B, C, H, W)` normalised training patches on the model's device.
-        priors: class shares; one output channel means a sigmoid and `priors[1]` is the foreground.
-        channels: the model's output channels.
+        priors: class shares; one class channel means a sigmoid and `priors[1]` is the foreground.
+        channels: the model's output channels: the class channels, then one per entry of `sigmoid_priors`.
+        sigmoid_priors: the mean targets of trailing sigmoid channels (the separation's distance).
 
     Returns:
         Whether a head was found and shifted.
@@ -74,10 +78,17 @@ def init_head_to_prior(model: nn.Module, images: torch.Tensor, priors: list[floa
     for name, buf in model.named_buffers():  # running statistics as they were
         buf.copy_(buffers[name])
     mean = logits.mean(dim=(0, *range(2, logits.ndim)))  # (K,)
-    if channels == 1:
-        p = min(max(priors[1] if len(priors) > 1 else priors[0], PRIOR_FLOOR), 1 - PRIOR_FLOOR)
-        target = torch.tensor([math.log(p / (1 - p))], device=mean.device)
+    classes = channels - len(sigmoid_priors)
+
+    def logit(p: float) -> float:
+        p = min(max(p, PRIOR_FLOOR), 1 - PRIOR_FLOOR)
+        return math.log(p / (1 - p))
+
+    if classes == 1:
+        target = torch.tensor([logit(priors[1] if len(priors) > 1 else priors[0])], device=mean.device)
     else:
-        target = torch.log(torch.tensor(priors[:channels], device=mean.device).clamp_min(PRIOR_FLOOR))
+        target = torch.log(torch.tensor(priors[:classes], device=mean.device).clamp_min(PRIOR_FLOOR))
+    if sigmoid_priors:
+        target = torch.cat([target, torch.tensor([logit(p) for p in sigmoid_priors], device=mean.device)])
     head.bias.add_((target - mean).to(head.bias.dtype))
     return True

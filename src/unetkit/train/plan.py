@@ -44,7 +44,7 @@ from unetkit.train.config import TrainConfig, parse_duration
 from unetkit.train.data import per_axis
 from unetkit.train.tasks.base import model_defaults
 
-__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "tune_instances", "volume_patch", "volume_pools"]
+__all__ = ["DEFAULT_BUDGET", "Plan", "make_plan", "resolve_plan", "volume_patch", "volume_pools"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ BUDGET_USE = 0.85  # of the budget for training steps + validation; the rest for
 EPOCH_OVERHEAD_S = 1.5  # checkpoints, curves, overlays per epoch
 STEPS_PER_EPOCH = (25, 200)
 TRIAL_STEPS = 3
-# instance post-processing candidates (watershed h in pixels of distance; min_size as a share of the
-# 5th percentile of the training objects' sizes)
-H_GRID = (0.5, 1.0, 2.0, 3.0)
-MIN_SIZE_SHARES = (0.0, 0.25, 0.5)
 # volumes (nnU-Net's 3D configuration: batch 2, >= 4 voxels per axis in the deepest map); voxels per patch
 PATCH_VOXELS = {"cpu": 48**3, "cuda": 128**3}
 WIDTH_3D = {"cpu": 8, "cuda": 32}
@@ -255,8 +251,11 @@ def make_plan(
     instances = mask["mode"] == "instances"
     choose("weight_map", instances and touching >= TOUCHING,
            f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
-    if not volumes:  # the instance post-processing is 2-D
-        choose("tune_instances", instances, "instance masks: fit watershed h and min_size on the validation split")
+    if instances:
+        choose("separation", "distance", "instance masks: one more output learns each object's distance to its "
+               "outline, whose valleys split touching objects (StarDist's object probability)")  # fmt: skip
+    choose("tune_instances", instances, "instance masks: choose and fit the instance post-processing "
+           "(components, watershed, distance seeds; min_size) on the validation split")  # fmt: skip
     choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
     choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
     choose("mask_mode", mask["mode"], mask.get("reason", ""))
@@ -355,42 +354,3 @@ def resolve_plan(config: TrainConfig, given: set[str] | None = None) -> tuple[Tr
     for line in plan.lines():
         logger.info("%s", line)
     return planned, plan
-
-
-def tune_instances(model: torch.nn.Module, images: list[torch.Tensor], instances: list[Any]) -> dict[str, Any]:
-    """Watershed `h` and `min_size` that maximise the pooled instance F1 at IoU 0.5 on validation images.
-
-    Args:
-        model: the trained model (eval mode is set here).
-        images: normalised `(C, H, W)` validation images on the model's device.
-        instances: their int instance labels `(H, W)`.
-
-    Returns:
-        `{"method": "watershed", "h": ..., "min_size": ..., "f1": ..., "tuned_on": ...}`; empty without images.
-    """
-    import numpy as np
-
-    from unetkit.infer.instances import instances_from_probs
-    from unetkit.metrics.instance import AP_THRESHOLDS, instance_counts, instance_scores
-    from unetkit.models.inference import forward_whole
-
-    if not images:
-        return {}
-    model.eval()
-    with torch.no_grad():
-        probs = [forward_whole(model, x[None]).float().softmax(1)[0].cpu().numpy() for x in images]
-    sizes = np.concatenate([np.unique(t[t > 0], return_counts=True)[1] for t in instances])
-    small = float(np.percentile(sizes, 5)) if sizes.size else 0.0
-    best: dict[str, Any] = {}
-    for h in H_GRID:
-        for share in MIN_SIZE_SHARES:
-            min_size = int(share * small)
-            counts = sum(
-                instance_counts(np.asarray(t), instances_from_probs(p, "watershed", h=h, min_size=min_size), (0.5,))
-                for p, t in zip(probs, instances, strict=True)
-            )
-            f1 = instance_scores(np.asarray(counts), (0.5,), 0.5)["instance_f1"] or 0.0
-            if not best or f1 > best["f1"]:
-                best = {"method": "watershed", "h": h, "min_size": min_size, "f1": float(f1)}
-    best["tuned_on"] = f"{len(images)} validation image(s), instance F1 at IoU 0.5 (of {len(AP_THRESHOLDS)} thresholds)"
-    return best

@@ -1,7 +1,7 @@
 """One optimisation step of the project's training path, for every task, shared by the engine and
 `unetkit bench`; and the moving average of the weights (`EMA`) that any task can keep.
 
-A batch is a dict: `image` (the model input), `target`, optional `valid` and `weight` (pixel masks the loss
+A batch is a dict: `image` (the model input), `target`, optional `valid`, `weight` and `distance` (pixel maps the loss
 honours) and, for diffusion, `t` (the timesteps, the model's second input). The loss is any module called as
 `loss_fn(output, target, weight=..., valid=...)`.
 
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 TIMESTEPS = "t"  # the batch key of a second model input (diffusion timesteps)
+DISTANCE = "distance"  # the batch key of the object-distance target (`unetkit.losses.SeparationLoss`)
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
@@ -201,7 +202,10 @@ class TrainStep:
         with self.autocast():
             logits = self.forward(*inputs)
         batch = crop_to(batch, logits)
-        loss = self.loss_fn(logits.float(), batch["target"], weight=batch.get("weight"), valid=batch.get("valid"))
+        extra = {DISTANCE: batch[DISTANCE]} if DISTANCE in batch else {}  # the separation target, where trained
+        loss = self.loss_fn(
+            logits.float(), batch["target"], weight=batch.get("weight"), valid=batch.get("valid"), **extra
+        )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip > 0:

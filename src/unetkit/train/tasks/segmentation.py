@@ -13,7 +13,7 @@ from torch import nn
 
 from unetkit import viz
 from unetkit.data.augment import AugmentConfig, augment_batch
-from unetkit.losses import SegmentationLoss, compute_pos_weight
+from unetkit.losses import SegmentationLoss, SeparationLoss, compute_pos_weight
 from unetkit.metrics import PixelMeter
 from unetkit.train.data import check_fit, check_spatial_dims, prepare_data, to_tensors
 from unetkit.train.distributed import World
@@ -23,7 +23,7 @@ from unetkit.train.tasks.base import Forward, PatchTask, Validation, epoch_seed,
 if TYPE_CHECKING:
     from unetkit.train.config import TrainConfig
 
-__all__ = ["BCE_FAMILY", "SegmentationTask"]
+__all__ = ["BCE_FAMILY", "SegmentationTask", "resolve_separation"]
 
 logger = logging.getLogger(__name__)
 # losses that train one sigmoid channel on binary masks; `auto` trains two softmax channels with CE, which
@@ -45,6 +45,22 @@ def _slice_of(
 
 def _predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+def resolve_separation(separation: str, mask_mode: str, source: str) -> str:
+    """`distance` or `none` for the `separation` setting (`auto`: `distance` for instance masks).
+
+    Raises:
+        ValueError: `distance` for masks that are not instance labels.
+    """
+    if separation == "auto":
+        return "distance" if mask_mode == "instances" else "none"
+    if separation == "distance" and mask_mode != "instances":
+        raise ValueError(
+            f"`separation` 'distance' needs instance labels, and the masks of {source} read as {mask_mode}; "
+            "set mask_mode to 'instances' if they are instance labels, or separation to 'none'"
+        )
+    return separation
 
 
 class SegmentationTask(PatchTask):
@@ -72,19 +88,24 @@ class SegmentationTask(PatchTask):
         self.prepared = prepared
         binary = prepared.mask.num_classes == 2
         self.out_key = output_key(config.model)
-        self.out_channels = config.out_channels or (
+        self.class_channels = config.out_channels or (
             1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes
         )
+        self.separation = resolve_separation(config.separation, prepared.mask.mode, config.data)
+        distance = self.separation == "distance"
+        self.out_channels = self.class_channels + int(distance)  # the model's: class logits, then the distance
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
+        spacing = prepared.spacing
         super().__init__(
-            to_tensors(prepared.train, prepared.normalization, device, weight_map=wmap),
+            to_tensors(prepared.train, prepared.normalization, device, weight_map=wmap, distance=distance,
+                       spacing=spacing),
             config.patch_size,
             config.foreground_oversample,
-        )
-        self.val_set = to_tensors(prepared.val, prepared.normalization, device)
+        )  # fmt: skip
+        self.val_set = to_tensors(prepared.val, prepared.normalization, device, distance=distance, spacing=spacing)
         dims = model_defaults(config.model).get("spatial_dims")
         self.spatial_dims = check_spatial_dims(config, prepared, None if dims is None else int(dims))
-        check_fit(config, prepared, self.out_channels, self.out_key)
+        check_fit(config, prepared, self.class_channels, self.out_key, extra=int(distance))
         self.dims_option = {"spatial_dims": self.spatial_dims} if dims is not None else {}
         self.train_size = len(self.train_set)
         self.bn_average_epochs = config.bn_average_epochs
@@ -106,7 +127,10 @@ class SegmentationTask(PatchTask):
                 images = images.contiguous(memory_format=channels_last_format(images))
             classes = max(self.prepared.mask.num_classes, 2)
             priors = class_priors(self.train_set.targets, self.train_set.valid, classes)
-            init_head_to_prior(model, images, priors, self.out_channels)
+            extra = []
+            if self.train_set.distances is not None:  # the distance channel starts at the mean target
+                extra = [float(torch.cat([d.flatten() for d in self.train_set.distances]).mean())]
+            init_head_to_prior(model, images, priors, self.out_channels, sigmoid_priors=extra)
 
     def model_options(self) -> dict[str, Any]:
         return {"in_channels": self.prepared.in_channels, self.out_key: self.out_channels, **self.dims_option}
@@ -114,7 +138,7 @@ class SegmentationTask(PatchTask):
     def loss(self) -> nn.Module:
         return self.loss_fn
 
-    def _make_loss(self) -> SegmentationLoss:
+    def _make_loss(self) -> nn.Module:
         config, prepared = self.config, self.prepared
         pos_weight = config.pos_weight
         if pos_weight == "auto":
@@ -128,12 +152,13 @@ class SegmentationTask(PatchTask):
         elif isinstance(config.class_weights, list):
             class_weights = [float(w) for w in config.class_weights]
         loss_name = "weighted_ce" if config.weight_map and config.loss == "auto" else config.loss
-        return SegmentationLoss(
+        loss = SegmentationLoss(
             loss_name,
-            self.out_channels,
+            self.class_channels,
             pos_weight=float(pos_weight) if pos_weight is not None else None,
             class_weights=class_weights,
-        ).to(self.device)
+        )
+        return (SeparationLoss(loss) if self.separation == "distance" else loss).to(self.device)
 
     def batch(
         self, indices: list[int], generator: torch.Generator, augment: torch.Generator, rows: slice
@@ -141,7 +166,7 @@ class SegmentationTask(PatchTask):
         batch = self._sampler().batch(indices, generator, rows)
         if self.augment is None:
             return batch
-        extras = {k: v for k, v in batch.items() if k in ("valid", "weight")}
+        extras = {k: v for k, v in batch.items() if k in ("valid", "weight", "distance")}
         image, target, extras = augment_batch(
             batch["image"],
             batch["target"],
@@ -165,8 +190,9 @@ class SegmentationTask(PatchTask):
                 weight = self.val_set.weights[i][None]
             elif self.loss_fn.name == "weighted_ce":  # no weight map on validation images: plain CE
                 weight = torch.ones_like(target, dtype=torch.float32)
-            losses.append(self.loss_fn(logits, target, valid=valid, weight=weight))
-            pred = _predict(logits)
+            extra = {} if self.val_set.distances is None else {"distance": self.val_set.distances[i][None]}
+            losses.append(self.loss_fn(logits, target, valid=valid, weight=weight, **extra))
+            pred = _predict(logits[:, : self.class_channels])
             meter.update(pred, target, valid)
             if i < self.config.samples:
                 overlays.append(viz.overlay(*_slice_of(self.prepared.val.images[i], pred[0], target[0], valid[0])))
@@ -179,23 +205,22 @@ class SegmentationTask(PatchTask):
         return Validation(metrics, viz.picture_row(shown) if shown else None)
 
     def finish(self, run: Path) -> None:
-        """With `tune_instances`: fit the instance post-processing on the validation split with the best
-        weights and add it to the checkpoints' config.json (`predict --instances` reads it)."""
+        """With `tune_instances`: choose and fit the instance post-processing on the validation split with the
+        best weights and add it to the checkpoints' config.json (`predict --instances` reads it)."""
         if not self.config.tune_instances:
             return
         import json
 
         from unetkit._fs import atomic_write_bytes
         from unetkit.models.checkpoint import load_model
-        from unetkit.train.plan import tune_instances
+        from unetkit.train.instance_tuning import tune_instances
 
         val = self.prepared.val
         if val.instances is None or not len(val):
             raise ValueError("`tune_instances` needs instance masks and a validation split")
         best = load_model(run / "best", map_location=self.device)
-        fitted = tune_instances(best, self.val_set.images, val.instances)
-        logger.info("instances: watershed h %s, min_size %s fitted on the validation split (instance F1 %.4f)",
-                    fitted["h"], fitted["min_size"], fitted["f1"])  # fmt: skip
+        fitted = tune_instances(best, self.val_set.images, val.instances, self.class_channels)
+        logger.info("instances: %s fitted on the validation split (instance F1 %.4f)", fitted["summary"], fitted["f1"])
         for sub in ("best", "last"):
             path = run / sub / "config.json"
             config = json.loads(path.read_text())
@@ -213,7 +238,8 @@ class SegmentationTask(PatchTask):
                 "label_values": mask.label_values,
                 "ignore_index": mask.ignore_index,
             },
-            "output": "sigmoid" if self.out_channels == 1 else "softmax",
+            "output": "sigmoid" if self.class_channels == 1 else "softmax",
+            **({"separation": "distance"} if self.separation == "distance" else {}),
             "spatial_dims": self.spatial_dims,
             **({"spacing": list(self.prepared.spacing)} if self.prepared.spacing is not None else {}),
         }
