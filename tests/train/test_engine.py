@@ -175,3 +175,39 @@ def test_grad_checkpointing_is_a_flag_and_gives_the_same_weights(tmp_path):
     assert main([*argv, "--out", str(tmp_path / "ckpt")]) == 0
     assert _same(plain.run_dir, tmp_path / "ckpt")
     assert "grad_checkpointing: true" in (tmp_path / "ckpt" / "config.yaml").read_text()
+
+
+class _Clock:
+    """A clock for the engine that advances one second at every reading: epochs of a known length."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_spent_time_budget_stops_at_an_epoch_boundary_and_keeps_the_best(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from unetkit.train import engine
+
+    monkeypatch.setattr(engine, "time", _Clock())  # each epoch reads the clock 3 times: 3 "seconds" an epoch
+    with caplog.at_level(logging.INFO):
+        result = train(_config("segmentation", tmp_path / "run", epochs=6, time_budget="10s"))
+    # 0.9 of 10 s for the epochs: after epoch 3, 9 s are spent and a fourth would end past them
+    assert [row["epoch"] for row in result.history] == [1, 2, 3] and result.stopped_early
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+    assert any("time budget 10s spent after epoch 3 of 6" in r.getMessage() for r in caplog.records)
+    unlimited = train(_config("segmentation", tmp_path / "free", epochs=4))
+    assert len(unlimited.history) == 4 and not unlimited.stopped_early
+
+
+def test_too_few_steps_in_all_are_warned(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="unetkit.train.engine"):
+        train(_config("segmentation", tmp_path / "run", epochs=1))
+    warning = next(r.getMessage() for r in caplog.records if "too few to learn" in r.getMessage())
+    assert "3 training steps in all (1 epoch(s) of 3 step(s)" in warning and "--time-budget" in warning

@@ -42,12 +42,42 @@ def test_given_settings_are_kept():
     assert "loss" not in plan.settings and "patch_size" not in plan.settings
 
 
-def test_timed_plan_fills_the_budget():
-    config = TrainConfig(data="DIR", device="cpu", time_budget="30s").validate()
-    planned, plan = make_plan(config, _fingerprint(size=(64, 64)), given={"model_options"}, measure=True)
-    seconds = plan.measured["seconds_per_step"]
+@pytest.fixture
+def step_of(monkeypatch):
+    """The timed trial replaced by a fixed step time (seconds): the plan's arithmetic, not this machine's speed."""
+    from unetkit.train import plan as plan_module
+
+    def fix(seconds: float) -> None:
+        monkeypatch.setattr(plan_module, "_trial_seconds", lambda *args, **kwargs: seconds)
+
+    return fix
+
+
+def test_timed_plan_fills_the_budget(step_of):
+    step_of(0.1)
+    config = TrainConfig(data="DIR", device="cpu", time_budget="30s", threads=1).validate()
+    planned, plan = make_plan(config, _fingerprint(size=(64, 64)), given={"model_options", "threads"}, measure=True)
+    assert plan.measured["seconds_per_step"] == 0.1
     steps = planned.epochs * planned.steps_per_epoch
-    assert steps * seconds <= 30 and steps * seconds >= 0.5 * 30 * 0.85 - planned.epochs * 3  # within the budget
+    validation = plan.measured["validation_seconds"] + 1.5  # per epoch, with the overhead
+    used = steps * 0.1 + planned.epochs * validation
+    assert 0.8 * 30 * 0.85 <= used <= 30 * 0.85  # the training share of the budget, filled
+    assert planned.time_budget == "30s"
+
+
+def test_given_epochs_get_steps_that_fill_the_budget_and_the_budget_is_kept(step_of):
+    """`--epochs 30` on a small folder: not 30 passes of one step each, but 30 epochs that fill the budget."""
+    step_of(0.05)
+    config = TrainConfig(data="DIR", device="cpu", epochs=30, threads=1).validate()
+    fingerprint = _fingerprint(size=(128, 128)) | {"counts": {"train": 4, "val": 1, "test": 0}}
+    planned, plan = make_plan(config, fingerprint, given={"epochs", "threads"}, measure=True)
+    assert planned.epochs == 30 and planned.steps_per_epoch > 1  # one pass over 4 images is 1 step of 8
+    assert planned.epochs * planned.steps_per_epoch * 0.05 <= 180 * 0.85  # within the default 3m budget
+    assert planned.epochs * planned.steps_per_epoch >= 1000
+    assert "--epochs 30 given" in plan.reasons["steps_per_epoch"] and "one pass" in plan.reasons["steps_per_epoch"]
+    assert planned.time_budget == "3m"  # the default budget, enforced by the engine
+    kept, _ = make_plan(config, fingerprint, given={"epochs", "steps_per_epoch", "threads"}, measure=True)
+    assert kept.steps_per_epoch == 0 and kept.time_budget == ""  # steps given: nothing fitted, no budget set
 
 
 def test_batchnorm_statistics_are_averaged_in_the_first_epoch():
@@ -102,7 +132,7 @@ def test_time_budget_parses_durations():
     from unetkit.train.config import parse_duration
 
     assert [parse_duration(t) for t in ("10m", "90s", "1h30m", "45", "2.5m")] == [600, 90, 5400, 45, 150]
-    for bad in ("", "10x", "0s", "abc"):
+    for bad in ("", "10x", "0s", "abc", "9" * 400 + "h", "1000000000h", "745h"):
         with pytest.raises(ValueError, match="`time_budget` must be"):
             parse_duration(bad)
     with pytest.raises(ValueError, match="`time_budget` must be a duration"):

@@ -117,6 +117,7 @@ BOOLS = (
     "tune_instances",
 )
 DIGIT_SIZES = (28, 32)
+MAX_DURATION_S = 30 * 86400  # a time budget beyond a month is a typo (and 1e9 hours would plan billions of epochs)
 
 
 def canonical_choices(values: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +337,8 @@ def parse_duration(text: str, name: str = "time_budget") -> float:
     total = hours * 3600 + minutes * 60 + seconds
     if not total > 0:
         raise ValueError(f"`{name}` must be longer than 0 seconds, got {quote(text)}")
+    if not total <= MAX_DURATION_S:  # also inf: 400 nines of hours
+        raise ValueError(f"`{name}` must be at most {MAX_DURATION_S // 86400} days, got {quote(text[:40])}")
     return total
 
 

@@ -15,6 +15,7 @@ DDP; rank 0 alone writes. The split and why it equals one process are in `train/
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import signal
 import time
@@ -40,7 +41,7 @@ from unetkit.train.checkpointing import (
     peek_config,
     resumed_config,
 )
-from unetkit.train.config import TrainConfig, save_config
+from unetkit.train.config import TrainConfig, parse_duration, save_config
 from unetkit.train.data import steps_for_epoch
 from unetkit.train.distributed import World, setup
 from unetkit.train.interrupt import MidEpoch, StopFlag, TrainingInterrupted
@@ -48,6 +49,8 @@ from unetkit.train.optim import build_optimizer, build_scheduler
 from unetkit.train.reporting import RunReport, progress_bar
 from unetkit.train.step import EMA, TrainStep, channels_last_format, resolve_amp, resolve_compile, set_fast_backends
 from unetkit.train.tasks import Forward, Task, epoch_seed, make_task
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Engine", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "train"]
 
@@ -100,6 +103,14 @@ class Engine:
         self.model = self._build_model()
         self.task.attach(self.model)
         self.steps = steps_for_epoch(config.steps_per_epoch, self.task.train_size, config.batch_size)
+        if config.epochs * self.steps < FEW_STEPS and self.world.is_main:
+            logger.warning(
+                "%d training steps in all (%d epoch(s) of %d step(s) of %d patches): likely too few to learn; an epoch "
+                "is %s, so give --steps-per-epoch, more --epochs, or --time-budget with the plan on to fit them",
+                config.epochs * self.steps, config.epochs, self.steps, config.batch_size,
+                "one pass over the training images" if not config.steps_per_epoch else "--steps-per-epoch steps",
+            )  # fmt: skip
+        self.budget = parse_duration(config.time_budget) if config.time_budget else None  # seconds, or no limit
         self.optimizer = build_optimizer(config, self.model, self.device)
         self.scheduler = build_scheduler(config, self.optimizer, self.steps)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
@@ -257,6 +268,7 @@ class Engine:
         config, main, monitor = self.config, self.world.is_main, self.task.monitor
         report = RunReport(self.run, config.epochs, self.task.curve_metrics, write=main)
         stopped_early = False
+        began = time.perf_counter()
         for epoch in range(self.start_epoch, config.epochs):
             start = time.perf_counter()
             train_loss = self.train_epoch(epoch)
@@ -285,14 +297,33 @@ class Engine:
                 report.log(f"early stopping: no improvement of {monitor} for {self.stale} epochs")
                 stopped_early = True
                 break
+            if epoch + 1 < config.epochs and self._budget_spent(began, epoch + 1 - self.start_epoch):
+                report.log(
+                    f"time budget {config.time_budget} spent after epoch {epoch + 1} of {config.epochs} (the machine "
+                    f"ran slower than the plan's timed trial); the best epoch so far is kept"
+                )
+                stopped_early = True
+                break
             if self.world.size > 1 and epoch + 1 < config.epochs and self.world.agree(self.stop.requested):
                 self._stop(epoch + 1, None, None)
         report.close()
         self.world.barrier()  # the others wait for rank 0's last write
         return TrainResult(self.run, self.best_epoch, self.best_score, self.history, stopped_early, monitor)
 
+    def _budget_spent(self, began: float, epochs_done: int) -> bool:
+        """Whether another epoch would end past the training share of `time_budget` (every process agrees)."""
+        if self.budget is None:
+            return False
+        elapsed = time.perf_counter() - began
+        spent = elapsed + elapsed / epochs_done > self.budget * BUDGET_TRAINING_SHARE
+        return self.world.agree(spent) if self.world.size > 1 else spent
+
 
 BN_MOMENTUM = 0.1  # PyTorch's default moving average of BatchNorm's running statistics
+FEW_STEPS = 100  # fewer training steps than this in all: warned as likely too few to learn
+BUDGET_TRAINING_SHARE = 0.9
+# the share of `time_budget` the epochs may take (the plan fits them into 0.85 of it; the rest is start-up, the
+# last saves and post-training work): past it, the run stops at an epoch boundary
 
 
 def _batchnorm_momentum(model: nn.Module, momentum: float | None) -> None:

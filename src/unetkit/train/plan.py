@@ -271,7 +271,7 @@ def make_plan(
         measure = False
     if not measure:
         reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
-    elif not ({"epochs", "steps_per_epoch"} & given):
+    elif "steps_per_epoch" not in given:
         seconds = _trial_seconds(planned, channels, max(classes, 2), device)
         if measure and device.type == "cpu" and "threads" not in given and torch.get_num_threads() > 1:
             threads = torch.get_num_threads()
@@ -304,16 +304,34 @@ def make_plan(
         val_pixels = fingerprint["counts"].get("val", 0) * (math.prod(shape) if volumes else height * width)
         val_seconds = seconds / 3 * val_pixels / (planned.batch_size * math.prod(sides))  # forward only
         total = max(1, int((budget * BUDGET_USE) / seconds))
-        epochs = min(max(2, total // STEPS_PER_EPOCH[0]), 40)
-        for _ in range(3):  # validation and per-epoch overhead come out of the steps
+        if "epochs" in given:  # the user's epochs, each long enough that together they fill the budget
+            epochs = planned.epochs
             steps = max(1, int((budget * BUDGET_USE - epochs * (val_seconds + EPOCH_OVERHEAD_S)) / seconds))
-            epochs = min(max(2, steps // STEPS_PER_EPOCH[0]), 40)
-        per_epoch = max(1, min(STEPS_PER_EPOCH[1], steps // epochs))
-        epochs = max(2, steps // per_epoch)
-        settings["epochs"], settings["steps_per_epoch"] = epochs, per_epoch
-        planned.epochs, planned.steps_per_epoch = epochs, per_epoch
-        why = f"{seconds * 1000:.0f} ms per step measured on {kind}: {epochs} x {per_epoch} steps fit {budget:.0f} s"
-        reasons["epochs"] = reasons["steps_per_epoch"] = why
+            one_pass = math.ceil(fingerprint["counts"].get("train", 1) / planned.batch_size)
+            per_epoch = max(one_pass, steps // epochs, 1)
+            settings["steps_per_epoch"] = planned.steps_per_epoch = per_epoch
+            reasons["steps_per_epoch"] = (
+                f"--epochs {epochs} given: {seconds * 1000:.0f} ms per step measured on {kind}, so each epoch is "
+                f"{per_epoch} steps of {planned.batch_size} patches and the {epochs} epochs fill {budget:.0f} s "
+                f"(one pass over the {fingerprint['counts'].get('train', 1)} training images would be {one_pass} "
+                "step(s): an epoch here is a number of steps, as nnU-Net's 250)"
+            )
+        else:
+            epochs = min(max(2, total // STEPS_PER_EPOCH[0]), 40)
+            for _ in range(3):  # validation and per-epoch overhead come out of the steps
+                steps = max(1, int((budget * BUDGET_USE - epochs * (val_seconds + EPOCH_OVERHEAD_S)) / seconds))
+                epochs = min(max(2, steps // STEPS_PER_EPOCH[0]), 40)
+            per_epoch = max(1, min(STEPS_PER_EPOCH[1], steps // epochs))
+            epochs = max(2, steps // per_epoch)
+            settings["epochs"], settings["steps_per_epoch"] = epochs, per_epoch
+            planned.epochs, planned.steps_per_epoch = epochs, per_epoch
+            why = (
+                f"{seconds * 1000:.0f} ms per step measured on {kind}: {epochs} x {per_epoch} steps fit {budget:.0f} s"
+            )
+            reasons["epochs"] = reasons["steps_per_epoch"] = why
+        if not planned.time_budget:  # the engine stops at an epoch boundary once the budget is spent
+            settings["time_budget"] = planned.time_budget = DEFAULT_BUDGET
+            reasons["time_budget"] = "the plan's default; training stops at an epoch boundary once it is spent"
         measured |= {"seconds_per_step": seconds, "validation_seconds": val_seconds}
         if planned.threads == 1 and "threads" in settings:
             torch.set_num_threads(threads)
