@@ -254,8 +254,12 @@ def make_plan(
     if instances:
         choose("separation", "distance", "instance masks: one more output learns each object's distance to its "
                "outline, whose valleys split touching objects (StarDist's object probability)")  # fmt: skip
-    choose("tune_instances", instances, "instance masks: choose and fit the instance post-processing "
-           "(components, watershed, distance seeds; min_size) on the validation split")  # fmt: skip
+    if instances and not fingerprint["counts"].get("val", 0):
+        choose("tune_instances", False, "no validation images to fit the instance post-processing on: "
+               "`predict --instances` uses the method's defaults")  # fmt: skip
+    else:
+        choose("tune_instances", instances, "instance masks: choose and fit the instance post-processing "
+               "(components, watershed, distance seeds; min_size) on the validation split")  # fmt: skip
     choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
     choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
     choose("mask_mode", mask["mode"], mask.get("reason", ""))
@@ -303,7 +307,6 @@ def make_plan(
         sides = per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")
         val_pixels = fingerprint["counts"].get("val", 0) * (math.prod(shape) if volumes else height * width)
         val_seconds = seconds / 3 * val_pixels / (planned.batch_size * math.prod(sides))  # forward only
-        total = max(1, int((budget * BUDGET_USE) / seconds))
         if "epochs" in given:  # the user's epochs, each long enough that together they fill the budget
             epochs = planned.epochs
             steps = max(1, int((budget * BUDGET_USE - epochs * (val_seconds + EPOCH_OVERHEAD_S)) / seconds))
@@ -317,10 +320,11 @@ def make_plan(
                 "step(s): an epoch here is a number of steps, as nnU-Net's 250)"
             )
         else:
-            epochs = min(max(2, total // STEPS_PER_EPOCH[0]), 40)
-            for _ in range(3):  # validation and per-epoch overhead come out of the steps
-                steps = max(1, int((budget * BUDGET_USE - epochs * (val_seconds + EPOCH_OVERHEAD_S)) / seconds))
-                epochs = min(max(2, steps // STEPS_PER_EPOCH[0]), 40)
+            # validation and per-epoch overhead come out of the steps: as many epochs (2 to 40) as fit with at
+            # least STEPS_PER_EPOCH[0] steps each, then the steps that fill the rest
+            overhead = val_seconds + EPOCH_OVERHEAD_S
+            epochs = min(40, max(2, int(budget * BUDGET_USE / (STEPS_PER_EPOCH[0] * seconds + overhead))))
+            steps = max(epochs, int((budget * BUDGET_USE - epochs * overhead) / seconds))
             per_epoch = max(1, min(STEPS_PER_EPOCH[1], steps // epochs))
             epochs = max(2, steps // per_epoch)
             settings["epochs"], settings["steps_per_epoch"] = epochs, per_epoch

@@ -103,6 +103,11 @@ class SegmentationTask(PatchTask):
             config.foreground_oversample,
         )  # fmt: skip
         self.val_set = to_tensors(prepared.val, prepared.normalization, device, distance=distance, spacing=spacing)
+        if config.tune_instances and (prepared.val.instances is None or not len(prepared.val)):
+            raise ValueError(
+                f"`tune_instances` needs instance masks and a validation split; {config.data} has "
+                f"{'no validation images' if not len(prepared.val) else 'no instance masks'}"
+            )
         dims = model_defaults(config.model).get("spatial_dims")
         self.spatial_dims = check_spatial_dims(config, prepared, None if dims is None else int(dims))
         check_fit(config, prepared, self.class_channels, self.out_key, extra=int(distance))
@@ -216,8 +221,7 @@ class SegmentationTask(PatchTask):
         from unetkit.train.instance_tuning import tune_instances
 
         val = self.prepared.val
-        if val.instances is None or not len(val):
-            raise ValueError("`tune_instances` needs instance masks and a validation split")
+        assert val.instances is not None  # checked at the start
         best = load_model(run / "best", map_location=self.device)
         fitted = tune_instances(best, self.val_set.images, val.instances, self.class_channels)
         logger.info("instances: %s fitted on the validation split (instance F1 %.4f)", fitted["summary"], fitted["f1"])
