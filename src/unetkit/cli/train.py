@@ -64,7 +64,17 @@ FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--ignore-index": ("ignore_index", int, "mask value no loss, metric or prediction uses, e.g. 255 (VOC borders)"),
     "--normalize": ("normalize", str, "auto (the data set's fingerprint decides), image, dataset or none"),
     "--plan": ("plan", str, "auto (default: a folder's unset settings from its fingerprint and the device) or off"),
-    "--time-budget": ("time_budget", str, "training time the plan fits its steps to, e.g. 10m, 90s, 1h"),
+    "--time-budget": (
+        "time_budget",
+        str,
+        "training time the plan fits its steps to, e.g. 10m, 90s, 1h; training stops at an epoch boundary once spent",
+    ),
+    "--separation": (
+        "separation",
+        str,
+        "touching objects: auto (distance for instance masks), distance (an extra output learns each object's "
+        "distance to its outline) or none",
+    ),
 }
 
 SWITCHES = ("deterministic", "weight_map", "separate_touching", "sync_batchnorm", "grad_checkpointing")

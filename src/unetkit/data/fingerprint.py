@@ -75,7 +75,10 @@ class Fingerprint:
             rows.append(
                 ("objects per image", "{} / {:g} / {}".format(*objects["per_image"]) + "  (min / median / max)")
             )
-            rows.append(("object size (px)", "{:g} / {:g} / {:g}".format(*objects["size"]) + "  (5% / median / 95%)"))
+            unit = "voxels" if self.shape else "px"
+            rows.append(
+                (f"object size ({unit})", "{:g} / {:g} / {:g}".format(*objects["size"]) + "  (5% / median / 95%)")
+            )
             rows.append(("objects touching another", f"{objects['touching']:.0%} ({objects['kind']})"))
         for item in self.outliers:
             rows.append((f"outlier {item['name']}", item["why"]))
@@ -84,7 +87,7 @@ class Fingerprint:
 
 
 def _touching(labels: np.ndarray) -> tuple[int, int]:
-    """(objects touching another object, objects) of an instance label image (8-neighbourhood)."""
+    """(objects touching another object, objects) of an instance label image or volume (full neighbourhood)."""
     from scipy import ndimage
 
     ids = np.unique(labels)
@@ -106,7 +109,7 @@ def _objects(data: SegmentationSet, info: MaskInfo) -> dict[str, Any]:
     sizes: list[int] = []
     touching = total = 0
     for i, target in enumerate(data.targets):
-        labels = data.instances[i] if data.instances is not None else label(target > 0, connectivity=2)
+        labels = data.instances[i] if data.instances is not None else label(target > 0, connectivity=target.ndim)
         ids, areas = np.unique(labels[labels > 0], return_counts=True)
         counts.append(int(ids.size))
         sizes.extend(int(a) for a in areas)
@@ -174,7 +177,7 @@ def fingerprint_sets(
         for i in np.flatnonzero(_robust_outliers(values.astype(np.float64))):
             outliers.append({"name": names[i], "why": f"{what} {values[i]:.4g} (median {np.median(values):.4g})"})
     volumes = images[0].ndim == 4  # (C, D, H, W)
-    objects = {} if volumes else _objects(_merged(every), info)  # object statistics: 2-D images only
+    objects = _objects(_merged(every), info)  # pixels or voxels
     mask = {
         "mode": info.mode,
         "num_classes": info.num_classes,

@@ -249,8 +249,11 @@ def make_plan(
     choose("out_channels", classes, f"{classes} classes, softmax (two channels for binary masks)")
     touching = float((fingerprint.get("objects") or {}).get("touching", 0.0))
     instances = mask["mode"] == "instances"
-    choose("weight_map", instances and touching >= TOUCHING,
-           f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
+    if volumes:
+        choose("weight_map", False, "the U-Net paper's border weight map is 2-D")
+    else:
+        choose("weight_map", instances and touching >= TOUCHING,
+               f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
     if instances:
         choose("separation", "distance", "instance masks: one more output learns each object's distance to its "
                "outline, whose valleys split touching objects (StarDist's object probability)")  # fmt: skip
