@@ -155,7 +155,7 @@ def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: tor
     from unetkit.train.step import channels_last_format
 
     torch.manual_seed(0)
-    options = {"in_channels": channels, "num_classes": classes, **config.model_options}
+    options = {**config.model_options, "in_channels": channels, "num_classes": classes}  # the data decides these
     patch = config.patch_size if isinstance(config.patch_size, list) else [config.patch_size] * 2
     shape = (config.batch_size, channels, *patch)
     layout = channels_last_format(len(shape))
@@ -272,9 +272,8 @@ def make_plan(
     planned.validate()
     measured: dict[str, float] = {"budget_s": budget}
     largest = max(int(fingerprint["sizes"]["height"][2]), int(fingerprint["sizes"]["width"][2]))
-    if (
-        max(per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")) > 2 * largest
-    ):  # a given patch far beyond the images: training refuses it, no trial
+    sides = per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")
+    if max(sides) > 2 * largest or min(sides) == 0:  # a patch training refuses, or whole images: no trial
         measure = False
     if not measure:
         reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
