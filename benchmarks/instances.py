@@ -11,6 +11,13 @@ Sets (`unetkit.data.realistic`, each held-out test images apart from training):
 - `stacks`: 3-D stacks of 32 x 96 x 96 voxels (1.25 x 0.5 x 0.5 um) cut from one generated scene, NIfTI; 6
   training stacks, 2 held out.
 
+- `stardist2d` (real data, `--stardist DIR`): the annotated fluorescence nuclei crop that StarDist ships
+  (`stardist/data/images/img2d.tif` + `mask2d.tif`, 512^2 uint16, 125 nuclei, ids up to 183; from the DSB 2018
+  data): its left half cut into 8 tiles of 128^2 that keep the ids (a user's training set), its right half
+  (512 x 256) the test image. Get it without installing StarDist (which pulls TensorFlow):
+  `pip download --no-deps stardist==0.9.2 && unzip stardist-*.whl 'stardist/data/*'`, then `--stardist
+  stardist/data/images`.
+
 Every recipe trains with `unetkit train --data DIR --out RUN` plus its flags and the same `--time-budget` (none for
 the default at the plan's default budget), then `unetkit predict RUN TEST/images --out PRED --instances` (the
 method the run fitted on its validation split; `--methods` adds others on the same model), scored with unetkit's
@@ -43,7 +50,7 @@ RECIPES: dict[str, list[str]] = {
     "patch256": ["--patch-size", "256"],
     "ce": ["--loss", "ce"],
 }
-SETS = {"tiles": 12, "nuclei": 24, "stacks": 6}
+SETS = {"tiles": 12, "nuclei": 24, "stacks": 6, "stardist2d": 8}
 
 
 def _unetkit(args: list[str], log: Path | None = None) -> subprocess.Popen[str]:
@@ -62,11 +69,34 @@ def _wait(process: subprocess.Popen[str], what: str, log: Path | None) -> None:
         raise RuntimeError(f"{what} failed (exit {process.returncode}):\n{tail}")
 
 
-def prepare(name: str, work: Path) -> tuple[Path, Path]:
+def _stardist2d(source: Path, data: Path) -> None:
+    """StarDist's annotated crop: the left half as 8 tiles of 128^2 keeping the ids, the right half as the test."""
+    import tifffile
+
+    from unetkit.data.io import write_image
+
+    image = tifffile.imread(source / "img2d.tif")
+    labels = tifffile.imread(source / "mask2d.tif")
+    for y in range(0, 512, 128):
+        for x in range(0, 256, 128):
+            name = f"crop_y{y}_x{x}"
+            write_image(data / "train" / "images" / f"{name}.tif", image[y : y + 128, x : x + 128])
+            write_image(data / "train" / "masks" / f"{name}.tif", labels[y : y + 128, x : x + 128])
+    write_image(data / "test" / "images" / "right.tif", image[:, 256:])
+    write_image(data / "test" / "masks" / "right.tif", labels[:, 256:])
+
+
+def prepare(name: str, work: Path, stardist: Path | None = None) -> tuple[Path, Path]:
     """The training folder and the test folder of a set."""
     from unetkit.data.realistic import write_realistic
 
     data = work / name / "data"
+    if name == "stardist2d":
+        if stardist is None or not (stardist / "img2d.tif").is_file():
+            raise SystemExit("stardist2d needs --stardist DIR holding img2d.tif and mask2d.tif (see the docstring)")
+        if not data.exists():
+            _stardist2d(stardist, data)
+        return data, data / "test"
     if name == "nuclei":
         if not data.exists():
             write_realistic(name, data, n=SETS[name], seed=0)
@@ -131,6 +161,7 @@ def main() -> None:
     parser.add_argument("--methods", default="auto", help="instance methods scored on each run: auto,watershed,...")
     parser.add_argument("--peer", default="", choices=("", "nnunet"))
     parser.add_argument("--peer-venv", default="/work/nnunet-venv")
+    parser.add_argument("--stardist", type=Path, default=None, help="folder of StarDist's img2d.tif / mask2d.tif")
     parser.add_argument("--work", default="/tmp/unetkit-instances")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--name", default="", help="suffix of the result files")
@@ -139,7 +170,7 @@ def main() -> None:
     work = Path(args.work)
     rows: list[dict[str, object]] = []
     for name in args.sets.split(","):
-        data, test = prepare(name, work)
+        data, test = prepare(name, work, args.stardist)
         jobs = []
         for recipe in args.recipes.split(","):
             run = work / name / f"run_{recipe}_{args.budget}"

@@ -50,7 +50,7 @@ def test_the_command_serves_the_page_on_localhost(serve_process, runs_root, tmp_
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
     conn.request("GET", "/api/info")
     info = json.loads(conn.getresponse().read())
-    assert info["runs"] == ["wide"] and info["instances"] == "watershed" and info["max_upload_bytes"] == 5 * 2**20
+    assert info["runs"] == ["wide"] and info["instances"] == "auto" and info["max_upload_bytes"] == 5 * 2**20
     conn.request("GET", "/")
     page = conn.getresponse()
     assert page.status == 200 and b'<canvas id="view"' in page.read()

@@ -135,7 +135,8 @@ def test_checkpoint_rebuilds_the_model_with_its_preprocessing(tmp_path):
     assert config["mask"]["mode"] == "instances"
     assert config["preprocess"]["scheme"] == "image"  # synthetic sets: per-image z-score
     x = torch.randn(1, model.in_channels, 40, 40)  # type: ignore[arg-type]
-    assert model(x).shape == (1, 2, 40, 40)  # loss auto: two softmax channels for binary masks
+    # loss auto: two softmax channels for the binary target, then the separation's object distance (instances)
+    assert config["separation"] == "distance" and model(x).shape == (1, 3, 40, 40)
 
 
 def test_config_yaml_reproduces_the_run(tmp_path):

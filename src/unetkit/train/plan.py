@@ -260,9 +260,11 @@ def make_plan(
     if instances and not fingerprint["counts"].get("val", 0):
         choose("tune_instances", False, "no validation images to fit the instance post-processing on: "
                "`predict --instances` uses the method's defaults")  # fmt: skip
-    else:
-        choose("tune_instances", instances, "instance masks: choose and fit the instance post-processing "
+    elif instances:
+        choose("tune_instances", True, "instance masks: choose and fit the instance post-processing "
                "(components, watershed, distance seeds; min_size) on the validation split")  # fmt: skip
+    else:
+        choose("tune_instances", False, "the masks are not instance labels")
     choose("normalize", fingerprint["normalization"]["scheme"], fingerprint["normalization"].get("reason", ""))
     choose("foreground_oversample", round(OVERSAMPLE, 3), "a third of the patches centred on foreground (nnU-Net)")
     choose("mask_mode", mask["mode"], mask.get("reason", ""))
