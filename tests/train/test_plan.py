@@ -28,7 +28,11 @@ def test_rules_pick_patch_depth_loss_and_instances():
     depth = planned.model_options["depth"]
     assert planned.patch_size // 2**depth >= MIN_EDGE and depth == 4
     assert (planned.loss, planned.out_channels) == ("dice_ce", 2)
-    assert planned.weight_map and planned.tune_instances  # touching instances
+    assert planned.separation == "distance" and planned.tune_instances  # touching instances: the distance output
+    assert not planned.weight_map  # ... and no border weight map beside it
+    mask_only = TrainConfig(data="DIR", device="cpu", time_budget="1m", separation="none").validate()
+    alone, _ = make_plan(mask_only, _fingerprint(), given={"separation"}, measure=False)
+    assert alone.weight_map and alone.separation == "none"  # the mask alone: the paper's weight map
     assert planned.foreground_oversample == pytest.approx(1 / 3, abs=1e-3) and planned.plan == "off"
     classes, _ = make_plan(config, _fingerprint("classes", 4, 0.0, (60, 90)), given=set(), measure=False)
     assert classes.patch_size == 60 and classes.model_options["depth"] == 2  # 60 / 8 = 7 px < 8 at depth 3
