@@ -2,7 +2,8 @@
 nnU-Net (Isensee et al. 2021, Nature Methods 18:203; its `documentation/explanation_normalization.md`):
 
 - `image`: per image (nnU-Net's default `zscore`, with percentile clipping added): clip each channel
-  to its own 0.5 and 99.5 percentiles, then subtract the clipped image's mean and divide by its
+  to its own 0.5 and 99.5 percentiles, then subtract the clipped image's median (nnU-Net: its mean; the
+  median keeps the background of a sparse tile where a crowded tile has it) and divide by its
   standard deviation. Invariant to any positive affine change of the values, so a uint16 image using
   0..235, the same picture as uint8 and as float32 in [0, 1] are normalised alike.
 - `dataset`: one rule for the whole data set (nnU-Net's `CT` scheme): the 0.5 / 99.5 percentiles,
@@ -54,14 +55,18 @@ def stat_stride(height: int, width: int) -> int:
     return max(1, math.ceil(math.sqrt(height * width / MAX_STAT_PIXELS)))
 
 
-def _robust(values: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float, float, float]:
-    """`(low, high, mean, std)` of `values` clipped to their percentiles, in float64."""
+def _robust(
+    values: np.ndarray, percentiles: tuple[float, float], center: str = "mean"
+) -> tuple[float, float, float, float]:
+    """`(low, high, centre, std)` of `values` clipped to their percentiles, in float64; the centre is the clipped
+    values' mean or median."""
     values = values.astype(np.float64, copy=False).ravel()
     if values.size == 0:
         return 0.0, 0.0, 0.0, 1.0
     low, high = (float(v) for v in np.percentile(values, percentiles))
     clipped = np.clip(values, low, high)
-    return low, high, float(clipped.mean()), max(float(clipped.std()), STD_FLOOR)
+    middle = float(np.median(clipped)) if center == "median" else float(clipped.mean())
+    return low, high, middle, max(float(clipped.std()), STD_FLOOR)
 
 
 @dataclass
@@ -74,6 +79,10 @@ class Normalization:
         percentiles: the clipping percentiles.
         low, high, mean, std: the `dataset` scheme's statistics, one per channel (one when `joint`).
         reason: why the scheme was chosen, in one line.
+        center: `image` scheme: what each image is centred on, `median` (what `fit_normalization` chooses: the
+            background of most images, however many objects an image holds; a sparse tile centred on its mean
+            has its background brighter than the crowded tiles training saw) or `mean` (nnU-Net's z-score, and
+            checkpoints written before the choice existed).
     """
 
     scheme: str = "image"
@@ -84,16 +93,21 @@ class Normalization:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     reason: str = ""
+    center: str = "mean"
 
     def __post_init__(self) -> None:
         if self.scheme not in NORMALIZATIONS[1:]:
             raise ValueError(f"`scheme` must be one of {', '.join(NORMALIZATIONS[1:])}, got {self.scheme!r}")
+        if self.center not in ("mean", "median"):
+            raise ValueError(f"`center` must be mean or median, got {self.center!r}")
         if self.scheme == "dataset" and not (len(self.low) == len(self.high) == len(self.mean) == len(self.std) > 0):
             raise ValueError("a `dataset` normalisation needs low, high, mean and std (one per channel)")
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's `preprocess` entry (JSON)."""
         out: dict[str, Any] = {"scheme": self.scheme, "joint": self.joint, "percentiles": list(self.percentiles)}
+        if self.scheme == "image":
+            out["center"] = self.center
         if self.scheme == "dataset":
             out |= {"low": self.low, "high": self.high, "mean": self.mean, "std": self.std}
         if self.reason:
@@ -113,6 +127,7 @@ class Normalization:
             mean=[float(v) for v in spec.get("mean", [])],
             std=[float(v) for v in spec.get("std", [])],
             reason=str(spec.get("reason", "")),
+            center=str(spec.get("center", "mean")),
         )
 
     def params(self, sample: np.ndarray) -> np.ndarray:
@@ -124,9 +139,10 @@ class Normalization:
         if self.scheme == "dataset":
             rows = np.array([self.low, self.high, self.mean, self.std], dtype=np.float64)
         elif self.joint:
-            rows = np.array(_robust(sample, self.percentiles), dtype=np.float64)[:, None]
+            rows = np.array(_robust(sample, self.percentiles, self.center), dtype=np.float64)[:, None]
         else:
-            rows = np.array([_robust(sample[c], self.percentiles) for c in range(channels)], dtype=np.float64).T
+            per_channel = [_robust(sample[c], self.percentiles, self.center) for c in range(channels)]
+            rows = np.array(per_channel, dtype=np.float64).T
         return np.repeat(rows, channels, axis=1) if rows.shape[1] == 1 else rows
 
     def image_params(self, image: np.ndarray) -> np.ndarray:
@@ -145,16 +161,22 @@ class Normalization:
         return ((np.clip(image, low, high) - mean) / std).astype(np.float32)
 
 
-def choose_scheme(per_image: Sequence[np.ndarray], dtypes: Sequence[str]) -> tuple[str, str]:
+def choose_scheme(
+    per_image: Sequence[np.ndarray], dtypes: Sequence[str], levels: Sequence[tuple[float, float]] | None = None
+) -> tuple[str, str]:
     """The fingerprint's rule: `dataset` when the intensities look absolute, else `image`; with the reason.
 
-    Absolute: every image has the same dtype and its 0.5 and 99.5 percentiles vary between images by
+    Absolute: every image has the same dtype and either its 0.5 and 99.5 percentiles vary between images by
     less than `CONSISTENT_RANGE` of the median range (as Hounsfield units do: air is -1000 in every CT
-    slice). Exposure, gain or bit depth that change from image to image make them vary: `image`.
+    slice), or, where the masks tell background from objects, the background's and the objects' median
+    intensities vary by less than `CONSISTENT_RANGE` of their contrast (one acquisition setting: tiles of one
+    slide, whose percentiles vary with how many objects a tile holds, not with the units). Exposure, gain or
+    bit depth that change from image to image make both vary: `image`.
 
     Args:
         per_image: `(2,)` (or `(2, C)`) 0.5 / 99.5 percentiles of each training image.
         dtypes: the image files' dtypes.
+        levels: `(background median, foreground median)` of the images that have both, from their masks.
     """
     lows = np.array([np.mean(p[0]) for p in per_image], dtype=np.float64)
     highs = np.array([np.mean(p[1]) for p in per_image], dtype=np.float64)
@@ -162,13 +184,42 @@ def choose_scheme(per_image: Sequence[np.ndarray], dtypes: Sequence[str]) -> tup
     if len(per_image) < 2 or span <= 0:
         return "image", "per image: too few images (or constant ones) to judge whether the units are absolute"
     drift = max(float(np.ptp(lows)), float(np.ptp(highs))) / span
-    if len(set(dtypes)) == 1 and drift < CONSISTENT_RANGE:
+    same = len(set(dtypes)) == 1
+    if same and drift < CONSISTENT_RANGE:
         return "dataset", (
             f"one rule for the data set: the images' 0.5/99.5 percentiles vary by {drift:.0%} of their range "
             f"(< {CONSISTENT_RANGE:.0%}), so the units look absolute (as Hounsfield units are)"
         )
-    why = "dtypes differ" if len(set(dtypes)) > 1 else f"their 0.5/99.5 percentiles vary by {drift:.0%} of the range"
+    if same and levels is not None and len(levels) >= 2:
+        background = np.array([b for b, _ in levels], dtype=np.float64)
+        objects = np.array([f for _, f in levels], dtype=np.float64)
+        contrast = float(np.median(objects - background))
+        if contrast != 0:
+            shift = max(float(np.ptp(background)), float(np.ptp(objects))) / abs(contrast)
+            if shift < CONSISTENT_RANGE:
+                return "dataset", (
+                    f"one rule for the data set: the background and the objects (from the masks) keep their "
+                    f"intensities from image to image, within {shift:.0%} of their contrast (< {CONSISTENT_RANGE:.0%}), "
+                    f"while the percentiles vary by {drift:.0%} with what each image holds: one acquisition setting"
+                )
+    why = "dtypes differ" if not same else f"their 0.5/99.5 percentiles vary by {drift:.0%} of the range"
     return "image", f"per image: {why} between images (exposure, gain or bit depth), so each image is z-scored alone"
+
+
+def _levels(images: Sequence[np.ndarray], foreground: Sequence[np.ndarray | None] | None) -> list[tuple[float, float]]:
+    """`(background median, foreground median)` (the channels' mean) of each image with both, on a subsample."""
+    levels: list[tuple[float, float]] = []
+    for i, image in enumerate(images):
+        keep = None if foreground is None else foreground[i]
+        if keep is None or not keep.any() or keep.all():
+            continue
+        flat = image.mean(axis=0).ravel()
+        mask = np.asarray(keep).ravel()
+        step = max(1, flat.size // DATASET_SAMPLES)
+        flat, mask = flat[::step], mask[::step]
+        if mask.any() and not mask.all():
+            levels.append((float(np.median(flat[~mask])), float(np.median(flat[mask]))))
+    return levels
 
 
 def fit_normalization(
@@ -203,9 +254,9 @@ def fit_normalization(
     if scheme == "auto":
         samples = [x[:, :: stat_stride(*x.shape[-2:]), :: stat_stride(*x.shape[-2:])] for x in images]
         per_image = [np.percentile(s.reshape(channels, -1), CLIP_PERCENTILES, axis=1) for s in samples]
-        scheme, reason = choose_scheme(per_image, dtypes)
+        scheme, reason = choose_scheme(per_image, dtypes, _levels(images, foreground))
     if scheme != "dataset":
-        return Normalization(scheme, joint=joint, reason=reason or f"{scheme}, as asked")
+        return Normalization(scheme, joint=joint, reason=reason or f"{scheme}, as asked", center="median")
     pooled = []
     for i, image in enumerate(images):
         keep = None if foreground is None else foreground[i]
