@@ -34,8 +34,10 @@ dtype (and the one read ahead) and the slab's weighted sums, `(K + 1) x tile x` 
 (`unetkit.infer.grid.slab_bytes`); probabilities add one class of one slab at a time, the overlay three planes,
 instances the slab's foreground (and distance) in float32, about 12 bytes per voxel of the slab while it is
 converted and written. After the slabs, instances take one labelling block (`instance_bytes`: `(block + 2
-margin)^3` voxels at `WATERSHED_BYTES_PER_VOXEL`, about 200 MB for the default 80 + 2 x 20) and arrays of one
-entry per object; the final pass reads bands of at most one block's voxels (or one slice, if larger).
+margin)^3` voxels at `WATERSHED_BYTES_PER_VOXEL`: 247 MiB for the default 80 + 2 x 20) and arrays of one
+entry per object; the final pass reads bands of at most one block's voxels (or one slice, if larger). Measured
+(`benchmarks/volume_instances_memory.py`): the peak of `--instances watershed` is the peak of the mask alone,
+401 MiB on 128^3 voxels and 483 MiB on 384 x 384 x 192, within the small volume's peak plus the large one's slab.
 """
 
 from __future__ import annotations
