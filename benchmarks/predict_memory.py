@@ -91,21 +91,36 @@ def tiny_checkpoint(work: Path) -> Path:
     return run
 
 
+# Linux keeps the largest resident set a process ever had across exec, and a child made by fork (or vfork, as
+# subprocess does) starts from its parent's: launched from a parent holding torch and a model, `ru_maxrss` would
+# report at least the parent's size. A small interpreter forks the command instead and reports its `wait4`.
+_RUNNER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}))
+"""
+
+
 def measure(argv: list[str]) -> dict[str, float]:
-    """Run `argv`; its peak RSS (MiB) and wall time (s). Its stderr (progress bars) goes to a file: a pipe
-    read only at the end would fill and stop it."""
+    """Run `argv`; its peak RSS (MiB, its own: not its launcher's) and wall time (s). Its stderr (progress bars)
+    goes to a file: a pipe read only at the end would fill and stop it."""
     import tempfile
 
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
+        done = subprocess.run(
+            [sys.executable, "-c", _RUNNER, *argv], stdout=subprocess.PIPE, stderr=err, check=True, text=True
+        )
         seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        if report["code"] != 0:
             err.seek(0)
             last = err.read().decode(errors="replace").strip().splitlines()[-1:]
             raise RuntimeError(f"{shlex.join(argv)} failed: {last}")
-    return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1)}
+    return {"peak_rss_mib": round(report["maxrss_kib"] / 1024, 1), "seconds": round(seconds, 1)}
 
 
 def _load() -> list[float]:

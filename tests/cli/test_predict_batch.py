@@ -141,11 +141,25 @@ def test_skip_existing_resumes_a_run_of_volumes_by_their_output_names(tmp_path, 
     assert "1 done, 1 skipped" in capsys.readouterr().out and (out / "s1_overlay.png").is_file()
 
 
-def test_instances_and_mask_format_stay_refused_for_volumes(tmp_path, checkpoint3d, capsys):
+def test_mask_format_stays_refused_for_volumes(tmp_path, checkpoint3d, capsys):
     folder = _stacks(tmp_path, n=1)
     args = ["predict", str(checkpoint3d), str(folder / "s0.tif"), "--out", str(tmp_path / "out"), "--tile", "8"]
-    for flag in (["--instances"], ["--mask-format", "png"]):
-        assert main([*args, "--probs", *flag]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"{flag[0]}: not available for volumes yet" in err[0], err
+    assert main([*args, "--probs", "--instances", "--mask-format", "png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--mask-format: not available for volumes" in err[0] and "s0.tif" in err[0], err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_skip_existing_counts_the_instances_of_volumes(tmp_path, checkpoint3d, capsys, suffix):
+    folder = _stacks(tmp_path, n=1, suffix=suffix)
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(folder), "--out", str(out), "--tile", "8"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"s0{suffix}"]
+    capsys.readouterr()
+    assert main([*args, "--instances", "components", "--skip-existing"]) == 0  # the instances are missing
+    assert "1 done, 0 skipped" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"s0{suffix}", f"s0_instances{suffix}"])
+    assert main([*args, "--instances", "--skip-existing"]) == 0
+    assert "0 done, 1 skipped" in capsys.readouterr().out

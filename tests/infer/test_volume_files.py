@@ -257,3 +257,162 @@ def test_a_multichannel_hyperstack_is_predicted_whole_with_probs_and_overlay(tmp
     expected = predict(model, np.moveaxis(voxels, 1, 0), tile=8)
     np.testing.assert_allclose(probs.array, np.moveaxis(expected, 0, -1), atol=1e-5)
     assert Image.open(written["overlay"]).size == (10 + 10 + 12 + 3 * 4, 7 * 6)  # (width, height): Z 6x finer
+
+
+def _smooth(shape, seed=0):
+    """uint8 noise blurred into blobs of a few voxels."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 1.5)
+    return ((noise - noise.min()) / (noise.max() - noise.min()) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def separation3d(tmp_path_factory):
+    """An untrained 3D `unet` of an instance run with the separation's object distance (2 classes + 1 output);
+    its head's biases set so that about a quarter of a blobby volume is foreground and a sixth of it seeds."""
+    torch.manual_seed(0)
+    model = create_model("unet", spatial_dims=3, in_channels=1, num_classes=3, base_channels=4, depth=1, norm="none")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim > 1:
+                parameter.mul_(3)
+    path = tmp_path_factory.mktemp("sep3d") / "ckpt"
+    extra = {
+        "task": "segmentation",
+        "preprocess": {"mean": [0.5], "std": [0.25]},
+        "mask": {"mode": "instances", "num_classes": 2, "label_values": [0, 1]},
+        "separation": "distance",
+    }
+    save_model(model, path, extra=extra)
+    probs = predict(load_model(path), _smooth((21, 18, 13)), tile=8, distance=True)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    with torch.no_grad():
+        head.bias[1] -= float(np.quantile(np.log(probs[1] / probs[0]), 0.75))
+        head.bias[2] -= float(np.quantile(np.log(probs[2] / (1 - probs[2])), 0.85))
+    save_model(model, path, extra=extra)
+    return path
+
+
+def _expected_instances(checkpoint, volume, method):
+    from unetkit.infer.instances import instances_from_probs
+
+    probs = predict(load_model(checkpoint), volume, tile=8, distance=True)  # (2 classes + distance, ...)
+    distance = probs[-1] if method == "distance" else None
+    return instances_from_probs(probs[:-1], method, spatial_dims=3, distance=distance)
+
+
+@pytest.mark.parametrize(("name", "method"), [("case.nii.gz", None), ("case.nii", "watershed")])
+def test_nifti_instances_have_the_inputs_affine_and_the_in_memory_labels(tmp_path, separation3d, name, method):
+    volume = _smooth((21, 18, 13))
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0.1, 5.0], [0, 0, 2.5, 3.0], [0, 0, 0, 1]])
+    image = nibabel.Nifti1Image(volume, affine)
+    image.header.set_qform(affine, code=1)
+    nibabel.save(image, tmp_path / name)
+    out = tmp_path / "out"
+    flag = ["--instances"] if method is None else ["--instances", method]  # auto: distance for this model
+    assert main(["predict", str(separation3d), str(tmp_path / name), "--out", str(out), "--tile", "8", *flag]) == 0
+    stem, suffix = name.split(".", 1)
+    assert sorted(p.name for p in out.iterdir()) == sorted([name, f"{stem}_instances.{suffix}"])  # no temporaries
+    objects = nibabel.load(out / f"{stem}_instances.{suffix}")
+    np.testing.assert_array_equal(objects.affine, nibabel.load(tmp_path / name).affine)
+    assert int(objects.header["qform_code"]) == 1 and objects.header.get_zooms() == image.header.get_zooms()
+    assert objects.get_data_dtype() == np.uint16 and objects.shape == volume.shape
+    expected = _expected_instances(separation3d, volume, method or "distance")
+    assert expected.max() > 3  # the test can tell objects apart
+    np.testing.assert_array_equal(np.asarray(objects.dataobj), expected)
+
+
+def test_tiff_stack_instances_keep_the_spacing_and_equal_the_in_memory_labels(tmp_path, separation3d):
+    volume = _smooth((11, 20, 17), 1)  # (Z, Y, X) pages
+    write_volume(tmp_path / "stack.tif", volume, spacing=(2.0, 0.5, 0.25))
+    out = tmp_path / "out"
+    args = ["predict", str(separation3d), str(tmp_path / "stack.tif"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--instances", "components", "--probs"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["stack.tif", "stack_instances.tif", "stack_probs.tif"]
+    objects = read_volume(out / "stack_instances.tif")
+    assert objects.spacing == (2.0, 0.5, 0.25) and objects.array.dtype == np.uint16
+    expected = _expected_instances(separation3d, volume, "components")
+    assert expected.max() > 1
+    np.testing.assert_array_equal(objects.array, expected)
+
+
+def test_nrrd_instances_are_labelled_whole_with_the_inputs_geometry(tmp_path, separation3d):
+    pytest.importorskip("nrrd")
+    volume = _smooth((9, 14, 12), 2)
+    write_volume(tmp_path / "v.nrrd", volume, spacing=(1.5, 1.0, 0.7))
+    out = tmp_path / "out"
+    args = ["predict", str(separation3d), str(tmp_path / "v.nrrd"), "--out", str(out), "--tile", "8", "--instances"]
+    assert main(args) == 0
+    objects, source = read_volume(out / "v_instances.nrrd"), read_volume(tmp_path / "v.nrrd")
+    np.testing.assert_allclose(objects.affine, source.affine)
+    assert objects.array.dtype == np.uint16
+    np.testing.assert_array_equal(objects.array, _expected_instances(separation3d, volume, "distance"))
+
+
+def test_instances_in_small_blocks_are_labelled_in_the_models_axis_order(tmp_path, separation3d):
+    """Blocks of 6 voxels cut the volume on every axis: the labels stay those of the tiled labelling of the
+    in-memory probabilities in the model's order (NIfTI's X, Y, Z), not of the file's Z, Y, X."""
+    from unetkit.infer.instances_tiled import RawArray, tiled_instances
+    from unetkit.infer.predictor import Predictor
+    from unetkit.infer.volume_files import predict_volume_file
+
+    volume = _smooth((19, 16, 14), 3)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii")
+    model = load_model(separation3d)
+    written = predict_volume_file(Predictor(model), tmp_path / "v.nii", tmp_path / "out", tile=8,
+                                  instances="watershed", instance_block=6, instance_margin=4)  # fmt: skip
+    probs = predict(model, volume, tile=8, distance=True)
+    from unetkit.infer.instances import foreground_probability
+
+    foreground = RawArray(tmp_path / "fg.raw", volume.shape, np.float32)
+    foreground.write_region((0, 0, 0), foreground_probability(probs[:-1], spatial_dims=3))
+    labels = RawArray(tmp_path / "labels.raw", volume.shape, np.int32)
+    count, bands = tiled_instances(foreground, labels, method="watershed", block=6, margin=4)
+    expected = np.concatenate(list(bands))
+    assert count > 3
+    np.testing.assert_array_equal(np.asarray(nibabel.load(written["instances"]).dataobj), expected)
+
+
+def test_distance_instances_need_the_separation_head(tmp_path, checkpoint3d, capsys):
+    nibabel.save(nibabel.Nifti1Image(_volume((10, 9, 8)), np.eye(4)), tmp_path / "v.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", str(checkpoint3d), str(tmp_path / "v.nii.gz"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--instances", "distance"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "separation 'distance'" in err[0]
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_failing_labelling_leaves_nothing_behind(tmp_path, separation3d, monkeypatch, capsys):
+    from unetkit.data import DataError
+    from unetkit.infer import volume_outputs
+
+    def broken(*args, **kwargs):
+        raise DataError("the labelling failed")
+
+    monkeypatch.setattr(volume_outputs, "tiled_instances", broken)
+    nibabel.save(nibabel.Nifti1Image(_volume((10, 9, 8)), np.eye(4)), tmp_path / "v.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", str(separation3d), str(tmp_path / "v.nii.gz"), "--out", str(out), "--tile", "8"]
+    assert main([*args, "--probs", "--instances"]) == 2
+    assert "the labelling failed" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # neither the mask nor the probabilities, nor a temporary folder
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.tif"])
+def test_evaluate_instances_reads_what_predict_instances_writes(tmp_path, separation3d, name):
+    import json
+    import shutil
+
+    write_volume(tmp_path / "in" / name, _smooth((21, 18, 13)), spacing=(1.0, 1.0, 2.0))
+    out = tmp_path / "pred"
+    assert (
+        main(["predict", str(separation3d), str(tmp_path / "in"), "--out", str(out), "--tile", "8", "--instances"]) == 0
+    )
+    stem, suffix = name.split(".", 1)
+    assert read_volume(out / f"{stem}_instances.{suffix}").array.max() > 3
+    (tmp_path / "truth").mkdir()
+    shutil.copy(out / f"{stem}_instances.{suffix}", tmp_path / "truth" / name)  # paired by name with the prediction
+    assert main(["evaluate", str(out), str(tmp_path / "truth"), "--instances", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["images"][0]["instance_f1"] == 1.0

@@ -117,7 +117,7 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
                 tiling = {"tile": args.tile, "overlap": args.overlap, "blend": args.blend}
                 written = predict_volume_file(
                     predictor, path, out, **tiling, batch_size=args.batch_size, probs=args.probs,
-                    overlay=args.overlay, progress=True,
+                    overlay=args.overlay, instances=args.instances, progress=True,
                 )  # fmt: skip
             else:
                 written = predict_file(
@@ -150,7 +150,8 @@ def _predict_all(predictor: Any, inputs: list[Path], args: argparse.Namespace) -
 
 def _outputs_exist(out: Path, path: Path, volume: bool, mask_format: str, asked: dict[str, bool]) -> bool:
     """Whether every output asked for `path` is in `out` already (`--skip-existing`): a volume's outputs are
-    named by its stem without the volume suffix (`case.nii.gz` -> `case.nii.gz`, `case_probs.nii.gz`, ...)."""
+    named by its stem without the volume suffix (`case.nii.gz` -> `case.nii.gz`, `case_probs.nii.gz`,
+    `case_instances.nii.gz`, ...)."""
     from unetkit.infer.files import existing_outputs
 
     if volume:
@@ -198,9 +199,8 @@ def _is_volume_input(predictor: Any, path: Path, args: argparse.Namespace) -> bo
                 f"{path}: a 2-D image, and {args.checkpoint} holds a 3D model; give volumes (.nii, .nii.gz, .nrrd, "
                 "TIFF stacks)"
             )
-        given = ["--instances"] * (args.instances is not None) + ["--mask-format"] * (args.mask_format != "auto")
-        if given:
-            raise ValueError(f"{', '.join(given)}: not available for volumes yet; the mask is written ({path})")
+        if args.mask_format != "auto":
+            raise ValueError(f"--mask-format: not available for volumes; the mask takes the input's format ({path})")
         return True
     if not isinstance(args.tile, (int, type(None))):
         raise ValueError(f"`--tile` {','.join(map(str, args.tile))}: three sides are for volumes; {path} is an image")
@@ -289,8 +289,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     instances_flag(
         parser,
-        "also write object labels as <stem>_instances.tif: auto (bare flag) is the method training chose on its "
-        "validation split, else distance for a model with the separation head, else watershed; components: "
+        "also write object labels as <stem>_instances.tif (volumes: <stem>_instances in the input's format, with its "
+        "geometry): auto (bare flag) is the method training chose on its validation split, else distance for a "
+        "model with the separation head, else watershed; components: "
         "connected components; watershed: touching objects split by a watershed of the mask's distance transform; "
         "distance: seeds where the model's object distance is high, grown over the mask",
     )

@@ -24,9 +24,23 @@ import numpy as np
 import torch
 
 from unetkit._fs import fsync_dir, public_mode, write_error
-from unetkit.infer.instances import INSTANCE_METHODS, foreground_probability
-from unetkit.infer.instances_tiled import DEFAULT_BLOCK, DEFAULT_MARGIN, STRIP_ROWS, RawPlane, tiled_instances
-from unetkit.infer.predictor import DEFAULT_OVERLAP, Predictor, _make_plan, _tile_bar, fitted_instances, instance_method
+from unetkit.infer.instances import foreground_probability
+from unetkit.infer.instances_tiled import (
+    DEFAULT_BLOCK,
+    DEFAULT_MARGIN,
+    STRIP_ROWS,
+    WATERSHED_BYTES_PER_PIXEL,
+    RawPlane,
+    tiled_instances,
+)
+from unetkit.infer.predictor import (
+    DEFAULT_OVERLAP,
+    Predictor,
+    _make_plan,
+    _tile_bar,
+    fitted_instances,
+    resolve_instances,
+)
 from unetkit.infer.readers import ImageSource, open_source
 from unetkit.infer.tiling import TilePlan, run_tiled
 from unetkit.infer.writers import LARGE_PIXELS, QUEUE_BANDS, TIFF_TILE, BackgroundSink, open_writer
@@ -47,7 +61,6 @@ MASK_FORMATS = ("auto", "png", "tif", "zarr")
 OVERLAY_SAMPLE_PIXELS = 4 * 2**20  # overlay contrast from the 1st-99th percentiles of at most this many pixels
 OVERLAY_ALPHA = 0.45  # as unetkit.viz.overlay
 OVERLAY_CHUNK = 1024  # columns of the overlay drawn at a time
-WATERSHED_BYTES_PER_PIXEL = 120  # distance, h-maxima reconstruction, watershed queue and labels, per block pixel
 
 
 def _formats(height: int, width: int, mask_format: str) -> dict[str, str]:
@@ -103,8 +116,9 @@ def band_bytes(plan: TilePlan, channels: int, itemsize: int, classes: int, outpu
     weights (`K + 1` float32 planes), its finished rows (`K` planes), what the writer thread gets of them
     (classes, and the foreground for instances, the probabilities for `probs`, `QUEUE_BANDS` waiting, one
     written, one being made) and the tile row each tiled-TIFF writer buffers (as many in flight). Then, for
-    instances: one block of the watershed and one strip of the numbering pass. Every term is a number of
-    image columns times a constant: nothing grows with the image's height.
+    instances: one block of the watershed and one strip of the numbering pass (or one block's core, where that is
+    larger). Every term is a constant or a number of image columns times a constant: nothing grows with the
+    image's height.
     """
     rows, width = plan.tile_h, plan.width
     columns = width + 2 * plan.margin + plan.tile_w
@@ -120,7 +134,7 @@ def band_bytes(plan: TilePlan, channels: int, itemsize: int, classes: int, outpu
     if not outputs.get("instances", False):
         return predicting
     side = DEFAULT_BLOCK + 2 * DEFAULT_MARGIN
-    numbering = (4 + 3 * 8) * STRIP_ROWS * width + (QUEUE_BANDS + 2) * 4 * TIFF_TILE * width
+    numbering = (4 + 3 * 8) * max(STRIP_ROWS * width, DEFAULT_BLOCK**2) + (QUEUE_BANDS + 2) * 4 * TIFF_TILE * width
     return max(predicting, WATERSHED_BYTES_PER_PIXEL * side * side + numbering)
 
 
@@ -298,15 +312,7 @@ def predict_file(
     the image (see the module docstring).
     """
     path, out_dir = Path(path), Path(out_dir)
-    if instances is not None and instances not in ("auto", *INSTANCE_METHODS):
-        raise ValueError(f"`instances` must be None, auto or one of {', '.join(INSTANCE_METHODS)}, got {instances!r}")
-    if instances is not None:
-        instances = instance_method(predictor.config, instances)
-        if instances == "distance" and not predictor.distance:
-            raise ValueError(
-                "`--instances distance` needs a model trained with separation 'distance' (its object distance "
-                "output); this checkpoint has none: use components or watershed"
-            )
+    instances = resolve_instances(predictor, instances)
     with open_source(path, predictor.in_channels) as source:
         formats = _formats(source.height, source.width, mask_format)
         names = output_names(path.stem, source.height, source.width, mask_format)

@@ -15,6 +15,7 @@ from torch import nn
 
 from unetkit._device import resolve_device
 from unetkit.infer.grid import _index, _tile_bar
+from unetkit.infer.instances import INSTANCE_METHODS
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, plan_tiles, run_tiled
 from unetkit.models.inference import context_margin, context_margins, model_spatial_dims, valid_input_shape
 
@@ -26,6 +27,7 @@ __all__ = [
     "instance_method",
     "predict",
     "predict_labels",
+    "resolve_instances",
 ]
 
 logger = logging.getLogger(__name__)
@@ -358,3 +360,23 @@ def fitted_instances(config: dict[str, Any], method: str) -> dict[str, Any]:
     fitted = config.get("instances") or {}
     keys = ("min_size",) if fitted.get("method") != method else INSTANCE_SETTINGS
     return {key: fitted[key] for key in keys if key in fitted}
+
+
+def resolve_instances(predictor: Predictor, asked: str | None) -> str | None:
+    """The instance method `predict --instances ASKED` runs with this predictor's model: None without the flag,
+    `auto` resolved by `instance_method`.
+
+    Raises:
+        ValueError: an unknown method, or `distance` for a model without the separation's distance output.
+    """
+    if asked is None:
+        return None
+    if asked not in ("auto", *INSTANCE_METHODS):
+        raise ValueError(f"`instances` must be None, auto or one of {', '.join(INSTANCE_METHODS)}, got {asked!r}")
+    method = instance_method(predictor.config, asked)
+    if method == "distance" and not predictor.distance:
+        raise ValueError(
+            "`--instances distance` needs a model trained with separation 'distance' (its object distance "
+            "output); this checkpoint has none: use components or watershed"
+        )
+    return method

@@ -1,5 +1,6 @@
-"""`predict_volume_file`: one volume file in, its label volume (and, when asked, its class probabilities and an
-overlay of three orthogonal planes) out with the input's geometry, in memory that does not grow with the volume.
+"""`predict_volume_file`: one volume file in, its label volume (and, when asked, its class probabilities, its
+object labels and an overlay of three orthogonal planes) out with the input's geometry, in memory that does not
+grow with the volume.
 
 - **NIfTI** (`.nii`, `.nii.gz`): slabs are read along the file's slowest axis (its last, `k`) through
   nibabel's array proxy, which reads exactly those bytes of an uncompressed file (a `.nii.gz` is first
@@ -16,6 +17,13 @@ overlay of three orthogonal planes) out with the input's geometry, in memory tha
   want of a reader by range; probabilities as `(X, Y, Z, K)` with the class axis a vector axis (NRRD), or the
   ImageJ hyperstack above (TIFF).
 
+`<stem>_instances.<its suffix>` (`--instances`): object labels, uint16 (int32 beyond 65535 objects), 0 the
+background, numbered in the raster order of the model's axes, with the input's geometry like the mask. Streamed
+inputs keep the foreground probability (and the model's object distance, for method `distance`) in raw files
+while the slabs go by, then label them block by block (`unetkit.infer.instances_tiled`: the labels of
+`instances_from_probs(..., spatial_dims=3)` over the whole volume, exactly, for components smaller than the
+margin); NRRD and other whole-read volumes are labelled in memory by `instances_from_probs`.
+
 `<stem>_overlay.png` shows the three planes through the centre voxel (`unetkit.infer.volume_outputs`), kept
 while the slabs stream by. Every output is written into a temporary folder of `--out` and moved into place
 when all are complete, so a failure leaves nothing behind.
@@ -23,7 +31,13 @@ when all are complete, so a failure leaves nothing behind.
 The model sees every tile in its own axis order (`unetkit.infer.volume.AxisOrder`); streaming along `k`
 changes the order in which tiles run, not their result. Memory: the model, one slab of input in the file's
 dtype (and the one read ahead) and the slab's weighted sums, `(K + 1) x tile x` the other two axes, float32
-(`unetkit.infer.grid.slab_bytes`); probabilities add one class of one slab at a time, the overlay three planes.
+(`unetkit.infer.grid.slab_bytes`); probabilities add one class of one slab at a time, the overlay three planes,
+instances the slab's foreground (and distance) in float32, about 12 bytes per voxel of the slab while it is
+converted and written. After the slabs, instances take one labelling block (`instance_bytes`: `(block + 2
+margin)^3` voxels at `WATERSHED_BYTES_PER_VOXEL`: 247 MiB for the default 80 + 2 x 20) and arrays of one
+entry per object; the final pass reads bands of at most one block's voxels (or one slice, if larger). Measured
+(`benchmarks/volume_instances_memory.py`): the peak of `--instances watershed` is the peak of the mask alone,
+401 MiB on 128^3 voxels and 483 MiB on 384 x 384 x 192, within the small volume's peak plus the large one's slab.
 """
 
 from __future__ import annotations
@@ -46,13 +60,16 @@ from unetkit.data.errors import DataError
 from unetkit.data.tiff_stack import tiff_spacing
 from unetkit.data.volume import read_tiff_spacing, read_volume, volume_stem, volume_suffix, write_volume
 from unetkit.infer.grid import run_grid
-from unetkit.infer.predictor import Predictor, _tile_bar
+from unetkit.infer.instances import instances_from_probs
+from unetkit.infer.instances_tiled import WATERSHED_BYTES_PER_VOXEL, block_defaults
+from unetkit.infer.predictor import Predictor, _tile_bar, fitted_instances, resolve_instances
 from unetkit.infer.volume import AxisOrder, plan_volume, predict_volume
 from unetkit.infer.volume_outputs import COPY_CHUNK, Planes, VolumeSink, draw_planes, raw_pages, write_nifti, write_tiff
 from unetkit.viz import save_png
 
 __all__ = [
     "STREAMED_SUFFIXES",
+    "instance_bytes",
     "predict_volume_file",
     "volume_mask_name",
     "volume_output_names",
@@ -72,20 +89,36 @@ def volume_mask_name(path: str | Path) -> str:
 
 def volume_output_names(path: str | Path) -> dict[str, str]:
     """The file names `predict_volume_file` writes for the volume at `path`: `mask` (`case.nii.gz`), `probs`
-    (`case_probs.nii.gz`: the input's suffix) and `overlay` (`case_overlay.png`)."""
+    (`case_probs.nii.gz`: the input's suffix), `instances` (`case_instances.nii.gz`) and `overlay`
+    (`case_overlay.png`)."""
     suffix = volume_suffix(path)
     if suffix is None:
         raise DataError(f"{path}: not a volume file (.nii, .nii.gz, .nrrd, .tif, .tiff)")
     stem, suffix = volume_stem(path), suffix.lower()
-    return {"mask": f"{stem}{suffix}", "probs": f"{stem}_probs{suffix}", "overlay": f"{stem}_overlay.png"}
+    return {
+        "mask": f"{stem}{suffix}",
+        "probs": f"{stem}_probs{suffix}",
+        "instances": f"{stem}_instances{suffix}",
+        "overlay": f"{stem}_overlay.png",
+    }
 
 
 def volume_outputs_exist(out_dir: str | Path, path: str | Path, asked: dict[str, bool]) -> bool:
     """Whether `out_dir` holds every output asked for the volume at `path` (`--skip-existing`): its mask and
-    each of `probs`, `overlay` set in `asked`."""
+    each of `probs`, `instances`, `overlay` set in `asked`."""
     names = volume_output_names(path)
-    wanted = ["mask"] + [key for key in ("probs", "overlay") if asked.get(key)]
+    wanted = ["mask"] + [key for key in ("probs", "instances", "overlay") if asked.get(key)]
     return all((Path(out_dir) / names[key]).is_file() for key in wanted)
+
+
+def instance_bytes(block: int | None = None, margin: int | None = None) -> int:
+    """What the block-wise labelling of `--instances` holds at a time on a volume (besides arrays of one entry per
+    object): one block of `(block + 2 margin)^3` voxels at `WATERSHED_BYTES_PER_VOXEL` (the watershed and the
+    block's own arrays). Default block and margin: `unetkit.infer.instances_tiled.block_defaults(3)`."""
+    default_block, default_margin = block_defaults(3)
+    block = default_block if block is None else block
+    margin = default_margin if margin is None else margin
+    return WATERSHED_BYTES_PER_VOXEL * (block + 2 * margin) ** 3
 
 
 class _Slabs:
@@ -187,14 +220,24 @@ def predict_volume_file(
     batch_size: int = 2,
     probs: bool = False,
     overlay: bool = False,
+    instances: str | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    instance_block: int | None = None,
+    instance_margin: int | None = None,
 ) -> dict[str, Path]:
     """Predict one volume file with a 3D model; write `<stem>.<its suffix>` in `out_dir` (labels in the training
     masks' values, the input's affine / header or spacing) and, when asked, `<stem>_probs.<its suffix>` (float32
-    probabilities of every class, the input's geometry; see the module docstring for each format's layout) and
+    probabilities of every class, the input's geometry; see the module docstring for each format's layout),
+    `<stem>_instances.<its suffix>` (object labels, uint16 or int32, the input's geometry) and
     `<stem>_overlay.png` (`unetkit.infer.volume_outputs.draw_planes`). Returns `{"mask": path, ...}` with
-    `probs` and `overlay` where asked. Nothing is left behind on failure: slabs, raw data and the outputs live in
-    a temporary folder of `out_dir` until all are written.
+    `probs`, `instances` and `overlay` where asked. Nothing is left behind on failure: slabs, raw data and the
+    outputs live in a temporary folder of `out_dir` until all are written.
+
+    Args:
+        instances: None, `auto` or a method of `unetkit.infer.instances.INSTANCE_METHODS`
+            (`unetkit.infer.predictor.resolve_instances`); its settings are those training fitted, if any
+            (`unetkit.infer.predictor.fitted_instances`).
+        instance_block, instance_margin: the labelling's blocks (`unetkit.infer.instances_tiled.tiled_instances`).
     """
     from unetkit.infer.files import temp_prefix
 
@@ -202,6 +245,7 @@ def predict_volume_file(
     suffix = volume_suffix(path)
     if predictor.spatial_dims != 3:
         raise ValueError(f"{path}: a volume, and the model is {predictor.spatial_dims}D; use a 3D checkpoint")
+    method = resolve_instances(predictor, instances)
     if suffix is None:
         raise DataError(f"{path}: not a volume file; a 3D model predicts .nii, .nii.gz, .nrrd or TIFF stacks")
     if not path.is_file():
@@ -212,10 +256,14 @@ def predict_volume_file(
         tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(volume_stem(path)), dir=out_dir))
     except OSError as err:
         raise write_error(err, out_dir) from err
-    asked = {"probs": probs, "overlay": overlay}
+    asked = {"probs": probs, "overlay": overlay, "instances": method is not None}
     targets = {key: tmp_dir / name for key, name in names.items() if key == "mask" or asked[key]}
     tiling: dict[str, Any] = {"tile": tile, "overlap": overlap, "blend": blend, "batch_size": batch_size}
     tiling["progress"] = progress
+    labelling: dict[str, Any] | None = None
+    if method is not None:
+        labelling = {"method": method, "block": instance_block, "margin": instance_margin}
+        labelling.update(fitted_instances(predictor.config, method))  # tuned in training, when it was
     try:
         source: _Slabs | None = None
         if suffix in (".nii", ".nii.gz"):
@@ -226,10 +274,10 @@ def predict_volume_file(
             except _NotStreamable:
                 source = None
         if source is None:  # NRRD, and TIFFs that are not a plain stack: whole
-            _predict_whole(predictor, path, targets, **tiling)
+            _predict_whole(predictor, path, targets, labelling, **tiling)
         else:
             try:
-                _stream(predictor, source, path, targets, tmp_dir, **tiling)
+                _stream(predictor, source, path, targets, tmp_dir, labelling, **tiling)
             finally:
                 if isinstance(source, _TiffSlabs):
                     source.close()
@@ -247,6 +295,7 @@ def _stream(
     path: Path,
     targets: dict[str, Path],
     tmp_dir: Path,
+    labelling: dict[str, Any] | None,
     *,
     tile: Any,
     overlap: float,
@@ -280,21 +329,30 @@ def _stream(
 
     label_values = predictor.config.get("mask", {}).get("label_values") or None
     sink = VolumeSink(label_values, order, source.shape, fortran=stream == 2, tmp_dir=tmp_dir,
-                      probs="probs" in targets, planes=image_planes is not None,
-                      distance=predictor.distance)  # fmt: skip
+                      probs="probs" in targets, planes=image_planes is not None, distance=predictor.distance,
+                      instances=None if labelling is None else labelling["method"])  # fmt: skip
     try:
-        with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
-            model = AxisOrder(predictor, order)  # tiles in the model's own axis order
-            run_grid(
-                model, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar, scale=scale
-            )
+        try:
+            with _tile_bar(plan, progress) as bar, predictor.for_image(_sample(predictor, source)):
+                model = AxisOrder(predictor, order)  # tiles in the model's own axis order
+                run_grid(
+                    model, reader, plan, sink, batch_size=batch_size, device=predictor.device, progress=bar,
+                    scale=scale,
+                )  # fmt: skip
+        finally:
+            sink.close()
+        logger.info("%s: %d tiles in %d slabs along axis %d", path, plan.num_tiles, plan.num_slabs, stream)
+        if labelling is not None:
+            count, instance_dtype = sink.label_instances(**labelling)
+            logger.info("%s: %d objects (%s)", path, count, labelling["method"])
     finally:
-        sink.close()
-    logger.info("%s: %d tiles in %d slabs along axis %d", path, plan.num_tiles, plan.num_slabs, stream)
+        sink.close_instances()
     if isinstance(source, _NiftiSlabs):
         write_nifti(targets["mask"], source.header, source.shape, [tmp_dir / "labels.raw"], sink.dtype)
         if "probs" in targets:
             write_nifti(targets["probs"], source.header, source.shape, sink.prob_files(), np.float32, sink.classes)
+        if "instances" in targets:
+            write_nifti(targets["instances"], source.header, source.shape, [tmp_dir / "instances.raw"], instance_dtype)
         spacing = tuple(float(z) for z in source.header.get_zooms()[:3])
     else:
         assert isinstance(source, _TiffSlabs)
@@ -305,6 +363,9 @@ def _stream(
             pages = raw_pages(sink.prob_files()[0], z, (sink.classes, y, x), np.float32)
             write_tiff(targets["probs"], source.shape, pages, np.float32, source.geometry, classes=sink.classes,
                        unit=source.unit)  # fmt: skip
+        if "instances" in targets:
+            pages = raw_pages(tmp_dir / "instances.raw", z, (y, x), instance_dtype)
+            write_tiff(targets["instances"], source.shape, pages, instance_dtype, source.geometry)
         spacing = source.geometry
     if image_planes is not None:
         assert sink.planes is not None
@@ -332,6 +393,7 @@ def _predict_whole(
     predictor: Predictor,
     path: Path,
     targets: dict[str, Path],
+    labelling: dict[str, Any] | None,
     *,
     tile: Any,
     overlap: float,
@@ -339,14 +401,27 @@ def _predict_whole(
     batch_size: int,
     progress: Any,
 ) -> None:
-    """NRRD (and TIFFs that are not a plain page stack): the volume read whole, every output written whole."""
+    """NRRD (and TIFFs that are not a plain page stack): the volume read whole, every output written whole (the
+    instances by one `instances_from_probs` over the whole volume)."""
     volume = read_volume(path)
     array = np.moveaxis(volume.array, -1, 0) if volume.array.ndim == 4 else volume.array
     probs = predict_volume(
         predictor, array, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size, progress=progress
     )
+    distance = None
     if predictor.distance:  # the object distance is no class
-        probs = probs[:-1]
+        probs, distance = probs[:-1], probs[-1]
+    if labelling is not None:
+        options = {key: value for key, value in labelling.items() if key not in ("method", "block", "margin")}
+        method = labelling["method"]
+        objects = instances_from_probs(
+            probs, method, spatial_dims=3, distance=distance if method == "distance" else None, **options
+        )
+        count = int(objects.max(initial=0))
+        objects = objects.astype(np.uint16 if count <= np.iinfo(np.uint16).max else np.int32)
+        write_volume(targets["instances"], objects, like=volume)
+        logger.info("%s: %d objects (%s)", path, count, method)
+        del objects
     classes = probs.argmax(0)
     values = predictor.config.get("mask", {}).get("label_values")
     labels = np.asarray(values, dtype=np.int64)[classes] if values else classes

@@ -7,6 +7,13 @@ for TIFF stacks one file in page order `Z, K` (each slice's K class pages togeth
 its three planes (`Planes`). The files are then written from the raw files (`write_nifti`, `write_tiff`), in
 chunks, so nothing grows with the volume but the planes (one plane per axis).
 
+With `instances`, the sink also appends the foreground probability (and, for method `distance`, the model's
+object distance) to raw files (`unetkit.infer.instances_tiled.RawArray`: the volume in the model's axis order,
+stored in the file's byte order), which `VolumeSink.label_instances` then labels block by block
+(`unetkit.infer.instances_tiled.tiled_instances`, exactly the labels of `instances_from_probs(...,
+spatial_dims=3)` over the whole volume for components smaller than the margin) into `instances.raw`, in the
+file's order like the mask.
+
 The overlay (`draw_planes`): the three orthogonal planes through the volume's centre voxel (`n // 2` on each
 axis), side by side in array-axis order (the plane across axis 0, then across axis 1, then across axis 2), the
 image's first channel in grey (one contrast for the three: its 1st-99th percentiles over them) with each
@@ -29,6 +36,8 @@ import torch
 
 from unetkit._fs import atomic_file
 from unetkit.data.volume import GZIP_LEVEL, volume_suffix
+from unetkit.infer.instances import foreground_probability
+from unetkit.infer.instances_tiled import RawArray, tiled_instances
 
 __all__ = [
     "COPY_CHUNK",
@@ -89,6 +98,9 @@ class VolumeSink:
         probs: also write the probabilities.
         planes: keep the overlay's label planes.
         distance: the model's last output is the separation's object distance (left out of labels and probabilities).
+        instances: the instance method (`unetkit.infer.instances.INSTANCE_METHODS`) to keep the foreground
+            probability (`foreground.raw`) and, for `distance`, the object distance (`distance.raw`) for; None
+            for no instances.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class VolumeSink:
         probs: bool = False,
         planes: bool = False,
         distance: bool = False,
+        instances: str | None = None,
     ) -> None:
         values = None if not label_values else np.asarray(label_values, dtype=np.int64)
         self.dtype = np.uint8 if values is None or values.max() <= 255 else np.uint16
@@ -113,7 +126,21 @@ class VolumeSink:
         self.split = distance  # the last channel is the object distance of a separation model, not a class
         self.planes = Planes(shape, self.stream, np.int32) if planes else None
         self.files: dict[str, BinaryIO] = {}
-        self.files["labels"] = open(tmp_dir / "labels.raw", "wb")  # noqa: SIM115  # closed by `close`
+        self.raws: dict[str, RawArray] = {}  # the foreground (and distance) for instances: model order, file layout
+        self.shape = tuple(int(n) for n in shape)
+        self.layout = (2, 1, 0) if fortran else (0, 1, 2)  # the file's axes, slowest first, in the model's order
+        try:
+            self.files["labels"] = open(tmp_dir / "labels.raw", "wb")  # noqa: SIM115  # closed by `close`
+            if instances is not None:
+                self.raws["foreground"] = RawArray(tmp_dir / "foreground.raw", self.shape, np.float32, self.layout)
+                if instances == "distance":
+                    if not distance:
+                        raise ValueError("instance method 'distance' needs a model with the separation's distance")
+                    self.raws["distance"] = RawArray(tmp_dir / "distance.raw", self.shape, np.float32, self.layout)
+        except BaseException:
+            self.close()
+            self.close_instances()
+            raise
 
     def prob_files(self) -> list[Path]:
         """The raw probability files, in the order their bytes follow one another in the output."""
@@ -123,6 +150,8 @@ class VolumeSink:
 
     def __call__(self, r0: int, r1: int, values: torch.Tensor) -> None:
         probs = values.numpy()  # (K, rows, ...) in the engine's order
+        if "distance" in self.raws:  # the object distance, before it is split off
+            self.raws["distance"].append(probs[-1].transpose(self.to_model))
         if self.split:
             probs = probs[:-1]
         self.classes = probs.shape[0]
@@ -134,6 +163,8 @@ class VolumeSink:
         self._write("labels", labels.transpose(2, 1, 0) if self.fortran else labels, self.dtype)
         if self.planes is not None:
             self.planes.add(r0, classes)
+        if "foreground" in self.raws:
+            self.raws["foreground"].append(foreground_probability(probs, spatial_dims=3).transpose(self.to_model))
         if self.probs:
             model = probs.transpose((0, *(1 + a for a in self.to_model)))  # (K, model order)
             if self.fortran:  # one block per class, each in Fortran order
@@ -148,8 +179,43 @@ class VolumeSink:
         np.ascontiguousarray(data, dtype=dtype).tofile(self.files[key])
 
     def close(self) -> None:
+        """Close the raw files of labels and probabilities (the instances' ones stay open for `label_instances`)."""
         for file in self.files.values():
             file.close()
+
+    def label_instances(
+        self, method: str, *, block: int | None = None, margin: int | None = None, **options: Any
+    ) -> tuple[int, Any]:
+        """Object labels of the kept foreground, block by block, into `instances.raw` in the file's order (as the
+        mask); the foreground and distance files are removed. Returns the number of objects and the dtype they are
+        written in: uint16, or int32 beyond 65535 objects.
+
+        Args:
+            method, options: as `unetkit.infer.instances.instances_from_probs`.
+            block, margin: as `unetkit.infer.instances_tiled.tiled_instances` (default its 3-D ones).
+        """
+        labels = RawArray(self.tmp_dir / "instances-ids.raw", self.shape, np.int32, self.layout)
+        try:
+            count, bands = tiled_instances(
+                self.raws["foreground"], labels, method=method, block=block, margin=margin,
+                distance=self.raws.get("distance"), band_axis=self.stream, **options,
+            )  # fmt: skip
+            dtype = np.uint16 if count <= np.iinfo(np.uint16).max else np.int32
+            with open(self.tmp_dir / "instances.raw", "wb") as out:
+                for band in bands:  # (model order, the stream axis cut)
+                    np.ascontiguousarray(band.transpose(self.layout), dtype=dtype).tofile(out)
+        finally:
+            labels.close()
+            (self.tmp_dir / "instances-ids.raw").unlink(missing_ok=True)
+            self.close_instances()
+        return count, dtype
+
+    def close_instances(self) -> None:
+        """Close and remove the instances' raw files (idempotent)."""
+        for raw in self.raws.values():
+            raw.close()
+            raw.path.unlink(missing_ok=True)
+        self.raws.clear()
 
 
 def _chunks(raws: Sequence[Path]) -> Iterator[bytes]:
