@@ -199,8 +199,9 @@ def choose_scheme(
             if shift < CONSISTENT_RANGE:
                 return "dataset", (
                     f"one rule for the data set: the background and the objects (from the masks) keep their "
-                    f"intensities from image to image, within {shift:.0%} of their contrast (< {CONSISTENT_RANGE:.0%}), "
-                    f"while the percentiles vary by {drift:.0%} with what each image holds: one acquisition setting"
+                    f"intensities from image to image, within {shift:.0%} of their contrast "
+                    f"(< {CONSISTENT_RANGE:.0%}), while the percentiles vary by {drift:.0%} with what each image "
+                    "holds: one acquisition setting"
                 )
     why = "dtypes differ" if not same else f"their 0.5/99.5 percentiles vary by {drift:.0%} of the range"
     return "image", f"per image: {why} between images (exposure, gain or bit depth), so each image is z-scored alone"

@@ -255,7 +255,7 @@ def make_plan(
         choose("weight_map", False, "the U-Net paper's border weight map is 2-D")
     elif instances and config.separation != "none":
         choose("weight_map", False, f"{touching:.0%} of the objects touch another: the object-distance output "
-               "separates them (beside it the border weight map lowered instance F1 on 2 of 3 sets, README)")  # fmt: skip
+               "separates them (beside it the border weight map lowered instance F1 on 2 sets of 3)")  # fmt: skip
     else:
         choose("weight_map", instances and touching >= TOUCHING,
                f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
