@@ -58,7 +58,8 @@ def test_inspect_prints_the_mask_mode_and_the_plan(sets, tmp_path, capsys, name,
     plan = payload["plan"]["settings"]
     assert plan["normalize"] == normalisation and plan["model"] == "unet"
     if name == "nuclei":
-        assert plan["tune_instances"] is True and plan["weight_map"] is True  # touching nuclei
+        assert plan["tune_instances"] is True and plan["separation"] == "distance"  # touching nuclei
+        assert plan["weight_map"] is False  # the distance output separates them, not the border weight map
         assert payload["fingerprint"]["objects"]["touching"] > 0.5
     if name == "voc":
         assert payload["fingerprint"]["mask"]["ignore_index"] == 255 and "ignored (value 255)" in text
