@@ -45,6 +45,7 @@ RECIPES: dict[str, list[str]] = {
     "default": [],
     "none": ["--separation", "none"],  # the mask alone, instances by the fitted watershed / components
     "sa_unet": ["--model", "sa_unet", "--separation", "none"],  # a plain SA-UNet, the plan filling the rest
+    "sa_unet_distance": ["--model", "sa_unet"],  # SA-UNet with the distance output
     "no_weight_map": ["--set", "weight_map=false"],
     "wide": ["-m", "base_channels=32"],
     "patch256": ["--patch-size", "256"],

@@ -264,3 +264,25 @@ def test_bad_inputs_raise() -> None:
 
 def test_losses_tuple_is_complete() -> None:
     assert set(LOSSES) == set(BINARY_NAMES) | set(MULTICLASS_NAMES)
+
+
+def test_separation_loss_adds_the_distance_bce_by_hand() -> None:
+    from unetkit.losses import SeparationLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5)  # two class logits, then the distance logit
+    target = torch.randint(0, 2, (2, 4, 5))
+    distance = torch.rand(2, 4, 5)
+    valid = torch.rand(2, 4, 5) > 0.3
+    classes = SegmentationLoss("dice_ce", 2)
+    loss = SeparationLoss(classes, distance_weight=0.5)
+    p = torch.sigmoid(logits[:, 2])
+    bce = -(distance * torch.log(p) + (1 - distance) * torch.log(1 - p))
+    expected = classes(logits[:, :2], target, valid=valid) + 0.5 * bce[valid].mean()
+    assert torch.allclose(loss(logits, target, valid=valid, distance=distance), expected, atol=1e-6)
+    assert torch.equal(loss(logits, target, valid=valid), classes(logits[:, :2], target, valid=valid))
+    assert loss.name == "dice_ce"
+    with pytest.raises(ValueError, match="`distance` must be a floating tensor of shape"):
+        loss(logits, target, distance=distance[:, :2])
+    with pytest.raises(ValueError, match="`distance_weight`"):
+        SeparationLoss(classes, distance_weight=-1.0)

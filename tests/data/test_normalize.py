@@ -66,3 +66,48 @@ def test_the_fingerprint_rule_absolute_units_or_per_image():
 def test_large_images_use_a_strided_subsample():
     assert stat_stride(100, 100) == 1
     assert stat_stride(4096, 4096) == 4  # 16 M pixels -> every 4th row and column, 1 M pixels
+
+
+def test_median_centre_by_hand_keeps_a_sparse_tiles_background_where_a_crowded_ones_is():
+    rng = np.random.default_rng(1)
+    background = 100 + rng.normal(0, 3, (1, 64, 64))
+    crowded, sparse = background.copy(), background.copy()
+    crowded[:, :, :24] += 300  # 37% of the tile is nuclei
+    sparse[:, :4, :4] += 300  # a single nucleus
+    norm = Normalization("image", center="median")
+    for tile in (crowded, sparse):
+        low, high = np.percentile(tile, [0.5, 99.5])
+        clipped = np.clip(tile, low, high)
+        expected = (clipped - np.median(clipped)) / clipped.std()
+        np.testing.assert_allclose(norm.apply(tile.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
+    # the background sits near 0 in both tiles; centred on the mean it sits far below 0 in the crowded one only
+    back = [float(np.median(norm.apply(t.astype(np.float32))[:, 32:, 40:])) for t in (crowded, sparse)]
+    assert abs(back[0]) < 0.1 and abs(back[1]) < 0.1
+    mean_centred = Normalization("image", center="mean").apply(crowded.astype(np.float32))
+    assert float(np.median(mean_centred[:, 32:, 40:])) < -0.5
+    # the spec round-trips; checkpoints written before the choice existed keep the mean
+    assert Normalization.from_dict(norm.to_dict()).center == "median"
+    assert Normalization.from_dict({"scheme": "image"}).center == "mean"
+    assert fit_normalization([crowded.astype(np.float32)], scheme="image").center == "median"
+
+
+def test_tiles_of_one_setting_normalise_as_a_data_set_when_the_masks_say_so():
+    """Percentiles that vary with how many objects a tile holds, objects and background that keep their levels."""
+    rng = np.random.default_rng(2)
+    images, masks = [], []
+    for columns in (0.1, 10, 20, 30):  # a sparse tile (5 pixels of one nucleus) beside crowded ones
+        image = 100 + rng.normal(0, 2, (1, 50, 50))
+        mask = np.zeros((50, 50), bool)
+        mask[:, : int(columns)] = True
+        if columns < 1:
+            mask[:5, 0] = True
+        image[:, mask] += 400
+        images.append(image.astype(np.float32))
+        masks.append(mask)
+    percentiles = [np.percentile(x.reshape(1, -1), (0.5, 99.5), axis=1) for x in images]
+    scheme, why = choose_scheme(percentiles, ["uint16"] * 4)
+    assert scheme == "image"  # by the percentiles alone: they move with the content
+    norm = fit_normalization(images, dtypes=["uint16"] * 4, foreground=masks)
+    assert norm.scheme == "dataset" and "keep their intensities" in norm.reason
+    gains = [x * g for x, g in zip(images, (1.0, 1.8, 2.6, 3.4), strict=True)]  # exposure changes: per image
+    assert fit_normalization(gains, dtypes=["uint16"] * 4, foreground=masks).scheme == "image"

@@ -3,6 +3,7 @@ image borders (the context beyond them mirrored and never scored)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from unetkit.models import create_model
@@ -65,3 +66,27 @@ def test_a_share_of_a_batch_holds_the_same_patches_as_the_whole_batch():
     for rows in (slice(0, 3), slice(3, 6), slice(4, 6)):
         part = sampler.batch(indices, torch.Generator().manual_seed(1), rows)
         assert all(torch.equal(part[k], whole[k][rows]) for k in whole)
+
+
+def test_the_distance_target_is_cropped_and_warped_with_its_mask():
+    from unetkit.data.augment import AugmentConfig, augment_batch
+    from unetkit.data.normalize import Normalization
+    from unetkit.data.scenes import nuclei_scene
+    from unetkit.data.types import SegmentationSet
+    from unetkit.train.data import PatchSampler, to_tensors
+
+    scene = nuclei_scene((96, 96), seed=3)
+    data = SegmentationSet(
+        images=[scene.image[None].astype(np.float32)], targets=[(scene.labels > 0).astype(np.int64)], names=["a"],
+        instances=[scene.labels],
+    )  # fmt: skip
+    tensors = to_tensors(data, Normalization("image"), torch.device("cpu"), distance=True)
+    assert tensors.distances is not None and tensors.distances[0].shape == (96, 96)
+    generator = torch.Generator().manual_seed(0)
+    batch = PatchSampler(tensors, 48, foreground_oversample=1.0).batch([0, 0, 0, 0], generator)
+    inside = batch["target"] > 0
+    assert batch["distance"].shape == (4, 48, 48) and bool(torch.all(batch["distance"][~inside] == 0))
+    image, target, extras = augment_batch(batch["image"], batch["target"], config=AugmentConfig(),
+                                          generator=generator, extras={"distance": batch["distance"]})  # fmt: skip
+    deep = extras["distance"] > 0.5  # interpolated: the deep part of each object stays inside its warped mask
+    assert deep.any() and bool(torch.all(target[deep] > 0))
