@@ -105,7 +105,7 @@ def test_tiles_of_one_setting_normalise_as_a_data_set_when_the_masks_say_so():
         images.append(image.astype(np.float32))
         masks.append(mask)
     percentiles = [np.percentile(x.reshape(1, -1), (0.5, 99.5), axis=1) for x in images]
-    scheme, why = choose_scheme(percentiles, ["uint16"] * 4)
+    scheme, _ = choose_scheme(percentiles, ["uint16"] * 4)
     assert scheme == "image"  # by the percentiles alone: they move with the content
     norm = fit_normalization(images, dtypes=["uint16"] * 4, foreground=masks)
     assert norm.scheme == "dataset" and "keep their intensities" in norm.reason

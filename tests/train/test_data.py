@@ -86,7 +86,7 @@ def test_the_distance_target_is_cropped_and_warped_with_its_mask():
     batch = PatchSampler(tensors, 48, foreground_oversample=1.0).batch([0, 0, 0, 0], generator)
     inside = batch["target"] > 0
     assert batch["distance"].shape == (4, 48, 48) and bool(torch.all(batch["distance"][~inside] == 0))
-    image, target, extras = augment_batch(batch["image"], batch["target"], config=AugmentConfig(),
+    _, target, extras = augment_batch(batch["image"], batch["target"], config=AugmentConfig(),
                                           generator=generator, extras={"distance": batch["distance"]})  # fmt: skip
     deep = extras["distance"] > 0.5  # interpolated: the deep part of each object stays inside its warped mask
     assert deep.any() and bool(torch.all(target[deep] > 0))
