@@ -409,7 +409,38 @@ CASES = [
         _disk_full_training,
     ),
     Case("disk-full-during-predict", r"pred/img\.png: " + NO_SPACE, _disk_full_predict),
+    Case(
+        "ignore-index-is-the-foreground",
+        r"data: ignore_index \(--ignore-index\) 255 is the only label other than background in every mask",
+        lambda t, m: _train(t, _tiny_images(t, 16), "--ignore-index", "255", *SMALL[:4]),
+    ),
+    Case(
+        "ignore-index-beyond-8-bit-masks",
+        r"data: ignore_index \(--ignore-index\) 300 cannot occur in 8-bit masks",
+        lambda t, m: _train(t, _tiny_images(t, 16), "--ignore-index", "300", *SMALL[:4]),
+    ),
+    Case(
+        "time-budget-beyond-a-month",
+        r"`time_budget` must be at most 30 days, got '1000000000h'",
+        lambda t, m: _train(t, _tiny_images(t, 16), "--time-budget", "1000000000h"),
+    ),
+    Case(
+        "separation-distance-on-class-masks",
+        r"`separation` 'distance' needs instance labels, and the masks of .*data read as binary",
+        lambda t, m: _train(t, _tiny_images(t, 16), "--separation", "distance", "--plan", "off", *SMALL[:4]),
+    ),
+    Case(
+        "instances-distance-without-the-head",
+        r"`--instances distance` needs a model trained with separation 'distance' .*ckpt has none",
+        lambda t, m: _with(_damaged_checkpoint(t, lambda p: None), "--instances", "distance"),
+    ),
 ]
+
+
+def _with(case: tuple[list[str], Path], *extra: str) -> tuple[list[str], Path]:
+    """A case's command with more arguments."""
+    argv, out = case
+    return [*argv, *extra], out
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

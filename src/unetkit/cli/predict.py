@@ -90,6 +90,11 @@ def _run(args: argparse.Namespace) -> int:
             "superres checkpoint (diffusion models draw images with `unetkit sample`)"
         )
     predictor = Predictor(model, device=device, tta=args.tta)
+    if args.instances == "distance" and not predictor.distance:  # before any input is read: name the checkpoint
+        raise ValueError(
+            f"`--instances distance` needs a model trained with separation 'distance' (its object distance output); "
+            f"{args.checkpoint} has none: use --instances components or watershed"
+        )
     return _predict_all(predictor, inputs, args)
 
 
