@@ -14,9 +14,11 @@ Three methods:
   thin background borders that the weight map trains for.
 - `distance`: for models trained with `separation: distance`, whose extra output is each object's normalised
   distance to its own outline (`unetkit.data.distance`; StarDist's object probability, Schmidt et al. 2018):
-  seeds are the connected regions where that distance exceeds `seed`, one per object since the distance
-  falls to 0 along the border between two touching objects, and the watershed of the negated distance grows
-  them over the foreground. Unlike `watershed`, the valleys are learned, not inferred from the mask's shape.
+  seeds are the maxima of that distance (within the foreground) that stand at least `seed` above the saddle
+  to a higher one, one per object since the distance falls to 0 along the border between two touching
+  objects, and the watershed of the negated distance grows them over the foreground. Unlike `watershed`, the
+  valleys are learned, not inferred from the mask's shape; seeding by height rather than by a fixed level
+  keeps a shallow dip inside an object (as a network trained briefly leaves) from splitting it.
 
 Objects smaller than `min_size` pixels are merged into a touching object or, when isolated, removed.
 
@@ -45,7 +47,7 @@ MARKER_TOLERANCE = 1e-5  # relative: markers must exceed `h` by more than the fl
 # the candidates `fit_instances` tries: watershed h in pixels of distance, the distance method's seed level, and
 # min_size as a share of the 5th percentile of the true objects' sizes
 H_GRID = (0.5, 1.0, 2.0, 3.0)
-SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_GRID = (0.05, 0.1, 0.15, 0.2, 0.3)
 MIN_SIZE_SHARES = (0.0, 0.25, 0.5)
 # candidates within this instance F1 of the best are as good; the first method of PREFERRED among them wins
 FIT_TOLERANCE = 0.01
@@ -111,7 +113,7 @@ def instances_from_probs(
     smoothing: float = 0.0,
     sharpen: float = 4.0,
     distance: np.ndarray | None = None,
-    seed: float = 0.5,
+    seed: float = 0.1,
     spatial_dims: int = 2,
 ) -> np.ndarray:
     """Instance labels `(H, W)` (or `(D, H, W)`) int32 (0 = background, objects 1..N) from foreground
@@ -134,7 +136,8 @@ def instances_from_probs(
         sharpen: `watershed`: exponent of the foreground probability multiplying the distance; 0 ignores
             the probabilities beyond the threshold.
         distance: `distance`: the model's normalised object distance, in [0, 1], of the foreground's shape.
-        seed: `distance`: seeds are the regions where `distance` is above this, in (0, 1).
+        seed: `distance`: least height, in units of the normalised distance, of a maximum of `distance` over the
+            saddle to a higher one (and over the background) for it to seed its own object, in (0, 1).
         spatial_dims: 2 for images, 3 for volumes.
     """
     _check(method, threshold, min_size, h, smoothing, sharpen)
@@ -154,8 +157,13 @@ def instances_from_probs(
 
     if method == "distance":
         assert distance is not None
-        level = np.asarray(distance, dtype=np.float32)
-        markers, _ = ndimage.label((level > seed) & mask)
+        from skimage.morphology import h_maxima
+
+        level = np.where(mask, np.asarray(distance, dtype=np.float32), np.float32(0))  # 0 off the foreground
+        # seeds: maxima of the learned distance that stand `seed` above the saddle to a higher one (and above the
+        # background's 0), so a shallow dip inside an under-trained object does not split it
+        peaks = h_maxima(level, seed).astype(bool) & mask & (level - seed > MARKER_TOLERANCE * level)
+        markers, _ = ndimage.label(peaks)
         return _grow(markers, -level, level, mask, min_size)
 
     if method == "components":
