@@ -155,6 +155,8 @@ def _run_facts(run: Path) -> dict[str, object]:
 def main() -> None:
     import torch
 
+    from unetkit.train.plan import DEFAULT_BUDGET
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="tiles,nuclei")
     parser.add_argument("--recipes", default="default,none,sa_unet", help=f"of {', '.join(RECIPES)}")
@@ -176,7 +178,8 @@ def main() -> None:
         for recipe in args.recipes.split(","):
             run = work / name / f"run_{recipe}_{args.budget}"
             shutil.rmtree(run, ignore_errors=True)
-            flags = [*RECIPES[recipe], "--time-budget", args.budget]
+            plain = recipe == "default" and args.budget == DEFAULT_BUDGET  # literally no flag: the plan's budget
+            flags = [*RECIPES[recipe], *([] if plain else ["--time-budget", args.budget])]
             command = ["train", "--data", str(data), "--out", str(run), *flags]
             jobs.append((recipe, run, command, work / name / f"train_{recipe}_{args.budget}.log"))
         peer = None

@@ -197,3 +197,26 @@ def test_volume_pools_let_an_axis_stop_where_it_runs_out_of_voxels():
     # 5 mm slices at 0.6 mm: kernel 1 along z while its spacing is over twice the in-plane one
     kernels, pools = volume_pools([128, 128, 16], [0.6, 0.6, 5.0])
     assert pools[:3] == [[2, 2, 1]] * 3 and kernels[:3] == [[3, 3, 1]] * 3 and kernels[3] == [3, 3, 3]
+
+
+def test_model_options_given_for_volumes_still_time_a_3d_step(tmp_path):
+    """`-m base_channels=32` on a folder of volumes: the timed trial builds the 3D model (it built a 2-D one and
+    crashed with an internal error before)."""
+    from tests.train.volumes import make_volume_folder
+    from unetkit.cli.main import main
+
+    data = make_volume_folder(tmp_path / "vols", 3)
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "-m",
+        "base_channels=4",
+        "--time-budget",
+        "5s",
+    ]
+    assert main(argv) == 0
+    plan = (tmp_path / "run" / "plan.json").read_text()
+    assert "ms per step measured" in plan

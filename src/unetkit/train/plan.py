@@ -149,8 +149,9 @@ def volume_pools(patch: list[int], spacing: list[float] | None) -> tuple[list[li
         size = [n // p for n, p in zip(size, pool, strict=True)]
 
 
-def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device) -> float:
-    """Seconds of one training step (augmentation, forward, backward, update) of `config`'s model, timed."""
+def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: torch.device, dims: int = 2) -> float:
+    """Seconds of one training step (augmentation, forward, backward, update) of `config`'s model on patches of
+    `dims` spatial axes, timed."""
     from unetkit.data.augment import AugmentConfig, augment_batch
     from unetkit.losses import SegmentationLoss
     from unetkit.models import create_model
@@ -158,7 +159,9 @@ def _trial_seconds(config: TrainConfig, channels: int, classes: int, device: tor
 
     torch.manual_seed(0)
     options = {**config.model_options, "in_channels": channels, "num_classes": classes}  # the data decides these
-    patch = config.patch_size if isinstance(config.patch_size, list) else [config.patch_size] * 2
+    if dims == 3 and "spatial_dims" in model_defaults(config.model):  # volumes, whatever model options were given
+        options.setdefault("spatial_dims", 3)
+    patch = list(per_axis(config.patch_size, dims, "patch_size"))
     shape = (config.batch_size, channels, *patch)
     layout = channels_last_format(len(shape))
     model = create_model(config.model, **options).to(device).to(memory_format=layout)  # type: ignore[call-overload]
@@ -285,12 +288,12 @@ def make_plan(
     if not measure:
         reasons["epochs"] = "not planned: no timed trial (--no-timing, or several processes that must plan alike)"
     elif "steps_per_epoch" not in given:
-        seconds = _trial_seconds(planned, channels, max(classes, 2), device)
+        seconds = _trial_seconds(planned, channels, max(classes, 2), device, 3 if volumes else 2)
         if measure and device.type == "cpu" and "threads" not in given and torch.get_num_threads() > 1:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # a loaded machine runs one thread faster than several competing ones
             try:
-                single = _trial_seconds(planned, channels, max(classes, 2), device)
+                single = _trial_seconds(planned, channels, max(classes, 2), device, 3 if volumes else 2)
             finally:
                 torch.set_num_threads(threads)
             if single < seconds:
@@ -312,7 +315,7 @@ def make_plan(
             planned.patch_size = settings["patch_size"] = smaller
             if "smaller" not in reasons["patch_size"]:
                 reasons["patch_size"] += f"; smaller to allow {MIN_STEPS} steps in the budget"
-            seconds = _trial_seconds(planned, channels, max(classes, 2), device)
+            seconds = _trial_seconds(planned, channels, max(classes, 2), device, 3 if volumes else 2)
         sides = per_axis(planned.patch_size, 3 if volumes else 2, "patch_size")
         val_pixels = fingerprint["counts"].get("val", 0) * (math.prod(shape) if volumes else height * width)
         val_seconds = seconds / 3 * val_pixels / (planned.batch_size * math.prod(sides))  # forward only
