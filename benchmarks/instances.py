@@ -187,7 +187,8 @@ def main() -> None:
             peer_work = work / name / f"nnunet_{args.budget}"
             shutil.rmtree(peer_work, ignore_errors=True)
             peer_out = work / name / f"nnunet_{args.budget}.json"
-            peer = [sys.executable, str(Path(__file__).with_name("nnunet_peer.py")), "--data", str(data), "--test",
+            peer_data = data / "train" if (data / "train").is_dir() else data  # nnU-Net takes every training image
+            peer = [sys.executable, str(Path(__file__).with_name("nnunet_peer.py")), "--data", str(peer_data), "--test",
                     str(test), "--budget", args.budget, "--work", str(peer_work), "--out", str(peer_out),
                     "--nnunet-venv", args.peer_venv]  # fmt: skip
         load = os.getloadavg()
