@@ -225,6 +225,13 @@ def _cut_file(name: str, keep: int) -> Callable[[Path], None]:
 
 
 NO_SPACE = r"cannot write \(No space left on device\)"
+
+
+def _spec(low: float, std: float) -> dict[str, object]:
+    """A `dataset` preprocessing spec with one channel."""
+    return {"scheme": "dataset", "low": [low], "high": [1.0], "mean": [0.5], "std": [std]}
+
+
 CASES = [
     # image files
     Case("image-missing", r"img\.png: no such file", lambda t, m: _predict(t, _image_case(t, "img.png"))),
@@ -410,6 +417,26 @@ CASES = [
     ),
     Case("disk-full-during-predict", r"pred/img\.png: " + NO_SPACE, _disk_full_predict),
     Case(
+        "checkpoint-preprocess-std-zero",
+        r"ckpt/config\.json: `preprocess\.std` must be > 0",
+        _checkpoint_case(_edit_config(preprocess=_spec(low=0.0, std=0.0))),
+    ),
+    Case(
+        "checkpoint-preprocess-nan-mean",
+        r"ckpt/config\.json: `preprocess\.mean` must be a list of finite numbers",
+        lambda t, m: _damaged_checkpoint(t, _nan_mean),
+    ),
+    Case(
+        "checkpoint-preprocess-low-above-high",
+        r"ckpt/config\.json: `preprocess\.low` must not exceed `preprocess\.high`",
+        _checkpoint_case(_edit_config(preprocess=_spec(low=5.0, std=1.0))),
+    ),
+    Case(
+        "checkpoint-label-values-beyond-16-bit",
+        r"ckpt/config\.json: `mask\.label_values` must be integers in \[0, 65535\]",
+        _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 2, "label_values": [0, 70000]})),
+    ),
+    Case(
         "ignore-index-is-the-foreground",
         r"data: ignore_index \(--ignore-index\) 255 is the only label other than background in every mask",
         lambda t, m: _train(t, _tiny_images(t, 16), "--ignore-index", "255", *SMALL[:4]),
@@ -435,6 +462,14 @@ CASES = [
         lambda t, m: _with(_damaged_checkpoint(t, lambda p: None), "--instances", "distance"),
     ),
 ]
+
+
+def _nan_mean(ckpt: Path) -> None:
+    """A preprocessing mean of NaN, as JSON writers spell it."""
+    text = (ckpt / "config.json").read_text()
+    config = json.loads(text)
+    config["preprocess"] = {"scheme": "dataset", "low": [0.0], "high": [1.0], "mean": [0.5], "std": [1.0]}
+    (ckpt / "config.json").write_text(json.dumps(config).replace('"mean": [0.5]', '"mean": [NaN]'))
 
 
 def _with(case: tuple[list[str], Path], *extra: str) -> tuple[list[str], Path]:

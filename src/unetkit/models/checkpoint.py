@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -194,7 +195,48 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(config.get("model"), str) or not isinstance(config.get("model_config", {}), dict):
         raise ValueError(f"{file}: corrupted checkpoint config (expected a model name and a model_config mapping)")
+    _check_entries(config, file)
     return config
+
+
+PREPROCESS_SCHEMES = ("image", "dataset", "none")  # unetkit.data.normalize's (models/ does not import data/)
+MASK_VALUE_LIMIT = 65535  # predicted masks are written as uint8 or uint16
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+
+
+def _check_entries(config: dict[str, Any], file: Path) -> None:
+    """The entries prediction acts on, checked as a user's config is: a preprocessing spec that would divide by 0,
+    hold NaN or clip above below, label values a mask cannot hold, an unknown separation; each a ValueError naming
+    `file` and the entry (they predicted an all-zero or wrapped mask without a word)."""
+    pre = config.get("preprocess")
+    if pre is not None:
+        if not isinstance(pre, dict):
+            raise ValueError(f"{file}: `preprocess` must be a mapping, got {type(pre).__name__}")
+        if "scheme" in pre and pre["scheme"] not in PREPROCESS_SCHEMES:
+            raise ValueError(f"{file}: `preprocess.scheme` must be one of {', '.join(PREPROCESS_SCHEMES)}, "
+                             f"got {pre['scheme']!r}")  # fmt: skip
+        for key in ("low", "high", "mean", "std"):
+            if key in pre and not _numbers(pre[key]):
+                raise ValueError(f"{file}: `preprocess.{key}` must be a list of finite numbers, got {pre[key]!r}")
+        if "std" in pre and any(v <= 0 for v in pre["std"]):
+            raise ValueError(f"{file}: `preprocess.std` must be > 0 (it divides the image), got {pre['std']!r}")
+        if "low" in pre and "high" in pre and any(lo > hi for lo, hi in zip(pre["low"], pre["high"], strict=False)):
+            raise ValueError(f"{file}: `preprocess.low` must not exceed `preprocess.high`, got {pre['low']!r} > "
+                             f"{pre['high']!r}")  # fmt: skip
+    values = (config.get("mask") or {}).get("label_values") if isinstance(config.get("mask"), dict) else None
+    if values is not None and not (
+        isinstance(values, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MASK_VALUE_LIMIT for v in values)
+    ):
+        raise ValueError(f"{file}: `mask.label_values` must be integers in [0, {MASK_VALUE_LIMIT}] (a mask is written "
+                         f"as 8 or 16 bits), got {values!r}")  # fmt: skip
+    if config.get("separation") not in (None, "distance", "none"):
+        raise ValueError(f"{file}: `separation` must be 'distance' or absent, got {config['separation']!r}")
 
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
