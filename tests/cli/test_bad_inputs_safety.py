@@ -124,6 +124,11 @@ def _sample(tmp: Path) -> tuple[list[str], Path]:
     return ["sample", str(ckpt), "--out", str(tmp / "grid.png"), "--trajectory", str(tmp / "grid.png")], tmp
 
 
+def _inspect_json(tmp: Path) -> tuple[list[str], Path]:
+    data = folder(tmp / "data", n=2, size=32)
+    return ["data", "inspect", str(data), "--no-timing", "--json", str(data / "masks" / "img0.png")], tmp
+
+
 INPUT = r"is one of the inputs( \(.*\))?; refusing to write over it"
 OUTPUT_CASES = [
     Case(
@@ -170,6 +175,11 @@ OUTPUT_CASES = [
     ),
     Case(
         "from-one-out-holds-the-image", r"`--out` .*data/images (is one of|holds) the input", lambda t, m: _from_one(t)
+    ),
+    Case(
+        "inspect-json-over-a-mask",
+        r"`--json` .*data/masks/img0\.png is inside the input .*data; choose a folder outside it",
+        lambda t, m: _inspect_json(t),
     ),
     Case("sample-out-is-the-trajectory", r"`--trajectory` .*grid\.png is also `--out`", lambda t, m: _sample(t)),
     Case(

@@ -83,6 +83,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from unetkit.train.config import TrainConfig
     from unetkit.train.plan import make_plan
 
+    if args.json is not None:  # before reading: the JSON may not land on (or in) the data set it describes
+        check_outputs(files={"--json": args.json}, trees=[args.dir])
     fingerprint, _, _ = fingerprint_folder(
         args.dir, mask_mode=args.mask_mode, ignore_index=args.ignore_index, normalize=args.normalize
     )
