@@ -128,3 +128,15 @@ def test_the_lock_goes_with_a_failed_run_and_so_does_the_folder_it_made(tmp_path
     assert main(["train", *FLAGS, "--data", str(tmp_path / "nowhere"), "--out", str(run)]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_a_lock_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    """`RUN/train.lock` linking to another file: the lock would write its pid over that file; it is refused."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).symlink_to(precious)
+    with pytest.raises(ValueError, match=r"train\.lock: is a symbolic link; a run's lock is a plain file"):
+        RunLock(run).acquire()
+    assert precious.read_text() == "keep me\n" and (run / LOCK).is_symlink()

@@ -170,10 +170,16 @@ class RunLock:
         except OSError as err:
             raise write_error(err, self.run) from err
         for _ in range(10):  # the file may be removed by its last holder between our open and our flock
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+                fd = os.open(self.path, flags, 0o666)
             except OSError as err:
                 self._forget_dir()
+                if err.errno == errno.ELOOP:  # a link: writing the lock through it would replace another file
+                    raise ValueError(
+                        f"{self.path}: is a symbolic link; a run's lock is a plain file: remove the link "
+                        "(unetkit does not follow it)"
+                    ) from None
                 raise write_error(err, self.path) from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
