@@ -88,7 +88,21 @@ LONG = "x" * 100_000
 TOO_LARGE = r"is larger than the pixel limit"
 HEADER = r"its header claims 30000x30000 pixels \(900,000,000 bytes\), more than its [\d,]+ bytes can hold"
 
+
+def _empty_zarr(tmp: Path) -> tuple[list[str], Path]:
+    """A zarr store whose shape claims 200000^2 pixels and which holds no chunk (a few hundred bytes on disk)."""
+    zarr = pytest.importorskip("zarr")
+    path = tmp / "in" / "huge.zarr"
+    zarr.create_array(str(path), shape=(200_000, 200_000), chunks=(1024, 1024), dtype="uint8", fill_value=0)
+    return ["predict", str(checkpoint(tmp / "ckpt")), str(path), "--out", str(tmp / "pred")], tmp / "pred"
+
+
 CASES = [
+    Case(
+        "zarr-store-over-the-pixel-limit",
+        rf"huge\.zarr: 200000x200000 {TOO_LARGE} 4294967296 for zarr stores \(raise it with UNETKIT_MAX_PIXELS\)",
+        lambda t, m: _empty_zarr(t),
+    ),
     Case(
         "image-header-larger-than-the-file",
         rf"img\.png: {HEADER} \(1032:1 at most\); the file is truncated or damaged",

@@ -32,6 +32,7 @@ from unetkit.data.errors import DataError
 __all__ = ["MAX_CHANNELS", "WHOLE_READ_PIXELS", "ImageSource", "open_source"]
 
 MAX_CHANNELS = 16  # pages of one size read as channels, at most; more is a stack or a volume
+ZARR_PIXEL_FACTOR = 16  # zarr stores, read by region: up to this many times the pixel limit (2^32 by default)
 WHOLE_READ_PIXELS = int(os.environ.get("UNETKIT_WHOLE_READ_PIXELS", 64 * 2**20))  # formats decoded whole
 ZARR_SUFFIXES = (".zarr",)
 
@@ -248,6 +249,14 @@ class ZarrSource(ImageSource):
             self.layout, (channels, height, width) = "cyx", shape
         else:
             raise DataError(f"{path}: expected a 2-D zarr array (H, W), (H, W, C) or (C, H, W), got shape {shape}")
+        from unetkit.data import io as data_io  # the limit read now: UNETKIT_MAX_PIXELS, or a test's
+
+        limit = data_io.MAX_PIXELS * ZARR_PIXEL_FACTOR  # read by region: larger than decoded whole, not unbounded
+        if height * width > limit:  # a store's missing chunks cost no disk: its shape alone could ask for days
+            raise DataError(
+                f"{path}: {width}x{height} is larger than the pixel limit {limit} for zarr stores (raise it with "
+                "UNETKIT_MAX_PIXELS)"
+            )
         self._setup(path, channels, height, width, self.array.dtype, expected)
 
     def _region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
