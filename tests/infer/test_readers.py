@@ -106,3 +106,18 @@ def test_nan_in_a_region_and_a_corrupt_tile_name_the_file(tmp_path):
     broken.write_bytes(bytes(data))
     with open_source(broken) as source, pytest.raises(DataError, match=r"broken\.tif: cannot read image"):
         source.region(0, 64, 0, 457)
+
+
+def test_a_1_bit_tiff_is_read_not_refused_as_damaged(tmp_path):
+    """A bilevel TIFF stores 8 pixels a byte: its header's size is not 8 times what the file holds."""
+    import tifffile
+
+    from unetkit.data.io import read_image
+    from unetkit.infer.readers import open_source
+
+    picture = np.zeros((40, 50), bool)
+    picture[5:20, 5:30] = True
+    tifffile.imwrite(tmp_path / "bit.tif", picture)
+    np.testing.assert_array_equal(read_image(tmp_path / "bit.tif"), picture)
+    with open_source(tmp_path / "bit.tif", 1) as source:
+        np.testing.assert_array_equal(source.region(0, 40, 0, 50)[0], picture)

@@ -220,11 +220,13 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
         if pixels > limit or math.prod(shape) > limit * MAX_VALUES_PER_PIXEL:
             raise _too_large(path, f"shape {shape} ({axes})", limit)
         sides = dict(zip(axes, shape, strict=False))
+        bits = int(getattr(tif.pages[0], "bitspersample", 8) or 8)  # as stored: 1 for a bilevel (bool) image
+        stored = bits if bits < 8 else np.dtype(series.dtype).itemsize * 8
         check_decode_size(  # the limit is checked above (with the shape); here what the file can hold
             path,
             int(sides.get("Y", 1)),
             int(sides.get("X", 1)),
-            bits_per_pixel=math.prod(shape) * np.dtype(series.dtype).itemsize * 8 // max(pixels, 1),
+            bits_per_pixel=math.prod(shape) * stored // max(pixels, 1),
             file_bytes=path.stat().st_size,
             max_ratio=_TIFF_RATIO.get(compression),
             compressed=compression != 1,

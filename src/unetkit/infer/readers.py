@@ -203,6 +203,8 @@ class TiffSource(ImageSource):
             pages = [p for p in series.pages if p is not None]
             if not pages:
                 raise ValueError("a series without pages")
+            if any(getattr(p, "bitspersample", 8) == 1 for p in pages):  # bit-packed: 8 pixels a byte
+                raise ValueError("1-bit pages, decoded whole")
             self.pages = [_TiffPage(p, self.tif.byteorder) for p in pages]
             first = self.pages[0]
             if len(self.pages) > 1 and (
