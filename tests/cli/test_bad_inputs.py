@@ -437,6 +437,21 @@ CASES = [
         _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 2, "label_values": [0, 70000]})),
     ),
     Case(
+        "model-depth-99",
+        r"`model_options` for 'unet': `depth` must be at most 12, got 99",
+        lambda t, m: _train(t, "synthetic:cells", "-m", "depth=99"),
+    ),
+    Case(
+        "model-width-1e12",
+        r"`base_channels` 1000000000000 with `depth` 4 gives 32000000000000 channels at the deepest level",
+        lambda t, m: _train(t, "synthetic:cells", "-m", "base_channels=1000000000000"),
+    ),
+    Case(
+        "checkpoint-config-depth-99",
+        r"ckpt/config\.json: `depth` must be at most 12, got 99",
+        _checkpoint_case(_edit_config(model="unet", model_config={"in_channels": 1, "depth": 99})),
+    ),
+    Case(
         "ignore-index-is-the-foreground",
         r"data: ignore_index \(--ignore-index\) 255 is the only label other than background in every mask",
         lambda t, m: _train(t, _tiny_images(t, 16), "--ignore-index", "255", *SMALL[:4]),

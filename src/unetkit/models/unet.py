@@ -53,6 +53,9 @@ from unetkit.models._sizes import AxisPlan, SizeRulesMixin
 
 __all__ = ["UNet", "UNetDecoder", "UNetEncoder", "sa_unet", "unet", "unet_classic", "unet_classic_3d"]
 
+MAX_DEPTH = 12  # down-samplings of the U-Net family
+MAX_CHANNELS = 2**16  # channels of any layer: beyond it a model is a typo (1e12 overflowed torch's storage size)
+
 PADDINGS = ("same", "valid")
 UPSAMPLES = ("transpose", "bilinear")
 DOUBLINGS = ("after_pool", "before_pool")
@@ -271,6 +274,14 @@ class UNet(SizeRulesMixin, GradCheckpointMixin, nn.Module):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{arg}` must be an integer >= 1, got {value!r}")
+        if depth > MAX_DEPTH:  # each down-sampling halves the image: 2^12 = 4096 px for one deepest pixel
+            raise ValueError(f"`depth` must be at most {MAX_DEPTH}, got {depth}")
+        widest = base_channels * 2 ** (depth + 1)
+        if max(base_channels, in_channels, num_classes, widest) > MAX_CHANNELS:
+            raise ValueError(
+                f"`base_channels` {base_channels} with `depth` {depth} gives {widest} channels at the deepest level, "
+                f"more than {MAX_CHANNELS}; or `in_channels` / `num_classes` above it"
+            )
         dims = check_spatial_dims(spatial_dims)
         self.padding = look_up_option("padding", padding, PADDINGS)
         upsample = look_up_option("upsample", upsample, UPSAMPLES)
