@@ -54,7 +54,7 @@ from unetkit.models._sizes import AxisPlan, SizeRulesMixin
 __all__ = ["UNet", "UNetDecoder", "UNetEncoder", "sa_unet", "unet", "unet_classic", "unet_classic_3d"]
 
 MAX_DEPTH = 12  # down-samplings of the U-Net family
-MAX_CHANNELS = 2**16  # channels of any layer: beyond it a model is a typo (1e12 overflowed torch's storage size)
+MAX_CHANNELS = 2**18  # channels of any layer: beyond it a model is a typo (1e12 overflowed torch's storage size)
 
 PADDINGS = ("same", "valid")
 UPSAMPLES = ("transpose", "bilinear")
