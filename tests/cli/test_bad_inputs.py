@@ -437,6 +437,11 @@ CASES = [
         _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 2, "label_values": [0, 70000]})),
     ),
     Case(
+        "checkpoint-format-version-not-an-integer",
+        r"ckpt/config\.json: `format_version` must be an integer >= 1, got 1\.0",
+        _checkpoint_case(_edit_config(format_version=1.0)),
+    ),
+    Case(
         "model-depth-99",
         r"`model_options` for 'unet': `depth` must be at most 12, got 99",
         lambda t, m: _train(t, "synthetic:cells", "-m", "depth=99"),

@@ -188,7 +188,9 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{file}: not a unetkit checkpoint config")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{file}: `format_version` must be an integer >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{file}: checkpoint format version {version} is newer than this unetkit ({__version__}) reads "
             f"(<= {FORMAT_VERSION}); upgrade unetkit"
