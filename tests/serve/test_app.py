@@ -166,3 +166,14 @@ def test_tiles_and_job_errors_refused_cleanly(runs_root, cells, tmp_path):
     unknown = api.post("/api/jobs", json={"run": "nope", "image": upload(api, cells / "images" / "cells_0050.png")})
     assert unknown.status_code == 400 and unknown.json()["error"] == "`run` must be one of narrow, wide, got 'nope'"
     assert HEADERS["X-Unetkit"] == "1"
+
+
+def test_a_deeply_nested_or_huge_json_body_is_a_400_not_a_500(runs_root, tmp_path):
+    api = client(runs_root, tmp_path / "work")
+    unclosed = api.post("/api/jobs", content=b"[" * 60_000)
+    assert unclosed.status_code == 400, unclosed.text
+    deep = ("[" * 20_000 + "]" * 20_000).encode()  # valid JSON, deeper than the parser's recursion limit
+    response = api.post("/api/jobs", content=deep)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+    huge = api.post("/api/uploads", content=b'{"name": "' + b"a" * 100_000 + b'"}')
+    assert huge.status_code == 400 and "more than the 65536 a JSON request may hold" in huge.json()["error"]

@@ -10,6 +10,7 @@ must name the address served (no DNS rebinding).
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib import resources
 from pathlib import Path
@@ -54,6 +55,20 @@ def _error(message: str, status: int = 400) -> JSONResponse:
 
 def _json(value: Any) -> JSONResponse:
     return JSONResponse(value, headers=SECURITY_HEADERS)
+
+
+MAX_JSON_BYTES = 64 * 1024  # a request's JSON body: a few names and flags
+
+
+async def _body(request: Request) -> Any:
+    """The request's JSON body; a body too long, not JSON, or nested too deeply for the parser is a 400."""
+    raw = await request.body()
+    if len(raw) > MAX_JSON_BYTES:
+        raise ValueError(f"request body of {len(raw)} bytes, more than the {MAX_JSON_BYTES} a JSON request may hold")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("request body nested too deeply; expected a flat JSON object") from None
 
 
 def _int(request: Request, key: str) -> int:
@@ -144,7 +159,7 @@ def create_app(
         return _json(config_diff(index.config_text(a), index.config_text(b), a, b))
 
     async def new_upload(request: Request) -> Response:
-        body = await request.json()
+        body = await _body(request)
         if not isinstance(body, dict):
             raise ValueError("expected a JSON object {name, size}")
         size = body.get("size")
@@ -179,7 +194,7 @@ def create_app(
         return _json({"token": upload.token, "name": upload.name, "size": received})
 
     async def submit(request: Request) -> Response:
-        body = await request.json()
+        body = await _body(request)
         if not isinstance(body, dict):
             raise ValueError("expected a JSON object {run, image, truth, tta, instances}")
         job = store.submit(
