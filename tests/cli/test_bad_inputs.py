@@ -63,6 +63,22 @@ def _predict3d(tmp: Path, volume: Path) -> tuple[list[str], Path]:
     return ["predict", str(tmp / "ckpt3d"), str(volume), "--out", str(tmp / "pred")], tmp / "pred"
 
 
+def _nifti_claiming(tmp: Path, side: int, gz: bool) -> Path:
+    """A 4^3 NIfTI whose header's dims are rewritten to `side`^3: a few hundred bytes claiming far more voxels."""
+    import gzip
+    import struct
+
+    nibabel = pytest.importorskip("nibabel")
+    path = _image_case(tmp, "small.nii")
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    path.unlink()
+    raw[40:56] = struct.pack("<8h", 3, side, side, side, 1, 1, 1, 1)
+    target = tmp / "in" / ("bomb.nii.gz" if gz else "bomb.nii")
+    target.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return target
+
+
 def _nifti(tmp: Path, shape: tuple[int, ...]) -> Path:
     nibabel = pytest.importorskip("nibabel")
     path = _image_case(tmp, "vol.nii.gz")
@@ -440,6 +456,17 @@ CASES = [
         "checkpoint-format-version-not-an-integer",
         r"ckpt/config\.json: `format_version` must be an integer >= 1, got 1\.0",
         _checkpoint_case(_edit_config(format_version=1.0)),
+    ),
+    Case(
+        "nifti-header-claims-32000-cubed",
+        r"bomb\.nii: its header claims 32,768,000,000,352 bytes of header and voxels, more than the 416 bytes the "
+        r"file holds; the file is truncated or damaged",
+        lambda t, m: _predict3d(t, _nifti_claiming(t, 32000, gz=False)),
+    ),
+    Case(
+        "nifti-gz-header-claims-32000-cubed",
+        r"bomb\.nii\.gz: its header claims 32,768,000,000,352 bytes .* more than the 416 bytes the file holds",
+        lambda t, m: _predict3d(t, _nifti_claiming(t, 32000, gz=True)),
     ),
     Case(
         "model-depth-99",

@@ -134,15 +134,39 @@ class _Slabs:
         raise NotImplementedError
 
 
+def _nifti_bytes(path: Path) -> int:
+    """The bytes a NIfTI file must hold by its header: the data offset plus every voxel (read from the header only)."""
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))  # reads the header; the voxels stay on disk
+    except Exception as err:  # nibabel raises its own types for a file that is not NIfTI
+        raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
+    header: Any = image.header
+    proxy: Any = image.dataobj  # its offset is where the voxels start in the file (the header's may read 0)
+    offset = int(getattr(proxy, "offset", 0) or header.get_data_offset())
+    voxels = math.prod(int(n) for n in header.get_data_shape())
+    return offset + voxels * np.dtype(header.get_data_dtype()).itemsize
+
+
 class _NiftiSlabs(_Slabs):
     def __init__(self, path: Path, tmp_dir: Path) -> None:
         import nibabel
 
+        given = path
+        need = _nifti_bytes(path)  # header, extensions and the voxels its header claims
         if volume_suffix(path) == ".nii.gz":  # decompress once: reading by range in a gzip stream re-reads it
             raw = tmp_dir / "input.nii"
             with gzip.open(path, "rb") as src, open(raw, "wb") as dst:
-                shutil.copyfileobj(src, dst, COPY_CHUNK)
+                while dst.tell() < need and (chunk := src.read(min(COPY_CHUNK, need - dst.tell()))):
+                    dst.write(chunk)  # no more than the header claims: a gzip bomb stops here
             path = raw
+        held = path.stat().st_size
+        if held < need:  # refused before any voxel is read or any buffer sized to the claim
+            raise DataError(
+                f"{given}: its header claims {need:,} bytes of header and voxels, more than the {held:,} bytes the "
+                "file holds; the file is truncated or damaged"
+            )
         image = nibabel.load(str(path))
         if not isinstance(image, (nibabel.Nifti1Image, nibabel.Nifti2Image)):
             raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
