@@ -139,11 +139,10 @@ def _nifti_bytes(path: Path) -> int:
     import nibabel
 
     try:
-        image = nibabel.load(str(path))  # reads the header; the voxels stay on disk
+        image: Any = nibabel.load(str(path))  # reads the header; the voxels stay on disk
     except Exception as err:  # nibabel raises its own types for a file that is not NIfTI
         raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
-    header: Any = image.header
-    proxy: Any = image.dataobj  # its offset is where the voxels start in the file (the header's may read 0)
+    header, proxy = image.header, image.dataobj  # the proxy's offset: where the voxels start (the header may say 0)
     offset = int(getattr(proxy, "offset", 0) or header.get_data_offset())
     voxels = math.prod(int(n) for n in header.get_data_shape())
     return offset + voxels * np.dtype(header.get_data_dtype()).itemsize
