@@ -55,7 +55,7 @@ WRITE_ERRNOS = frozenset(
     )
     if code is not None
 )
-# the names every temporary file and folder of this package has: `.NAME.tmpXXXX` / `.STEM.XXXX.tmp.SUFFIX`
+# the names every temporary file and folder of this package has: `.NAME.tmpXXXX` / `.STEM.tmp-PID-XXXX.SUFFIX`
 TEMP_GLOB = ".*.tmp*"
 
 
@@ -116,7 +116,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        # `.STEM.tmp-PID-XXXX.SUFFIX`: the process that owns it is known, so a later run can remove it once that
+        # process is gone (`unetkit.infer.files.remove_dead_temps`); the suffix stays for writers that go by it
+        prefix = f".{path.stem}.tmp-{os.getpid()}-"
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)
     except FileExistsError as err:  # a file where a folder of the path should be
         raise WriteError(errno.ENOTDIR, "a file is in the way of its folder", str(path)) from err
     except OSError as err:

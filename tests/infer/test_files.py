@@ -115,9 +115,11 @@ def test_dead_temporaries_go_and_live_ones_stay(tmp_path, caplog):
     (stale / "mask.tif").write_bytes(b"half")
     live = out / f".other.tmp-{__import__('os').getpid()}-efgh"
     live.mkdir()
+    half = out / f".case.nii.tmp-{int(dead.stdout)}-ijkl.gz"  # a killed volume prediction's atomic file
+    half.write_bytes(b"x" * 100)
     with caplog.at_level("WARNING"):
-        assert remove_dead_temps(out) == [stale]
-    assert not stale.exists() and live.is_dir()
+        assert remove_dead_temps(out) == sorted([stale, half])
+    assert not stale.exists() and not half.exists() and live.is_dir()
     assert f"removed {stale}, left by a prediction that was killed" in caplog.text
 
 

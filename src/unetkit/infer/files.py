@@ -413,16 +413,20 @@ def _alive(pid: int) -> bool:
 
 
 def remove_dead_temps(out_dir: Path) -> list[Path]:
-    """Remove the temporary folders that killed predictions left in `out_dir` (those whose process is no
-    longer running; others' live ones are kept); returns them, and logs each."""
+    """Remove the temporary folders and files (`unetkit._fs.atomic_file`'s) that killed predictions left in
+    `out_dir` (those whose process is no longer running; others' live ones are kept); returns them, and logs
+    each."""
     removed: list[Path] = []
     if not out_dir.is_dir():
         return removed
     for entry in sorted(out_dir.glob(f".*.{TEMP_PREFIX}*-*")):
         owner = entry.name.rsplit(f".{TEMP_PREFIX}", 1)[1].split("-", 1)[0]
-        if not entry.is_dir() or entry.is_symlink() or not owner.isdigit() or _alive(int(owner)):
+        if entry.is_symlink() or not owner.isdigit() or _alive(int(owner)):
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
         logger.warning("removed %s, left by a prediction that was killed (process %s)", entry, owner)
         removed.append(entry)
     return removed
