@@ -469,6 +469,11 @@ CASES = [
         lambda t, m: _predict3d(t, _nifti_claiming(t, 32000, gz=True)),
     ),
     Case(
+        "checkpoint-config-nested-100000-deep",
+        r"ckpt/config\.json: corrupted checkpoint config \(RecursionError\)",
+        _checkpoint_case(lambda ckpt: (ckpt / "config.json").write_text("[" * 100_000 + "]" * 100_000)),
+    ),
+    Case(
         "model-depth-99",
         r"`model_options` for 'unet': `depth` must be at most 12, got 99",
         lambda t, m: _train(t, "synthetic:cells", "-m", "depth=99"),

@@ -183,8 +183,8 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     file = folder / CONFIG
     try:
         config = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file}: corrupted checkpoint config ({type(err).__name__})") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # nested past the parser
+        raise ValueError(f"{file}: corrupted checkpoint config ({type(err).__name__})") from None
     if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{file}: not a unetkit checkpoint config")
     version = config.get("format_version")
