@@ -135,7 +135,8 @@ CASES = [
     ),
     Case(
         "checkpoint-config-asks-for-a-huge-model",
-        r"ckpt/config\.json: `base_channels` 100000 with `depth` 2 gives 800000 channels at the deepest level, more than 262144",
+        r"ckpt/config\.json: `base_channels` 100000 with `depth` 2 gives 800000 channels at the deepest level, "
+        r"more than 262144",
         lambda t, m: _huge_model_checkpoint(t),
     ),
     Case(
