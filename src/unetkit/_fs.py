@@ -225,6 +225,9 @@ def _within(path: Path, folder: Path) -> bool:
     ).is_relative_to(_real(folder))
 
 
+STORE_SUFFIXES = (".zarr",)  # folders read as one image: an output folder may not hold them
+
+
 def check_outputs(
     *,
     files: Mapping[str, str | Path] | None = None,
@@ -258,7 +261,8 @@ def check_outputs(
                 alias = f" ({source})" if str(source) != str(out) else ""
                 raise OutputOverInput(f"`{flag}` {out} is one of the inputs{alias}; refusing to write over it")
         for source in sources:
-            if is_folder and not source.is_dir() and (_same(out, source.parent) or _same(out, _real(source).parent)):
+            single = not source.is_dir() or source.suffix.lower() in STORE_SUFFIXES  # a zarr store is one input
+            if is_folder and single and (_same(out, source.parent) or _same(out, _real(source).parent)):
                 raise OutputOverInput(
                     f"`{flag}` {out} holds the input {source}; writing there could replace it; choose another folder"
                 )

@@ -102,6 +102,16 @@ def _predict(tmp: Path, inputs: str, out: str) -> tuple[list[str], Path]:
     return argv, tmp
 
 
+def _predict_zarr(tmp: Path) -> tuple[list[str], Path]:
+    """A zarr store predicted into the folder that holds it, as a zarr mask (it was written into the store)."""
+    zarr = pytest.importorskip("zarr")
+    store = tmp / "in" / "img.zarr"
+    store.parent.mkdir()
+    zarr.create_array(str(store), shape=(32, 32), chunks=(16, 16), dtype="uint8", fill_value=0)[:] = 7
+    argv = ["predict", str(checkpoint(tmp / "ckpt")), str(store), "--out", str(tmp / "in"), "--mask-format", "zarr"]
+    return argv, tmp
+
+
 def _train(tmp: Path, out: str, data: str = "data") -> tuple[list[str], Path]:
     folder(tmp / data, n=2, size=32)
     return ["train", "--data", str(tmp / data), "--out", str(tmp / out), "--epochs", "1"], tmp
@@ -150,6 +160,11 @@ OUTPUT_CASES = [
         "predict-out-holds-an-input",
         r"`--out` .*in holds the input .*in/img\.png; writing there could replace it",
         lambda t, m: _predict(t, "file", "in"),
+    ),
+    Case(
+        "predict-zarr-out-holds-the-zarr-input",
+        r"`--out` .*in holds the input .*in/img\.zarr; writing there could replace it",
+        lambda t, m: _predict_zarr(t),
     ),
     Case("predict-out-through-a-link", rf"`--out` .*link {INPUT}", lambda t, m: _predict(t, "folder", "link")),
     Case(

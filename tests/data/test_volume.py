@@ -171,6 +171,29 @@ def test_volume_stems_and_zero_spacing(tmp_path, caplog):
     assert "zero.nrrd: voxel spacing (1.0, 0.0, 2.0) is not positive and finite; using (1.0, 1.0, 2.0)" in caplog.text
 
 
+@pytest.mark.parametrize("where", ["nifti-sform", "nrrd-origin"])
+def test_a_nan_affine_is_replaced_by_the_spacing_with_a_warning_and_outputs_carry_no_nan(where, tmp_path, caplog):
+    if where == "nifti-sform":
+        affine = np.diag([2.0, 1.0, 1.0, 1.0])
+        affine[0, 3] = np.nan  # a forged or careless origin
+        image = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), affine)
+        image.header.set_qform(None, code=0)
+        path = tmp_path / "nan.nii.gz"
+        nib.save(image, str(path))
+    else:
+        path = tmp_path / "nan.nrrd"
+        header = {"space directions": np.diag([2.0, 1.0, 1.0]), "space origin": [np.nan, 0.0, 0.0], "space": "RAS"}
+        nrrd.write(str(path), np.zeros((4, 5, 6), np.float32), header)
+    with caplog.at_level(logging.WARNING, logger="unetkit.data.volume"):
+        volume = read_volume(path)
+    assert f"{path.name}: its affine (voxel-to-world geometry) holds NaN or infinite values" in caplog.text
+    assert volume.spacing == (2.0, 1.0, 1.0)
+    np.testing.assert_array_equal(volume.affine, np.diag([2.0, 1.0, 1.0, 1.0]))
+    out = write_volume(tmp_path / f"pred{''.join(path.suffixes)}", np.ones((4, 5, 6), np.uint8), like=volume)
+    written = read_volume(out)
+    assert np.all(np.isfinite(written.affine)) and written.spacing == (2.0, 1.0, 1.0)
+
+
 def _truncated(tmp_path: Path) -> Path:
     nib.save(nib.Nifti1Image(np.ones((20, 20, 20), np.float32), np.eye(4)), str(tmp_path / "full.nii.gz"))
     data = (tmp_path / "full.nii.gz").read_bytes()

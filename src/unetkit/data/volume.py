@@ -115,6 +115,23 @@ def _spacing(values: Sequence[float], path: Path) -> tuple[float, float, float]:
     return (out[0], out[1], out[2])
 
 
+def _affine(affine: np.ndarray, spacing: tuple[float, float, float], path: Path) -> np.ndarray:
+    """`affine` as float64, or, where it holds a NaN or an infinity (a header written carelessly or forged), the
+    plain scaling by `spacing`, with a warning: outputs written "like" this volume carry the geometry in use, not
+    the file's NaNs."""
+    matrix = np.asarray(affine, dtype=np.float64)
+    if matrix.shape == (4, 4) and np.all(np.isfinite(matrix)):
+        return matrix
+    plain = np.diag([*spacing, 1.0])
+    logger.warning(
+        "%s: its affine (voxel-to-world geometry) holds NaN or infinite values; using the voxel spacing %s with no "
+        "rotation and origin 0, and outputs written beside it carry that geometry",
+        path,
+        spacing,
+    )
+    return plain
+
+
 def _check_size(path: Path, shape: Sequence[int]) -> None:
     if math.prod(int(n) for n in shape) > MAX_VOXELS:
         raise DataError(
@@ -156,7 +173,7 @@ def _read_nifti(path: Path) -> Volume:
     if array.ndim == 5 and array.shape[3] == 1:  # (X, Y, Z, T=1, C): NIfTI's vector intent
         array = array[:, :, :, 0]
     spacing = _spacing(image.header.get_zooms()[:3], path)
-    return Volume(np.asarray(array), spacing, np.asarray(image.affine, dtype=np.float64), "nifti", path, image.header)
+    return Volume(np.asarray(array), spacing, _affine(image.affine, spacing, path), "nifti", path, image.header)
 
 
 def _read_nrrd(path: Path) -> Volume:
@@ -191,7 +208,7 @@ def _read_nrrd(path: Path) -> Volume:
         matrix, origin = _LPS_TO_RAS @ matrix, _LPS_TO_RAS @ origin
     affine = np.eye(4)
     affine[:3, :3], affine[:3, 3] = matrix, origin
-    return Volume(array, spacing, affine, "nrrd", path, header)
+    return Volume(array, spacing, _affine(affine, spacing, path), "nrrd", path, header)
 
 
 def _read_tiff(path: Path) -> Volume:
