@@ -51,6 +51,7 @@ WRITE_ERRNOS = frozenset(
         errno.EPERM,
         errno.EIO,
         errno.ENOTDIR,  # a path component is a file
+        errno.EISDIR,  # a folder where the file goes
         errno.ENAMETOOLONG,
     )
     if code is not None
@@ -75,7 +76,8 @@ def write_error(err: OSError, path: str | Path) -> OSError:
     Callers name what the user asked for (a checkpoint folder, an output file), not its temporary name."""
     if err.errno not in WRITE_ERRNOS:
         return err
-    return WriteError(err.errno, err.strerror or os.strerror(err.errno or 0), str(path))
+    reason = "a folder is in the way of the file" if err.errno == errno.EISDIR else err.strerror
+    return WriteError(err.errno, reason or os.strerror(err.errno or 0), str(path))
 
 
 def _umask() -> int:

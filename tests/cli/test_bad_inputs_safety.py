@@ -112,6 +112,13 @@ def _predict_zarr(tmp: Path) -> tuple[list[str], Path]:
     return argv, tmp
 
 
+def _predict_over_folder(tmp: Path) -> tuple[list[str], Path]:
+    """A folder stands where the mask goes (the message named the temporary file: `.img.tmp-.../mask.png`)."""
+    image, ckpt = _image_in(tmp), checkpoint(tmp / "ckpt")
+    (tmp / "pred" / "img.png").mkdir(parents=True)
+    return ["predict", str(ckpt), str(image), "--out", str(tmp / "pred")], tmp
+
+
 def _train(tmp: Path, out: str, data: str = "data") -> tuple[list[str], Path]:
     folder(tmp / data, n=2, size=32)
     return ["train", "--data", str(tmp / data), "--out", str(tmp / out), "--epochs", "1"], tmp
@@ -165,6 +172,11 @@ OUTPUT_CASES = [
         "predict-zarr-out-holds-the-zarr-input",
         r"`--out` .*in holds the input .*in/img\.zarr; writing there could replace it",
         lambda t, m: _predict_zarr(t),
+    ),
+    Case(
+        "predict-output-name-is-a-folder",
+        r"pred/img\.png: cannot write \(a folder is in the way of the file\)",
+        lambda t, m: _predict_over_folder(t),
     ),
     Case("predict-out-through-a-link", rf"`--out` .*link {INPUT}", lambda t, m: _predict(t, "folder", "link")),
     Case(
