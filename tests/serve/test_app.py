@@ -177,3 +177,21 @@ def test_a_deeply_nested_or_huge_json_body_is_a_400_not_a_500(runs_root, tmp_pat
     assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
     huge = api.post("/api/uploads", content=b'{"name": "' + b"a" * 100_000 + b'"}')
     assert huge.status_code == 400 and "more than the 65536 a JSON request may hold" in huge.json()["error"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 1), (1, 7)])
+def test_images_one_pixel_high_or_wide_are_predicted_as_the_cli_does(shape, runs_root, tmp_path):
+    # a 1x1 PNG was refused ("one_probs.tif: of shape (1, 2, 1)"): tifffile wrote the 2x1x1 probabilities as one page
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full(shape, 128, np.uint8)).save(image)
+    api = client(runs_root, tmp_path / "work")
+    job = predict(api, image)
+    assert job["status"] == "done", job["message"]
+    assert (job["view"]["height"], job["view"]["width"]) == shape
+    out = tmp_path / "cli"
+    assert main(["predict", str(runs_root / "narrow"), str(image), "--out", str(out), "--probs"]) == 0
+    for kind, name in job["downloads"].items():
+        assert api.get(f"/api/jobs/{job['id']}/files/{kind}").content == (out / name).read_bytes(), kind
+    import tifffile
+
+    assert tifffile.imread(out / "one_probs.tif").shape == (2, *shape)

@@ -141,10 +141,12 @@ class TiffWriter(_RowWriter):
         # three or four planes are written as tifffile has always stored them (one RGB page, separate planes); said
         # explicitly, as its default for them is to change
         rgb = samples in (3, 4)
-        created = tifffile.memmap(  # header and data layout only
-            self.path, shape=shape, dtype=self.dtype, photometric="rgb" if rgb else None,
-            planarconfig="separate" if rgb else None,
-        )  # fmt: skip
+        # other planes are one grey page each; without tifffile's shape description, which drops axes of length 1
+        # (a 2x5x1 stack was written as one 2x5 page, so the probabilities of a 1-pixel-wide image were misread)
+        layout = {"photometric": "rgb", "planarconfig": "separate"} if rgb else {"photometric": "minisblack"}
+        if samples > 1 and not rgb:
+            layout["metadata"] = None
+        created = tifffile.memmap(self.path, shape=shape, dtype=self.dtype, **layout)  # header and data layout only
         self.offset = int(created.offset)
         del created  # unmapped untouched: no page of it was read or written
         preallocate(self.path, self.path.stat().st_size)
