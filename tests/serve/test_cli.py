@@ -58,3 +58,40 @@ def test_the_command_serves_the_page_on_localhost(serve_process, runs_root, tmp_
     served.close()  # SIGTERM: stops as Ctrl-C does, and removes the work folder
     assert served.process.returncode == 0
     assert list(temp.iterdir()) == []
+
+
+def _api(conn: http.client.HTTPConnection, method: str, path: str, body: object = None) -> dict:
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"X-Unetkit": "1", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    assert response.status == 200, payload
+    return dict(json.loads(payload))
+
+
+def test_sigterm_during_a_prediction_stops_the_server_and_removes_the_uploads(serve_process, runs_root, tmp_path):
+    # the issue: once, SIGTERM was ignored for 60 s and the uploads were left in the temporary folder
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    served = serve_process(runs_root / "narrow", env={"TMPDIR": str(temp)})
+    url = urlparse(served.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    y, x = np.mgrid[0:3000, 0:3000]
+    buffer = io.BytesIO()
+    Image.fromarray(((np.sin(x / 40.0) * np.cos(y / 30.0) + 1) * 127).astype(np.uint8)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    token = _api(conn, "POST", "/api/uploads", {"name": "big.png", "size": len(data)})["token"]
+    _api(conn, "PUT", f"/api/uploads/{token}", data)
+    job = _api(conn, "POST", "/api/jobs", {"run": "narrow", "image": token})
+    while job["status"] == "queued":  # an event: the prediction has started
+        job = _api(conn, "GET", f"/api/jobs/{job['id']}")
+    conn.close()
+    assert any(temp.rglob("*")), "the upload is kept while the job runs"
+    served.process.terminate()
+    assert served.process.wait(timeout=120) == 0, "".join(served.output)
+    assert list(temp.iterdir()) == [], "the work folder (uploads, predictions) is removed"

@@ -143,7 +143,9 @@ class TiffWriter(_RowWriter):
         rgb = samples in (3, 4)
         # other planes are one grey page each; without tifffile's shape description, which drops axes of length 1
         # (a 2x5x1 stack was written as one 2x5 page, so the probabilities of a 1-pixel-wide image were misread)
-        layout = {"photometric": "rgb", "planarconfig": "separate"} if rgb else {"photometric": "minisblack"}
+        layout: dict[str, Any] = (
+            {"photometric": "rgb", "planarconfig": "separate"} if rgb else {"photometric": "minisblack"}
+        )
         if samples > 1 and not rgb:
             layout["metadata"] = None
         created = tifffile.memmap(self.path, shape=shape, dtype=self.dtype, **layout)  # header and data layout only

@@ -46,6 +46,9 @@ def _app_module() -> ModuleType:
     return app
 
 
+GRACE_SECONDS = 3  # open connections (a page left open) are given this long to finish when the server stops
+
+
 def _stop(signum: int, frame: object) -> None:
     """SIGTERM stops the server as Ctrl-C does (the work folder is removed)."""
     raise KeyboardInterrupt
@@ -88,6 +91,25 @@ def serve(
 
     return_freed_memory()  # the allocator setting of `unetkit predict`: band buffers are handed back when freed
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # SIGTERM is taken before the work folder exists (one sent as soon as the URL is printed stops the server as
+    # Ctrl-C does), and ignored while the folder is being removed, so that a second one cannot leave it behind
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        _serve(app_module, uvicorn, root, host, port, family, options, ready)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(
+    app_module: Any,
+    uvicorn: Any,
+    root: str | Path,
+    host: str,
+    port: int,
+    family: socket.AddressFamily,
+    options: ServeOptions | None,
+    ready: Callable[[str], None] | None,
+) -> None:
     work = Path(tempfile.mkdtemp(prefix="unetkit-serve-"))
     try:
         hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if _loopback(host) else ["*"]
@@ -107,17 +129,20 @@ def serve(
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         if ready is not None:
             ready(f"http://{shown}:{bound}/")
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=GRACE_SECONDS
+        )
+        server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="unetkit-serve-http", daemon=True)
-        previous = signal.signal(signal.SIGTERM, _stop)
         try:
             thread.start()
             app.state.store.work_forever()
         except KeyboardInterrupt:
             logger.info("unetkit serve: stopped")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             server.should_exit = True
-            thread.join(timeout=10)
+            thread.join(timeout=2 * GRACE_SECONDS)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         shutil.rmtree(work, ignore_errors=True)
