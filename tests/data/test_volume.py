@@ -258,3 +258,30 @@ def test_bad_writes_are_refused_and_leave_nothing(tmp_path):
     assert nib.load(str(tmp_path / "ids.nii.gz")).get_data_dtype() == np.int32
     with gzip.open(tmp_path / "ids.nii.gz") as file:
         assert int.from_bytes(file.read(4), "little") == 348  # a NIfTI-1 header inside the gzip stream
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_forged_nifti_header_is_refused_before_a_buffer_is_sized_to_it(gz, tmp_path):
+    # 1200 x 1200 x 1200 uint8 claimed over 64 voxels: under the voxel limit, so nibabel allocated 1.7 GB before
+    # "Whoops, not enough data in file"
+    import struct
+    import tracemalloc
+
+    small = tmp_path / "small.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(small))
+    raw = bytearray(small.read_bytes())
+    raw[40:56] = struct.pack("<8h", 3, 1200, 1200, 1200, 1, 1, 1, 1)
+    forged = tmp_path / ("forged.nii.gz" if gz else "forged.nii")
+    forged.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as caught:
+            read_volume(forged)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value) == (
+        f"{forged}: its header claims 1,728,000,352 bytes of header and voxels, more than the {len(raw):,} bytes "
+        "the file holds; the file is truncated or damaged"
+    )
+    assert peak < 64 << 20  # nothing sized to the claim

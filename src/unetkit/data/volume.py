@@ -35,8 +35,10 @@ __all__ = [
     "VOLUME_SUFFIXES",
     "Volume",
     "is_volume_file",
+    "nifti_claim",
     "read_tiff_spacing",
     "read_volume",
+    "short_nifti",
     "volume_stem",
     "write_volume",
 ]
@@ -156,6 +158,44 @@ def _import(module: str, path: Path) -> Any:
     raise ValueError(f"`module` must be 'nibabel' or 'nrrd', got {module!r}")
 
 
+GZ_COUNT_BYTES = 64 << 20  # a .nii.gz whose header claims more is decompressed once, uncounted, before it is read
+
+
+def nifti_claim(image: Any) -> int:
+    """The bytes a NIfTI file must hold by its (already loaded) header: the data offset plus every voxel."""
+    header: Any = image.header
+    proxy: Any = image.dataobj  # its offset is where the voxels start in the file (the header's may read 0)
+    offset = int(getattr(proxy, "offset", 0) or header.get_data_offset())
+    voxels = math.prod(int(n) for n in header.get_data_shape())
+    return offset + voxels * np.dtype(header.get_data_dtype()).itemsize
+
+
+def short_nifti(path: Path, need: int, held: int) -> DataError:
+    """The error for a NIfTI file holding fewer bytes than its header claims."""
+    return DataError(
+        f"{path}: its header claims {need:,} bytes of header and voxels, more than the {held:,} bytes the "
+        "file holds; the file is truncated or damaged"
+    )
+
+
+def _check_nifti_claim(path: Path, image: Any) -> None:
+    """Refuse, before any voxel buffer is sized to it, a header claiming more bytes than the file holds (a forged
+    header made nibabel allocate 1.7 GB before "Whoops, not enough data in file"). A `.nii.gz` claiming more than
+    `GZ_COUNT_BYTES` is decompressed once without keeping anything, and no further than the claim."""
+    need = nifti_claim(image)
+    if not path.name.lower().endswith(".gz"):
+        held = path.stat().st_size
+    elif need > GZ_COUNT_BYTES:
+        held = 0
+        with gzip.open(path, "rb") as stream:
+            while held < need and (chunk := stream.read(min(1 << 22, need - held))):
+                held += len(chunk)
+    else:
+        return  # small claims: the buffer is small, and a short file is reported by the read itself
+    if held < need:
+        raise short_nifti(path, need, held)
+
+
 def _read_nifti(path: Path) -> Volume:
     nibabel = _import("nibabel", path)
     with open(path, "rb") as file:
@@ -169,6 +209,7 @@ def _read_nifti(path: Path) -> Volume:
     if not isinstance(image, (nibabel.Nifti1Image, nibabel.Nifti2Image)):
         raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
     _check_size(path, image.shape)
+    _check_nifti_claim(path, image)
     array = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter where the header sets them
     if array.ndim == 5 and array.shape[3] == 1:  # (X, Y, Z, T=1, C): NIfTI's vector intent
         array = array[:, :, :, 0]

@@ -58,7 +58,15 @@ import torch
 from unetkit._fs import fsync_dir, write_error
 from unetkit.data.errors import DataError
 from unetkit.data.tiff_stack import tiff_spacing
-from unetkit.data.volume import read_tiff_spacing, read_volume, volume_stem, volume_suffix, write_volume
+from unetkit.data.volume import (
+    nifti_claim,
+    read_tiff_spacing,
+    read_volume,
+    short_nifti,
+    volume_stem,
+    volume_suffix,
+    write_volume,
+)
 from unetkit.infer.grid import run_grid
 from unetkit.infer.instances import instances_from_probs
 from unetkit.infer.instances_tiled import WATERSHED_BYTES_PER_VOXEL, block_defaults
@@ -135,17 +143,14 @@ class _Slabs:
 
 
 def _nifti_bytes(path: Path) -> int:
-    """The bytes a NIfTI file must hold by its header: the data offset plus every voxel (read from the header only)."""
+    """The bytes a NIfTI file must hold by its header (read from the header only; the voxels stay on disk)."""
     import nibabel
 
     try:
-        image: Any = nibabel.load(str(path))  # reads the header; the voxels stay on disk
+        image = nibabel.load(str(path))
     except Exception as err:  # nibabel raises its own types for a file that is not NIfTI
         raise DataError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
-    header, proxy = image.header, image.dataobj  # the proxy's offset: where the voxels start (the header may say 0)
-    offset = int(getattr(proxy, "offset", 0) or header.get_data_offset())
-    voxels = math.prod(int(n) for n in header.get_data_shape())
-    return offset + voxels * np.dtype(header.get_data_dtype()).itemsize
+    return nifti_claim(image)
 
 
 class _NiftiSlabs(_Slabs):
@@ -162,10 +167,7 @@ class _NiftiSlabs(_Slabs):
             path = raw
         held = path.stat().st_size
         if held < need:  # refused before any voxel is read or any buffer sized to the claim
-            raise DataError(
-                f"{given}: its header claims {need:,} bytes of header and voxels, more than the {held:,} bytes the "
-                "file holds; the file is truncated or damaged"
-            )
+            raise short_nifti(given, need, held)
         image = nibabel.load(str(path))
         if not isinstance(image, (nibabel.Nifti1Image, nibabel.Nifti2Image)):
             raise DataError(f"{path}: not a NIfTI image ({type(image).__name__})")
