@@ -453,6 +453,41 @@ CASES = [
         _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 2, "label_values": [0, 70000]})),
     ),
     Case(
+        "checkpoint-preprocess-null",
+        r"ckpt/config\.json: `preprocess` must be a mapping, got NoneType",
+        _checkpoint_case(_edit_config(preprocess=None)),
+    ),
+    Case(
+        "checkpoint-mask-not-a-mapping",
+        r"ckpt/config\.json: `mask` must be a mapping, got str",
+        _checkpoint_case(_edit_config(mask="classes")),
+    ),
+    Case(
+        "checkpoint-unknown-mask-entry",
+        r"ckpt/config\.json: unknown entry `mask\.labels`; `mask` holds mode, num_classes, label_values, ignore_index",
+        _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 2, "labels": [0, 255]})),
+    ),
+    Case(
+        "checkpoint-label-values-not-one-per-class",
+        r"ckpt/config\.json: `mask\.label_values` must hold one value per class \(3\), got \[0, 255\]",
+        _checkpoint_case(_edit_config(mask={"mode": "classes", "num_classes": 3, "label_values": [0, 255]})),
+    ),
+    Case(
+        "checkpoint-unknown-task",
+        r"ckpt/config\.json: `task` must be one of segmentation, denoise, superres, diffusion, got 'segment'",
+        _checkpoint_case(_edit_config(task="segment")),
+    ),
+    Case(
+        "checkpoint-percentiles-reversed",
+        r"ckpt/config\.json: `preprocess\.percentiles` must be two increasing numbers, got \[99\.5, 0\.5\]",
+        _checkpoint_case(_edit_config(preprocess={"scheme": "image", "percentiles": [99.5, 0.5]})),
+    ),
+    Case(
+        "checkpoint-instance-method-unknown",
+        r"ckpt/config\.json: `instances\.method` must be one of components, watershed, distance, got 'magic'",
+        _checkpoint_case(_edit_config(instances={"method": "magic", "min_size": 0})),
+    ),
+    Case(
         "checkpoint-format-version-not-an-integer",
         r"ckpt/config\.json: `format_version` must be an integer >= 1, got 1\.0",
         _checkpoint_case(_edit_config(format_version=1.0)),

@@ -211,14 +211,108 @@ def _numbers(value: Any) -> bool:
     )
 
 
+# what a checkpoint's entries may hold (models/ does not import data/ or train/: their names are repeated here and
+# `tests/models/test_checkpoint.py` checks them against the lists they come from)
+CHECKPOINT_TASKS = ("segmentation", "denoise", "superres", "diffusion")
+CHECKPOINT_OUTPUTS = ("softmax", "sigmoid", "identity", "residual")
+MASK_MODES = ("binary", "classes", "instances")
+INSTANCE_METHODS = ("components", "watershed", "distance")
+PREPROCESS_KEYS = ("scheme", "joint", "percentiles", "center", "low", "high", "mean", "std", "reason", "units",
+                   "range", "note")  # fmt: skip
+MASK_KEYS = ("mode", "num_classes", "label_values", "ignore_index")
+INSTANCE_KEYS = ("method", "min_size", "h", "seed", "f1", "summary", "tried", "tuned_on")  # fit_instances' record
+MAPPINGS = ("preprocess", "mask", "instances", "metrics", "train_config", "image", "model_config")
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _unknown(entry: dict[str, Any], known: tuple[str, ...], name: str, file: Path) -> None:
+    extra = sorted(set(entry) - set(known))
+    if extra:
+        raise ValueError(f"{file}: unknown entry `{name}.{extra[0]}`; `{name}` holds {', '.join(known)}")
+
+
+def _check_types(config: dict[str, Any], file: Path) -> None:
+    """The shape of every entry prediction reads, as a user's config is checked (a `mask` that was a string, a
+    `preprocess` that was null ended in tracebacks; unknown keys in them were ignored)."""
+    for key in MAPPINGS:
+        if key in config and not isinstance(config[key], dict):
+            raise ValueError(f"{file}: `{key}` must be a mapping, got {type(config[key]).__name__}")
+    for key, allowed in (("task", CHECKPOINT_TASKS), ("output", CHECKPOINT_OUTPUTS)):
+        if key in config and config[key] not in allowed:
+            raise ValueError(f"{file}: `{key}` must be one of {', '.join(allowed)}, got {config[key]!r}")
+    if "unetkit_version" in config and not isinstance(config["unetkit_version"], str):
+        raise ValueError(f"{file}: `unetkit_version` must be a string, got {config['unetkit_version']!r}")
+    if "spatial_dims" in config and config["spatial_dims"] not in (2, 3):
+        raise ValueError(f"{file}: `spatial_dims` must be 2 or 3, got {config['spatial_dims']!r}")
+    if "spacing" in config and not (_numbers(config["spacing"]) and all(v > 0 for v in config["spacing"])):
+        raise ValueError(f"{file}: `spacing` must be a list of positive numbers, got {config['spacing']!r}")
+    if "epoch" in config and not (_integer(config["epoch"]) and config["epoch"] >= 0):
+        raise ValueError(f"{file}: `epoch` must be an integer >= 0, got {config['epoch']!r}")
+    pre = config.get("preprocess", {})
+    _unknown(pre, PREPROCESS_KEYS, "preprocess", file)
+    if "joint" in pre and not isinstance(pre["joint"], bool):
+        raise ValueError(f"{file}: `preprocess.joint` must be true or false, got {pre['joint']!r}")
+    for key in ("reason", "units", "note"):
+        if key in pre and not isinstance(pre[key], str):
+            raise ValueError(f"{file}: `preprocess.{key}` must be text, got {pre[key]!r}")
+    if "center" in pre and pre["center"] not in ("mean", "median"):
+        raise ValueError(f"{file}: `preprocess.center` must be mean or median, got {pre['center']!r}")
+    for key in ("percentiles", "range"):
+        value = pre.get(key, [0, 1])
+        if not (_numbers(value) and len(value) == 2 and value[0] < value[1]):
+            raise ValueError(f"{file}: `preprocess.{key}` must be two increasing numbers, got {value!r}")
+    if "percentiles" in pre and not 0 <= pre["percentiles"][0] < pre["percentiles"][1] <= 100:
+        raise ValueError(f"{file}: `preprocess.percentiles` must lie in [0, 100], got {pre['percentiles']!r}")
+    mask = config.get("mask", {})
+    _unknown(mask, MASK_KEYS, "mask", file)
+    if "mode" in mask and mask["mode"] not in MASK_MODES:
+        raise ValueError(f"{file}: `mask.mode` must be one of {', '.join(MASK_MODES)}, got {mask['mode']!r}")
+    if "num_classes" in mask and not (
+        _integer(mask["num_classes"]) and 1 <= mask["num_classes"] <= 1 + MASK_VALUE_LIMIT
+    ):
+        raise ValueError(f"{file}: `mask.num_classes` must be an integer in [1, {1 + MASK_VALUE_LIMIT}], "
+                         f"got {mask['num_classes']!r}")  # fmt: skip
+    values, classes = mask.get("label_values"), mask.get("num_classes")
+    if isinstance(values, list) and _integer(classes) and classes > 1 and len(values) != classes:
+        raise ValueError(f"{file}: `mask.label_values` must hold one value per class ({classes}), got {values!r}")
+    ignore = mask.get("ignore_index")
+    if ignore is not None and not (_integer(ignore) and 0 <= ignore <= MASK_VALUE_LIMIT):
+        raise ValueError(f"{file}: `mask.ignore_index` must be null or an integer in [0, {MASK_VALUE_LIMIT}], "
+                         f"got {ignore!r}")  # fmt: skip
+    fitted = config.get("instances", {})
+    _unknown(fitted, INSTANCE_KEYS, "instances", file)
+    for key in ("f1", "h"):
+        if key in fitted and not (_number(fitted[key]) and fitted[key] >= 0):
+            raise ValueError(f"{file}: `instances.{key}` must be a number >= 0, got {fitted[key]!r}")
+    for key in ("summary", "tuned_on"):
+        if key in fitted and not isinstance(fitted[key], str):
+            raise ValueError(f"{file}: `instances.{key}` must be text, got {fitted[key]!r}")
+    if "tried" in fitted and not isinstance(fitted["tried"], dict):
+        raise ValueError(f"{file}: `instances.tried` must be a mapping, got {fitted['tried']!r}")
+    if "method" in fitted and fitted["method"] not in INSTANCE_METHODS:
+        raise ValueError(f"{file}: `instances.method` must be one of {', '.join(INSTANCE_METHODS)}, "
+                         f"got {fitted['method']!r}")  # fmt: skip
+    if "min_size" in fitted and not (_integer(fitted["min_size"]) and fitted["min_size"] >= 0):
+        raise ValueError(f"{file}: `instances.min_size` must be an integer >= 0, got {fitted['min_size']!r}")
+    if "seed" in fitted and not (_number(fitted["seed"]) and 0 < fitted["seed"] < 1):
+        raise ValueError(f"{file}: `instances.seed` must be a number in (0, 1), got {fitted['seed']!r}")
+
+
 def _check_entries(config: dict[str, Any], file: Path) -> None:
-    """The entries prediction acts on, checked as a user's config is: a preprocessing spec that would divide by 0,
-    hold NaN or clip above below, label values a mask cannot hold, an unknown separation; each a ValueError naming
-    `file` and the entry (they predicted an all-zero or wrapped mask without a word)."""
+    """The entries prediction acts on, checked as a user's config is: their types and names (`_check_types`), a
+    preprocessing spec that would divide by 0, hold NaN or clip above below, label values a mask cannot hold, an
+    unknown separation; each a ValueError naming `file` and the entry (they predicted an all-zero or wrapped mask
+    without a word)."""
+    _check_types(config, file)
     pre = config.get("preprocess")
     if pre is not None:
-        if not isinstance(pre, dict):
-            raise ValueError(f"{file}: `preprocess` must be a mapping, got {type(pre).__name__}")
         if "scheme" in pre and pre["scheme"] not in PREPROCESS_SCHEMES:
             raise ValueError(f"{file}: `preprocess.scheme` must be one of {', '.join(PREPROCESS_SCHEMES)}, "
                              f"got {pre['scheme']!r}")  # fmt: skip
