@@ -44,10 +44,12 @@ from pathlib import Path
 RECIPES: dict[str, list[str]] = {
     "default": [],
     "none": ["--separation", "none"],  # the mask alone, instances by the fitted watershed / components
+    "distance": ["--separation", "distance"],  # the object-distance output asked for (volumes: not the default)
     "sa_unet": ["--model", "sa_unet", "--separation", "none"],  # a plain SA-UNet, the plan filling the rest
     "sa_unet_distance": ["--model", "sa_unet"],  # SA-UNet with the distance output
     "no_weight_map": ["--set", "weight_map=false"],
     "wide": ["-m", "base_channels=32"],
+    "wide16": ["-m", "base_channels=16"],  # twice the plan's CPU width for volumes (8)
     "patch256": ["--patch-size", "256"],
     "ce": ["--loss", "ce"],
 }

@@ -39,4 +39,5 @@ def test_one_stack_of_30_voxels_a_side_plans_and_trains(tmp_path):
     assert plan["settings"]["model_options"]["spatial_dims"] == 3
     assert plan["settings"]["epochs"] * plan["settings"]["steps_per_epoch"] >= 2
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
-    assert config["separation"] == "distance" and config["spatial_dims"] == 3
+    assert "separation" not in config and config["spatial_dims"] == 3  # volumes: watershed on the foreground
+    assert plan["settings"]["separation"] == "none" and "instance volumes" in plan["reasons"]["separation"]

@@ -72,7 +72,7 @@ FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "--separation": (
         "separation",
         str,
-        "touching objects: auto (distance for instance masks), distance (an extra output learns each object's "
+        "touching objects: auto (distance for 2-D instance masks), distance (an extra output learns each object's "
         "distance to its outline) or none",
     ),
 }

@@ -262,7 +262,10 @@ def make_plan(
     else:
         choose("weight_map", instances and touching >= TOUCHING,
                f"{touching:.0%} of the objects touch another (border weight map from {TOUCHING:.0%})")  # fmt: skip
-    if instances:
+    if instances and volumes:
+        choose("separation", "none", "instance volumes: watershed on the foreground (a distance output lowered "
+               "3-D instance F1 at short budgets: 0.58 against 0.74 in 3 min on `data realistic stacks`)")  # fmt: skip
+    elif instances:
         choose("separation", "distance", "instance masks: one more output learns each object's distance to its "
                "outline, whose valleys split touching objects (StarDist's object probability)")  # fmt: skip
     if instances and not fingerprint["counts"].get("val", 0):

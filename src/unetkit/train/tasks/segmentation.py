@@ -47,14 +47,15 @@ def _predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(dim=1)
 
 
-def resolve_separation(separation: str, mask_mode: str, source: str) -> str:
-    """`distance` or `none` for the `separation` setting (`auto`: `distance` for instance masks).
+def resolve_separation(separation: str, mask_mode: str, source: str, volumes: bool = False) -> str:
+    """`distance` or `none` for the `separation` setting (`auto`: `distance` for 2-D instance masks; for
+    volumes `none`, as the plan chooses: see `unetkit.train.plan`).
 
     Raises:
         ValueError: `distance` for masks that are not instance labels.
     """
     if separation == "auto":
-        return "distance" if mask_mode == "instances" else "none"
+        return "distance" if mask_mode == "instances" and not volumes else "none"
     if separation == "distance" and mask_mode != "instances":
         raise ValueError(
             f"`separation` 'distance' needs instance labels, and the masks of {source} read as {mask_mode}; "
@@ -91,7 +92,8 @@ class SegmentationTask(PatchTask):
         self.class_channels = config.out_channels or (
             1 if binary and config.loss in BCE_FAMILY else prepared.mask.num_classes
         )
-        self.separation = resolve_separation(config.separation, prepared.mask.mode, config.data)
+        volumes = prepared.train.images[0].ndim == 4  # (C, D, H, W)
+        self.separation = resolve_separation(config.separation, prepared.mask.mode, config.data, volumes)
         distance = self.separation == "distance"
         self.out_channels = self.class_channels + int(distance)  # the model's: class logits, then the distance
         wmap = {"w0": config.w0, "sigma": config.sigma} if config.weight_map else None
