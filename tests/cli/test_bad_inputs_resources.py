@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -197,11 +196,19 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_resource_case_exits_2_with_one_line_in_bounded_time(case, tmp_path, monkeypatch, capsys):
-    start = time.monotonic()
+def test_resource_case_exits_2_with_one_line_before_any_tile_or_step(case, tmp_path, monkeypatch, capsys):
+    # refused from headers and settings: no tile was predicted, no volume slab, no training epoch begun
+    from unetkit.infer import files, predictor, volume_files
+    from unetkit.train.engine import Engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("the work began before the refusal")
+
+    for module, name in ((files, "run_tiled"), (predictor, "run_tiled"), (volume_files, "run_grid")):
+        monkeypatch.setattr(module, name, never)
+    monkeypatch.setattr(Engine, "train_epoch", never)
     line = check_case(case, tmp_path, monkeypatch, capsys)
     assert len(line) < 1200  # a huge value never makes a huge line
-    assert time.monotonic() - start < 120  # refused from headers: no minutes of decoding (shared 2-core machine)
 
 
 def test_the_short_png_really_reads_as_zeros_in_pillow(tmp_path):
@@ -226,13 +233,11 @@ def test_the_alias_bomb_would_expand_to_a_billion_items():
 
 
 def test_summary_of_an_input_no_machine_holds_prints_the_estimate(capsys):
-    start = time.monotonic()
     assert main(["summary", "unet", "--input", "1x3x100000x100000"]) == 0
     out = capsys.readouterr().out
     assert "Output shape: [1, 2, 100000, 100000]" in out
     # leaf outputs of unet (base 64, depth 4) at 100000^2, float32, twice: computed on the meta device
     assert "Forward/backward activations (MB, leaf outputs x2): 123,291,015.62" in out
-    assert time.monotonic() - start < 60
 
 
 def test_summary_on_a_real_device_refuses_what_does_not_fit():

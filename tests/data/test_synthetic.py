@@ -1,7 +1,5 @@
 """The synthetic generators: formats, determinism, the statistics each kind promises, speed."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -133,10 +131,9 @@ def test_shapes_statistics() -> None:
 
 
 @pytest.mark.parametrize("name", SYNTHETIC_NAMES)
-def test_speed(name: str) -> None:
-    start = time.perf_counter()
-    make_synthetic(name, 64, size=128)
-    assert time.perf_counter() - start < 3.0
+def test_64_images_of_128(name: str) -> None:  # (speed: `unetkit bench`; no wall-clock assertion here)
+    data, _ = make_synthetic(name, 64, size=128)
+    assert len(data.images) == 64 and all(image.shape[-2:] == (128, 128) for image in data.images)
 
 
 def test_name_is_case_insensitive() -> None:

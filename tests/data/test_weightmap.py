@@ -1,7 +1,6 @@
 """The U-Net weight map (eq. 2 of Ronneberger et al. 2015) against distances computed by hand."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -146,19 +145,16 @@ def test_truncation_matches_full_distance_stack() -> None:
     np.testing.assert_allclose(unet_weight_map(labels, w0=w0, sigma=sigma, class_weights=None), expected, atol=1e-6)
 
 
-def test_speed_256_with_40_instances() -> None:
+def test_256_with_40_instances_is_positive_and_finite() -> None:
+    """(Its speed is measured by `unetkit bench`, not asserted here: no wall-clock assertion in a unit test.)"""
     rng = np.random.default_rng(0)
     rows, cols = np.mgrid[:256, :256]
     labels = np.zeros((256, 256), dtype=np.int32)
     for k in range(1, 41):
         centre = rng.integers(8, 248, size=2)
         labels[(rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= rng.integers(9, 64)] = k
-    unet_weight_map(labels[:32, :32])  # warm up imports
-    start = time.perf_counter()
     weights = unet_weight_map(labels)
-    elapsed = time.perf_counter() - start
-    assert np.all(weights > 0) and np.all(np.isfinite(weights))
-    assert elapsed < 1.0, f"{elapsed:.3f} s"
+    assert weights.shape == (256, 256) and np.all(weights > 0) and np.all(np.isfinite(weights))
 
 
 @pytest.mark.parametrize(
