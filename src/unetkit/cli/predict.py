@@ -36,7 +36,8 @@ def collect_inputs(items: list[str]) -> list[Path]:
             if not files:
                 images = ", ".join(IMAGE_SUFFIXES)
                 raise FileNotFoundError(
-                    f"{path}: folder holds no image files ({images}) nor volumes (.nii, .nii.gz, .nrrd)"
+                    f"{path}: folder holds no image files ({images}), volumes (.nii, .nii.gz, .nrrd, TIFF stacks) "
+                    "nor zarr stores (.zarr)"
                 )
             found += files
         elif path.is_file():
