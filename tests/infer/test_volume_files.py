@@ -31,7 +31,7 @@ def checkpoint3d(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt3d") / "ckpt"
     extra = {
         "preprocess": {"mean": [0.5], "std": [0.05]},
-        "mask": {"mode": "multiclass", "num_classes": 3, "label_values": LABELS},
+        "mask": {"mode": "classes", "num_classes": 3, "label_values": LABELS},
     }
     save_model(model, path, extra=extra)
     return path

@@ -218,7 +218,7 @@ CHECKPOINT_OUTPUTS = ("softmax", "sigmoid", "identity", "residual")
 MASK_MODES = ("binary", "classes", "instances")
 INSTANCE_METHODS = ("components", "watershed", "distance")
 PREPROCESS_KEYS = ("scheme", "joint", "percentiles", "center", "low", "high", "mean", "std", "reason", "units",
-                   "range", "note")  # fmt: skip
+                   "range", "note", "scale")  # fmt: skip  (scale: checkpoints of before the normalisation schemes)
 MASK_KEYS = ("mode", "num_classes", "label_values", "ignore_index")
 INSTANCE_KEYS = ("method", "min_size", "h", "seed", "f1", "summary", "tried", "tuned_on")  # fit_instances' record
 MAPPINGS = ("preprocess", "mask", "instances", "metrics", "train_config", "image", "model_config")
@@ -259,6 +259,8 @@ def _check_types(config: dict[str, Any], file: Path) -> None:
     _unknown(pre, PREPROCESS_KEYS, "preprocess", file)
     if "joint" in pre and not isinstance(pre["joint"], bool):
         raise ValueError(f"{file}: `preprocess.joint` must be true or false, got {pre['joint']!r}")
+    if "scale" in pre and not (_number(pre["scale"]) and pre["scale"] > 0):
+        raise ValueError(f"{file}: `preprocess.scale` must be a number > 0, got {pre['scale']!r}")
     for key in ("reason", "units", "note"):
         if key in pre and not isinstance(pre[key], str):
             raise ValueError(f"{file}: `preprocess.{key}` must be text, got {pre[key]!r}")
