@@ -217,8 +217,21 @@ CHECKPOINT_TASKS = ("segmentation", "denoise", "superres", "diffusion")
 CHECKPOINT_OUTPUTS = ("softmax", "sigmoid", "identity", "residual")
 MASK_MODES = ("binary", "classes", "instances")
 INSTANCE_METHODS = ("components", "watershed", "distance")
-PREPROCESS_KEYS = ("scheme", "joint", "percentiles", "center", "low", "high", "mean", "std", "reason", "units",
-                   "range", "note", "scale")  # fmt: skip  (scale: checkpoints of before the normalisation schemes)
+PREPROCESS_KEYS = (
+    "scheme",
+    "joint",
+    "percentiles",
+    "center",
+    "low",
+    "high",
+    "mean",
+    "std",
+    "reason",
+    "units",
+    "range",
+    "note",
+    "scale",
+)  # fmt: skip  (scale: checkpoints of before the normalisation schemes)
 MASK_KEYS = ("mode", "num_classes", "label_values", "ignore_index")
 INSTANCE_KEYS = ("method", "min_size", "h", "seed", "f1", "summary", "tried", "tuned_on")  # fit_instances' record
 MAPPINGS = ("preprocess", "mask", "instances", "metrics", "train_config", "image", "model_config")
