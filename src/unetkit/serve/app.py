@@ -62,9 +62,14 @@ MAX_JSON_BYTES = 64 * 1024  # a request's JSON body: a few names and flags
 
 async def _body(request: Request) -> Any:
     """The request's JSON body; a body too long, not JSON, or nested too deeply for the parser is a 400."""
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise ValueError(f"request body of {len(raw)} bytes, more than the {MAX_JSON_BYTES} a JSON request may hold")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # read no further than the limit: a huge body is not held in memory
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise ValueError(f"request body too long: more than the {MAX_JSON_BYTES} a JSON request may hold")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         return json.loads(raw)
     except RecursionError:
