@@ -206,13 +206,11 @@ MASK_VALUE_LIMIT = 65535  # predicted masks are written as uint8 or uint16
 
 
 def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-    )
+    return isinstance(value, list) and all(_number(v) for v in value)
 
 
 # what a checkpoint's entries may hold (models/ does not import data/ or train/: their names are repeated here and
-# `tests/models/test_checkpoint.py` checks them against the lists they come from)
+# `tests/models/test_checkpoint_entries.py` checks them against the lists they come from)
 CHECKPOINT_TASKS = ("segmentation", "denoise", "superres", "diffusion")
 CHECKPOINT_OUTPUTS = ("softmax", "sigmoid", "identity", "residual")
 MASK_MODES = ("binary", "classes", "instances")
@@ -231,7 +229,7 @@ PREPROCESS_KEYS = (
     "range",
     "note",
     "scale",
-)  # fmt: skip  (scale: checkpoints of before the normalisation schemes)
+)  # scale: written by checkpoints of before the normalisation schemes
 MASK_KEYS = ("mode", "num_classes", "label_values", "ignore_index")
 INSTANCE_KEYS = ("method", "min_size", "h", "seed", "f1", "summary", "tried", "tuned_on")  # fit_instances' record
 MAPPINGS = ("preprocess", "mask", "instances", "metrics", "train_config", "image", "model_config")
